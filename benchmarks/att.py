@@ -1,0 +1,77 @@
+"""AT&T faces, split by subject: train on 25, select the model and threshold on 5, test on 10 never seen.
+
+For each seed: `siamface train` (library call), then `siamface evaluate --split test`: verification AUC,
+EER, 10-fold accuracy, accuracy at the stored threshold, and 10-way one-shot accuracy on the held-out
+subjects. Writes benchmarks/results/att.json with the mean and spread over seeds; finished seeds are
+reused from their run folders, so an interrupted benchmark resumes.
+
+    python benchmarks/att.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import RESULTS, command, data_root, machine, write_result
+from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.models import default_preprocess
+from siamface.report import run_evaluation
+from siamface.train import RunConfig, train
+
+KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot_accuracy", "TAR@FAR=1e-02")
+
+
+def run_config(args: argparse.Namespace, seed: int) -> RunConfig:
+    pre = default_preprocess(args.model)
+    data = DataConfig(root=str(data_root() / "att_faces"), n_val=5, n_test=10)
+    train_cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
+                            weight_decay=args.weight_decay, flip=True, select="eer", val_way=5, val_pairs=2000,
+                            patience=args.epochs, seed=seed, progress=args.progress)
+    return RunConfig(ModelConfig(args.model, args.model_kwargs), pre, data, train_cfg)
+
+
+def one_seed(args: argparse.Namespace, seed: int) -> dict:
+    out = Path(args.runs) / f"seed{seed}"
+    t0 = time.perf_counter()
+    if not (out / "model.json").exists() or '"complete"' not in (out / "model.json").read_text():
+        train(run_config(args, seed), out, resume=(out / "state.json").exists())
+    wall = time.perf_counter() - t0
+    rep = run_evaluation(str(out), split="test", way=10, tasks=1000, n_pairs=4000, seed=seed)
+    import json
+
+    meta = json.loads((out / "model.json").read_text())
+    return {"seed": seed, "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"],
+            "wall_seconds_this_call": round(wall, 1), "test_identities": meta["split"]["test"],
+            "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--model", default="resface64")
+    p.add_argument("--model-kwargs", type=lambda s: __import__("json").loads(s), default={})
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--pairs-per-epoch", type=int, default=4096)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=5e-3)
+    p.add_argument("--runs", default=str(Path("runs") / "bench-att"))
+    p.add_argument("--name", default="att")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args()
+    rows = [one_seed(args, s) for s in args.seeds]
+    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+               for k in (*KEYS, "train_seconds")}
+    write_result(args.name, {
+        "benchmark": "AT&T faces, subject split 25 train / 5 validation / 10 test",
+        "command": command(), "data": str(data_root() / "att_faces"), "model": args.model,
+        "config": run_config(args, args.seeds[0]).to_dict(), "seeds": args.seeds, "summary": summary,
+        "per_seed": rows, "machine": machine(), "results_dir": str(RESULTS),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Shared helpers for benchmarks: data location, machine description, atomic JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def data_root() -> Path:
+    """SIAMFACE_DATA, default ../shared/data beside the repository."""
+    return Path(os.environ.get("SIAMFACE_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": sys.version.split()[0],
+            "git_commit": _git_commit()}
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    """Write benchmarks/results/<name>.json atomically and print it."""
+    from siamface.checkpoint import atomic_write_json
+
+    path = RESULTS / f"{name}.json"
+    atomic_write_json(path, result)
+    print(json.dumps(result, indent=2))
+    return path
+
+
+def command() -> str:
+    return " ".join(["python", *sys.argv])

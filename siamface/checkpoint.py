@@ -1,0 +1,123 @@
+"""Checkpoints: safetensors weights + a JSON of every config, written atomically, loaded without pickle.
+
+A run folder holds `model.safetensors` (the best weights) and `model.json` (model, preprocessing, training
+and data configs, the split, the calibrated threshold and its provenance, metrics, version, and the
+SHA-256 of the weights file, so a JSON never describes other weights than the ones beside it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, PreprocessConfig, from_dict
+from .errors import ModelError
+from .models import SiameseNet, create_model
+
+WEIGHTS, META = "model.safetensors", "model.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Save tensors as safetensors atomically; returns the file's SHA-256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        digest = sha256_file(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(run_dir: Path, model: SiameseNet, meta: dict[str, Any]) -> None:
+    """Write the weights, then the JSON that names their hash (a crash between leaves the old pair valid
+    or is detected at load time by the hash)."""
+    digest = atomic_save_tensors(run_dir / WEIGHTS, model.state_dict())
+    atomic_write_json(run_dir / META, {**meta, "weights_sha256": digest})
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with everything its JSON recorded."""
+
+    model: SiameseNet
+    preprocess: PreprocessConfig
+    meta: dict[str, Any]
+    path: Path
+
+    @property
+    def threshold(self) -> float | None:
+        cal = self.meta.get("calibration") or {}
+        return cal.get("threshold")
+
+
+def resolve_run(path: str | Path) -> Path:
+    """Accept a run folder, its model.json or its model.safetensors; return the folder."""
+    p = Path(path)
+    if p.is_file() and p.name in (WEIGHTS, META):
+        p = p.parent
+    if not p.is_dir():
+        raise ModelError(f"{path}: no such model (expected a run folder with {META} and {WEIGHTS})")
+    for name in (META, WEIGHTS):
+        if not (p / name).is_file():
+            raise ModelError(f"{p / name}: missing (not a siamface model folder)")
+    return p
+
+
+def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) -> LoadedModel:
+    """Rebuild a model from a run folder without any flag; refuses mismatched or tampered weights."""
+    run = resolve_run(path)
+    try:
+        meta = json.loads((run / META).read_text())
+        mcfg = from_dict(ModelConfig, meta["model"])
+        pre = from_dict(PreprocessConfig, meta["preprocess"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{run / META}: not a valid siamface model description ({e})") from e
+    if verify_hash and meta.get("weights_sha256") and sha256_file(run / WEIGHTS) != meta["weights_sha256"]:
+        raise ModelError(f"{run / WEIGHTS}: SHA-256 differs from {META}; the weights were changed or half-written")
+    model = create_model(mcfg.name, preprocess=pre, **mcfg.kwargs)
+    try:
+        state = load_file(run / WEIGHTS, device="cpu")
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise ModelError(f"{run / WEIGHTS}: incompatible with model {mcfg.name!r} ({str(e).splitlines()[0]})") from e
+    return LoadedModel(model.to(device).eval(), pre, meta, run)

@@ -1,0 +1,171 @@
+"""`siamface` command line: a thin translator from flags to library calls, JSON out, one-line errors.
+
+Training flags are generated from the config dataclasses' fields, one flag per field (`--batch-size` is
+`TrainConfig.batch_size`), so the CLI cannot drift from the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from . import __version__
+from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig
+from .errors import SiamfaceError
+
+# Config fields that get a different flag name, or none (set by a dedicated flag).
+RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
+SKIP = {("PreprocessConfig", "align"), ("ModelConfig", "kwargs")}
+
+
+def _flag(cls: type, name: str) -> str:
+    return RENAME.get((cls.__name__, name), name).replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
+    """One flag per dataclass field; bools get --x/--no-x; tuples take several values."""
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if (cls.__name__, f.name) in SKIP:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None,
+                              "help": f"{cls.__name__}.{f.name} (default: {default if defaults else 'from the model'})"}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kw.update(nargs="+", type=type(default[0]) if default else str)
+        else:
+            kw["type"] = type(default)
+        group.add_argument(f"--{_flag(cls, f.name)}", **kw)
+
+
+def config_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """Build `cls` from parsed flags; unset flags keep `base`'s (or the dataclass') values."""
+    changes = {f.name: getattr(args, f"{cls.__name__}.{f.name}") for f in dataclasses.fields(cls)
+               if getattr(args, f"{cls.__name__}.{f.name}", None) is not None}
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
+
+
+def _print(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# ---- commands ------------------------------------------------------------------------------------------
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from .models import count_parameters, create_model, list_models, model_spec
+
+    rows = []
+    for name in list_models():
+        spec = model_spec(name)
+        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+                     "input": f"{spec.preprocess.channels}x{spec.preprocess.size}x{spec.preprocess.size}",
+                     "description": spec.description})
+    if args.json:
+        _print(rows)
+        return
+    for r in rows:
+        print(f"{r['name']:<10} {r['parameters']:>12,}  {r['input']:<10} {r['description']}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .models import default_preprocess
+    from .train import RunConfig, train
+
+    mcfg = config_from_args(ModelConfig, args)
+    if args.model_kwargs:
+        mcfg = dataclasses.replace(mcfg, kwargs=json.loads(args.model_kwargs))
+    pre = config_from_args(PreprocessConfig, args, default_preprocess(mcfg.name))
+    if args.align:
+        pre = dataclasses.replace(pre, align={"detector": args.align})
+    run = RunConfig(mcfg, pre, config_from_args(DataConfig, args), config_from_args(TrainConfig, args))
+    meta = train(run, args.out, resume=args.resume)
+    _print({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
+            "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .report import run_evaluation
+
+    report = run_evaluation(args.model, split=args.split, pairs=args.pairs, protocol=args.protocol,
+                            omniglot_runs=args.omniglot_runs, data=args.data, out=args.out, way=args.way,
+                            tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device)
+    _print(report)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from .verify import Verifier
+
+    v = Verifier(args.model, threshold=args.threshold, device=args.device)
+    _print(v.verify(args.image_a, args.image_b).to_dict())
+
+
+# ---- parser --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="siamface", description="Siamese face verification (Koch et al. 2015).")
+    p.add_argument("--version", action="version", version=f"siamface {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list registered architectures with parameter counts and input size")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.set_defaults(func=cmd_models)
+
+    t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)")
+    t.add_argument("--out", required=True, help="run folder: model.safetensors, model.json, log.jsonl, curves.png")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--model-kwargs", default="",
+                   help='JSON overrides for the model factory, e.g. \'{"embed_dim": 128}\'')
+    t.add_argument("--align", choices=("haar", "none"), default=None, help="detect and align faces (default: none)")
+    for cls in (ModelConfig, DataConfig, TrainConfig):
+        add_config_flags(t, cls)
+    add_config_flags(t, PreprocessConfig, defaults=False)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model; writes report.json, report.md, roc.png, hist.png")
+    e.add_argument("--model", required=True, help="run folder of a trained model")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("--split", choices=("test", "val"),
+                     help="held-out identities recorded in the model (default test)")
+    src.add_argument("--pairs", help="pairs file: LFW pairs.txt/pairsDevTest.txt or CSV image_a,image_b,label")
+    src.add_argument("--protocol", choices=("lfw-view1", "lfw-view2"), help="standard LFW protocol on --data")
+    src.add_argument("--omniglot-runs", help="the official Omniglot all_runs folder (20-way, 400 trials)")
+    e.add_argument("--data", help="dataset root (default: the one recorded in the model)")
+    e.add_argument("--out", help="report folder (default: <model>/eval-<what>)")
+    e.add_argument("--way", type=int, default=20, help="N of N-way one-shot on identity splits")
+    e.add_argument("--tasks", type=int, default=400, help="one-shot tasks on identity splits")
+    e.add_argument("--n-pairs", type=int, default=4000, help="verification pairs sampled on identity splits")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_evaluate)
+
+    v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
+    v.add_argument("image_a")
+    v.add_argument("image_b")
+    v.add_argument("--model", required=True, help="run folder of a trained model")
+    v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    v.add_argument("--device", default="cpu")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except SiamfaceError as e:
+        print(f"siamface: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("siamface: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

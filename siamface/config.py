@@ -1,0 +1,141 @@
+"""Frozen configuration dataclasses, saved as JSON beside every checkpoint.
+
+A checkpoint's JSON holds one dict per config below, so `load_model(path)` rebuilds the network, its
+preprocessing and its calibrated threshold without any flag (STYLE.md 4-5). CLI flags map onto these
+fields one to one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build `cls` from a dict, ignoring unknown keys (newer files) and restoring tuples."""
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {}
+    for key, value in data.items():
+        if key in names:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes the model's input tensor; it travels with the weights.
+
+    size/channels: the square input the network expects. crop: the centred square, as a fraction of the
+    shorter side, taken before resizing. invert: map x -> 1 - x (Omniglot strokes become 1 on 0).
+    mean/std: x -> (x - mean) / std after scaling to [0, 1]. align: face-alignment settings
+    (`siamface.faces.AlignConfig` as a dict) or None when inputs are already face crops.
+    """
+
+    size: int = 105
+    channels: int = 1
+    crop: float = 1.0
+    invert: bool = False
+    mean: float = 0.0
+    std: float = 1.0
+    align: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"preprocess.size must be >= 8, got {self.size}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"preprocess.channels must be 1 or 3, got {self.channels}")
+        if not 0.0 < self.crop <= 1.0:
+            raise ValueError(f"preprocess.crop must be in (0, 1], got {self.crop}")
+        if self.std <= 0:
+            raise ValueError(f"preprocess.std must be > 0, got {self.std}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A registered architecture name plus keyword overrides for its factory (timm style)."""
+
+    name: str = "koch2015"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training pairs come from and how identities are split.
+
+    Identity folders (`root/<identity>/<image>`): identities are split by seed into train / val / test
+    (n_val, n_test identities). Explicit identity lists (train_ids/val_ids/test_ids) override the split.
+    Validation identities may instead come from another folder (`val_root`, e.g. Omniglot's evaluation
+    alphabets), optionally only those of some groups (`val_groups`, e.g. the alphabets the official
+    one-shot runs do not use).
+    A pairs file (LFW format or CSV) may replace sampled training pairs (`pairs_file`), and a second one
+    may give the validation pairs (`val_pairs_file`).
+    """
+
+    root: str = ""
+    n_val: int = 5
+    n_test: int = 10
+    train_ids: tuple[str, ...] = ()
+    val_ids: tuple[str, ...] = ()
+    test_ids: tuple[str, ...] = ()
+    val_root: str = ""
+    val_groups: tuple[str, ...] = ()
+    pairs_file: str = ""
+    val_pairs_file: str = ""
+    within_group: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and schedule. regime 'koch' is the paper's SGD; 'adamw' is a modern default."""
+
+    regime: str = "adamw"
+    epochs: int = 30
+    batch_size: int = 128
+    pairs_per_epoch: int = 10_000
+    fixed_pairs: bool = False
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    momentum_start: float = 0.5
+    momentum_end: float = 0.9
+    momentum_epochs: int = 30
+    lr_decay: float = 0.99
+    layer_lr: tuple[float, ...] = ()
+    layer_momentum: tuple[float, ...] = ()
+    layer_l2: tuple[float, ...] = ()
+    select: str = "oneshot"
+    label_smoothing: float = 0.0
+    distortions: bool = True
+    flip: bool = False
+    distortions_per_pair: int = 0
+    patience: int = 20
+    max_minutes: float = 0.0
+    val_way: int = 20
+    val_tasks: int = 320
+    val_pairs: int = 2_000
+    seed: int = 0
+    device: str = "cpu"
+    bf16: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.regime not in ("koch", "adamw"):
+            raise ValueError(f"train.regime must be 'koch' or 'adamw', got {self.regime!r}")
+        for name in ("epochs", "batch_size", "pairs_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.select not in ("oneshot", "auc", "eer"):
+            raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
+        if self.val_way < 2:
+            raise ValueError(f"train.val_way must be >= 2, got {self.val_way}")

@@ -1,0 +1,150 @@
+"""From a `DataConfig` to what training needs: a seeded identity split, decoded image stores, pairs.
+
+Identity folders: identities are split into train / validation / test and checked disjoint, so no image
+of a validation or test person reaches training. A pairs file (LFW or CSV) gives fixed training pairs;
+its validation pairs come from a second file or from a seeded tenth of its identities, removed from
+training (pairs that straddle the two sides are dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .folders import ImageRecord, filter_identities, group_array, identities, label_array, scan_folder
+from .pairs import Pair, read_csv_pairs, read_lfw_pairs, sample_pairs
+from .splits import Split, assert_disjoint, split_identities
+from .store import ImageStore
+
+if TYPE_CHECKING:
+    from ..config import DataConfig, PreprocessConfig
+
+
+@dataclass
+class Prepared:
+    """Decoded training and validation data. Pairs are int64 rows [i, j, same] into the image tensors."""
+
+    split: Split
+    train_store: ImageStore
+    train_labels: np.ndarray
+    train_groups: np.ndarray | None
+    val_store: ImageStore
+    val_labels: np.ndarray
+    val_groups: np.ndarray | None
+    train_pairs: np.ndarray | None = None
+    val_pairs: np.ndarray | None = None
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        return self.train_store.images
+
+    @property
+    def val_images(self) -> torch.Tensor:
+        return self.val_store.images
+
+    def sample_train_pairs(self, n: int, rng: np.random.Generator, within_group: bool = False) -> np.ndarray:
+        """Fresh balanced pairs from the training identities, or the pairs file's pairs in a new order."""
+        if self.train_pairs is not None:
+            return self.train_pairs[rng.permutation(len(self.train_pairs))]
+        groups = self.train_groups if within_group else None
+        return sample_pairs(self.train_labels, n, rng, groups=groups, within_group=within_group)
+
+
+def _store(paths: list[Path], pre: PreprocessConfig, progress: bool) -> ImageStore:
+    from ..preprocess import load_input
+
+    return ImageStore.from_paths(paths, pre.channels, pre.size, crop=pre.crop, progress=progress,
+                                 loader=lambda p: load_input(p, pre))
+
+
+def _split(cfg: DataConfig, ids: list[str], seed: int) -> Split:
+    if cfg.val_ids or cfg.test_ids or cfg.train_ids:
+        unknown = sorted(set(cfg.train_ids + cfg.val_ids + cfg.test_ids) - set(ids))
+        if unknown:
+            raise DataError(f"{cfg.root}: identities not found: {', '.join(unknown[:5])}")
+        held = set(cfg.val_ids) | set(cfg.test_ids)
+        train = cfg.train_ids or tuple(i for i in ids if i not in held)
+        return Split(tuple(sorted(train)), tuple(sorted(cfg.val_ids)), tuple(sorted(cfg.test_ids)))
+    return split_identities(ids, cfg.n_val, cfg.n_test, seed)
+
+
+def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[ImageRecord], Split]:
+    """Validation identities from `val_root` and/or `val_groups`; everything else of `root` trains."""
+    val_pool = scan_folder(cfg.val_root) if cfg.val_root else records
+    val_ids = sorted({r.identity for r in val_pool if not cfg.val_groups or r.group in cfg.val_groups})
+    if cfg.val_groups and not val_ids:
+        raise DataError(f"{cfg.val_root or cfg.root}: no identities in groups {', '.join(cfg.val_groups)}")
+    held = set(val_ids) | set(cfg.test_ids)
+    train_ids = sorted({r.identity for r in records} - held)
+    merged = records + [r for r in val_pool if r.identity in set(val_ids)] if cfg.val_root else records
+    return merged, Split(tuple(train_ids), tuple(val_ids), tuple(sorted(cfg.test_ids)))
+
+
+def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool = True) -> Prepared:
+    """Split, decode and index the data of one run."""
+    if cfg.pairs_file:
+        return _prepare_pairs(cfg, pre, seed, progress)
+    if not cfg.root:
+        raise DataError("no training data: give an identity folder (root) or a pairs file")
+    records = scan_folder(cfg.root)
+    if cfg.val_root or cfg.val_groups:
+        records, split = _split_by_groups(cfg, records)
+    else:
+        split = _split(cfg, identities(records), seed)
+    if not split.val:
+        raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
+    train_rec, val_rec = filter_identities(records, split.train), filter_identities(records, split.val)
+    tl, _ = label_array(train_rec)
+    vl, _ = label_array(val_rec)
+    return Prepared(
+        split, _store([r.path for r in train_rec], pre, progress), tl, group_array(train_rec),
+        _store([r.path for r in val_rec], pre, progress), vl, group_array(val_rec),
+    )
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """A CSV (`image_a,image_b,label`) or an LFW pairs file; LFW images are looked up beside it."""
+    p = Path(path)
+    if p.suffix.lower() == ".csv":
+        return read_csv_pairs(p)
+    root = p.parent / "deepfunneled" if (p.parent / "deepfunneled").is_dir() else p.parent
+    return read_lfw_pairs(p, root)
+
+
+def _pair_id(path: Path) -> str:
+    return path.parent.name
+
+
+def _index_pairs(pairs: list[Pair], pre: PreprocessConfig, progress: bool) -> tuple[ImageStore, np.ndarray]:
+    paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
+    store = _store(paths, pre, progress)
+    rows = np.array([[store.index[p.a], store.index[p.b], int(p.same)] for p in pairs], dtype=np.int64)
+    return store, rows
+
+
+def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool) -> Prepared:
+    pairs = read_pairs(cfg.pairs_file)
+    ids = sorted({_pair_id(p) for pair in pairs for p in (pair.a, pair.b)})
+    if cfg.val_pairs_file:
+        val = read_pairs(cfg.val_pairs_file)
+        val_ids = sorted({_pair_id(p) for pair in val for p in (pair.a, pair.b)})
+        train_ids = [i for i in ids if i not in set(val_ids)]
+    else:
+        rng = np.random.default_rng(seed)
+        val_ids = sorted(rng.choice(ids, size=max(2, len(ids) // 10), replace=False).tolist())
+        train_ids = [i for i in ids if i not in set(val_ids)]
+        val = [p for p in pairs if {_pair_id(p.a), _pair_id(p.b)} <= set(val_ids)]
+    train = [p for p in pairs if {_pair_id(p.a), _pair_id(p.b)} <= set(train_ids)]
+    if not train or not val:
+        raise DataError(f"{cfg.pairs_file}: too few pairs left after holding out validation identities")
+    split = Split(tuple(train_ids), tuple(val_ids), ())
+    assert_disjoint(train=train_ids, val=val_ids)
+    train_store, train_rows = _index_pairs(train, pre, progress)
+    val_store, val_rows = _index_pairs(val, pre, progress)
+    empty = np.zeros(0, dtype=np.int64)
+    return Prepared(split, train_store, empty, None, val_store, empty, None, train_rows, val_rows)

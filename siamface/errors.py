@@ -1,0 +1,31 @@
+"""Errors siamface raises on purpose. Each message names the file or value at fault and what was expected."""
+
+from __future__ import annotations
+
+
+class SiamfaceError(Exception):
+    """Base class: the CLI turns any of these into one line on stderr and a non-zero exit."""
+
+
+class ImageError(SiamfaceError, ValueError):
+    """An image file is missing, unreadable, corrupt or not an image."""
+
+
+class DataError(SiamfaceError, ValueError):
+    """A dataset folder, pairs file or split is malformed."""
+
+
+class LeakageError(DataError):
+    """An identity appears in two splits that must be disjoint."""
+
+
+class ModelError(SiamfaceError):
+    """A model is unknown, missing, or incompatible with its checkpoint or input."""
+
+
+class CollapseError(SiamfaceError):
+    """Training collapsed: validation scores are (near) constant or at chance."""
+
+
+class NoFaceError(SiamfaceError):
+    """No face was found in an image that had to contain one."""

@@ -1,0 +1,143 @@
+"""Eye-based similarity alignment and the one-call extract_face (detect -> choose -> eyes -> align)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from siamface.errors import NoFaceError
+from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
+from siamface.faces.detect import (
+    FaceBox,
+    Point,
+    check_image,
+    detect_eyes,
+    detect_faces,
+    estimate_eyes,
+)
+
+
+def _check_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 2:
+        raise ValueError(f"size must be an integer >= 2, got {size!r}")
+    return int(size)
+
+
+def eye_targets(size: int, cfg: AlignConfig) -> tuple[Point, Point]:
+    """Where the left and right eye land in a size x size output (continuous coordinates)."""
+    half = cfg.eye_distance * size / 2.0
+    y = cfg.eye_y * size
+    return (size / 2.0 - half, y), (size / 2.0 + half, y)
+
+
+def similarity_matrix(left_eye: Point, right_eye: Point, size: int, cfg: AlignConfig) -> np.ndarray:
+    """2x3 similarity (rotation, uniform scale, translation) mapping the eyes onto eye_targets.
+
+    Works in continuous coordinates (pixel j spans [j, j+1)); align_face converts it for cv2.warpAffine.
+    """
+    size = _check_size(size)
+    src = np.asarray([left_eye, right_eye], dtype=np.float64)
+    if src.shape != (2, 2) or not np.all(np.isfinite(src)):
+        raise ValueError(f"eyes must be two finite (x, y) points, got {left_eye!r}, {right_eye!r}")
+    dst = np.asarray(eye_targets(size, cfg), dtype=np.float64)
+    vs, vd = src[1] - src[0], dst[1] - dst[0]
+    norm = float(vs @ vs)
+    if norm < 1e-12:
+        raise ValueError(f"the two eye points coincide: {left_eye!r}")
+    # complex-number form: z -> a*z + t with a = vd / vs
+    a = complex(*vd) / complex(*vs)
+    rot = np.array([[a.real, -a.imag], [a.imag, a.real]])
+    t = dst[0] - rot @ src[0]
+    return np.hstack([rot, t[:, None]])
+
+
+def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
+               cfg: AlignConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Warp so the eyes are level at (cfg.eye_y, cfg.eye_distance) in a size x size uint8 output.
+
+    left_eye is the eye on the image's left. The border is replicated; the channel count is kept.
+    """
+    image = check_image(image)
+    size = _check_size(size)
+    m = similarity_matrix(left_eye, right_eye, size, cfg)
+    src = image
+    scale = math.hypot(m[0, 0], m[1, 0])
+    if scale < 0.5:  # strong downscaling: shrink with INTER_AREA first so the warp does not alias
+        h, w = image.shape[:2]
+        nw, nh = max(1, round(w * scale * 2.0)), max(1, round(h * scale * 2.0))
+        src = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        m = m.copy()
+        m[:, :2] = m[:, :2] @ np.diag([w / nw, h / nh])  # small-image coords -> original coords first
+    # continuous -> pixel-index coordinates (centre of pixel j at j): p_idx = p_cont - 0.5 on both sides
+    m_pix = m.copy()
+    m_pix[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    out = cv2.warpAffine(src, m_pix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if image.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def center_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre square crop of the whole image resized to size x size (for detector "none")."""
+    image = check_image(image)
+    size = _check_size(size)
+    h, w = image.shape[:2]
+    s = min(h, w)
+    y0, x0 = (h - s) // 2, (w - s) // 2
+    crop = image[y0:y0 + s, x0:x0 + s]
+    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
+    out = cv2.resize(crop, (size, size), interpolation=interp)
+    if image.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+@dataclass
+class FaceCrop:
+    """An aligned face and how it was found: every face box, the one used and where the eyes came from."""
+
+    image: np.ndarray
+    faces: list[FaceBox] = field(default_factory=list)
+    used: FaceBox | None = None
+    eyes_source: str = "none"  # "detected" | "estimated" | "none"
+    eyes: tuple[Point, Point] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable report (without the image)."""
+        return {
+            "faces": [f.to_dict() for f in self.faces],
+            "used": None if self.used is None else self.used.to_dict(),
+            "eyes_source": self.eyes_source,
+            "eyes": None if self.eyes is None else [list(map(float, p)) for p in self.eyes],
+        }
+
+
+def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG,
+                 source: str | None = None) -> FaceCrop:
+    """Detect, choose (cfg.select), find the eyes (detected, else estimated) and align to size x size.
+
+    With cfg.detector == "none" the whole image is centre-cropped and resized (used=None).
+    Raises NoFaceError (naming source when given) when no face is found; ValueError for bad arguments.
+    """
+    image = check_image(image)
+    size = _check_size(size)
+    if cfg.detector == "none":
+        return FaceCrop(image=center_square(image, size))
+    faces = detect_faces(image, cfg)
+    if not faces:
+        where = f" {source}" if source else ""
+        raise NoFaceError(
+            f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; Haar cascade "
+            f"{cfg.face_cascade}, min_size={cfg.min_size} of the shorter side): expected an upright frontal "
+            "face; use detector='none' for images that are already face crops")
+    used = faces[0]
+    eyes = detect_eyes(image, used, cfg) if cfg.eyes == "detect" else None
+    eyes_source = "detected"
+    if eyes is None:
+        eyes, eyes_source = estimate_eyes(used), "estimated"
+    out = align_face(image, eyes[0], eyes[1], size, cfg)
+    return FaceCrop(image=out, faces=faces, used=used, eyes_source=eyes_source, eyes=eyes)

@@ -1,0 +1,95 @@
+"""A registry of Siamese architectures (timm style): `create_model(name, **overrides)`, `list_models()`.
+
+Every entry returns a `SiameseNet` with the one contract `embed`, `score`, `forward` (logits), and carries
+a default `PreprocessConfig` (input size, channels, normalisation) that is saved with its weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..config import PreprocessConfig
+from ..errors import ModelError
+from .koch import KochTower, koch_siamese
+from .siamese import L1Head, SiameseNet
+from .small import conv_siamese, res_siamese
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: Callable[..., SiameseNet]
+    defaults: dict[str, Any]
+    preprocess: PreprocessConfig
+    description: str
+
+
+_REGISTRY: dict[str, ModelSpec] = {
+    "koch2015": ModelSpec(
+        koch_siamese, {}, PreprocessConfig(size=105, channels=1),
+        "Koch et al. (2015) exactly: 4 conv layers, fc 4096 sigmoid, L1 head (38.95M parameters)",
+    ),
+    "koch_half": ModelSpec(
+        koch_siamese, {"widths": (32, 64, 64, 128), "fc": 1024}, PreprocessConfig(size=105, channels=1),
+        "Koch's layout at half width and a 1024-d embedding, for CPU training on Omniglot",
+    ),
+    "conv4": ModelSpec(
+        conv_siamese, {}, PreprocessConfig(size=52, channels=1, mean=0.5, std=0.5),
+        "four conv3x3-BN-ReLU-pool blocks of 64 at 52x52 grey, 256-d sigmoid embedding (Omniglot on CPU)",
+    ),
+    "resface64": ModelSpec(
+        res_siamese, {}, PreprocessConfig(size=64, channels=1, mean=0.5, std=0.25),
+        "small ResNet (32-64-128-256) at 64x64 grey, 256-d sigmoid embedding (faces on a 2-core CPU)",
+    ),
+    "resface96": ModelSpec(
+        res_siamese, {"input_size": 96, "widths": (32, 64, 128, 256), "blocks": (1, 2, 2, 1)},
+        PreprocessConfig(size=96, channels=1, mean=0.5, std=0.25),
+        "deeper small ResNet at 96x96 grey, 256-d sigmoid embedding (faces, CPU or GPU)",
+    ),
+    "tiny": ModelSpec(
+        conv_siamese, {"input_size": 32, "widths": (8, 16), "embed_dim": 16},
+        PreprocessConfig(size=32, channels=1, mean=0.5, std=0.5),
+        "two conv blocks at 32x32 and a 16-d embedding: for tests, trains in seconds",
+    ),
+}
+
+_INPUT_KEYS = ("in_channels", "input_size")
+
+
+def list_models() -> list[str]:
+    """Registered architecture names."""
+    return sorted(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry for `name`; an unknown name raises ModelError listing the valid ones."""
+    if name not in _REGISTRY:
+        raise ModelError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def default_preprocess(name: str, **overrides: Any) -> PreprocessConfig:
+    """The preprocessing a model was designed for, with optional field overrides."""
+    return replace(model_spec(name).preprocess, **overrides)
+
+
+def create_model(name: str, preprocess: PreprocessConfig | None = None, **overrides: Any) -> SiameseNet:
+    """Build a registered model. Input size and channels follow `preprocess` (default: the model's own)."""
+    spec = model_spec(name)
+    pre = preprocess or spec.preprocess
+    kwargs = {**spec.defaults, "in_channels": pre.channels, "input_size": pre.size, **overrides}
+    try:
+        return spec.factory(**kwargs)
+    except TypeError as e:
+        raise ModelError(f"bad options for model {name!r}: {e}") from e
+
+
+def count_parameters(model: SiameseNet) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "KochTower", "L1Head", "ModelSpec", "SiameseNet", "count_parameters", "create_model",
+    "default_preprocess", "list_models", "model_spec",
+]

@@ -1,0 +1,129 @@
+"""Towers sized for a 2-core CPU: a plain conv-BN stack (Omniglot, tests) and a residual net for faces.
+
+Both end like Koch's tower in a sigmoid embedding, so the decision is always the paper's twin + L1 +
+weighted sigmoid head; batch norm before the sigmoid keeps it out of saturation. The head sees spatial
+layout through a flattened final map (faces are aligned, so position carries identity information).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .siamese import SiameseNet
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """He et al. (2016) basic residual block: two 3x3 conv-BN with an identity or 1x1 shortcut."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn(cin, cout, stride),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+class EmbeddingHead(nn.Module):
+    """Flattened feature map -> dropout -> linear -> batch norm -> sigmoid (a Koch-style embedding)."""
+
+    def __init__(self, in_features: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_features, dim)
+        self.bn = nn.BatchNorm1d(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.bn(self.fc(self.drop(x.flatten(1)))))
+
+
+def _flat_size(features: nn.Module, in_channels: int, size: int) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, in_channels, size, size)).numel())
+
+
+class ConvTower(nn.Module):
+    """Blocks of conv3x3-BN-ReLU-maxpool2 (the few-shot 'Conv-4' family), then the embedding head."""
+
+    def __init__(
+        self, in_channels: int, input_size: int, widths: tuple[int, ...], embed_dim: int, dropout: float
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        cin = in_channels
+        for w in widths:
+            blocks += [conv_bn(cin, w), nn.MaxPool2d(2)]
+            cin = w
+        self.features = nn.Sequential(*blocks)
+        self.head = EmbeddingHead(_flat_size(self.features, in_channels, input_size), embed_dim, dropout)
+        self.out_features = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ResTower(nn.Module):
+    """A small ResNet: 3x3 stem, one stride-2 stage per width, flattened final map, embedding head."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        input_size: int,
+        widths: tuple[int, ...],
+        blocks: tuple[int, ...],
+        embed_dim: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(in_channels, widths[0])]
+        cin = widths[0]
+        for w, n in zip(widths, blocks):
+            layers.append(BasicBlock(cin, w, stride=2))
+            layers += [BasicBlock(w, w) for _ in range(n - 1)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = EmbeddingHead(_flat_size(self.features, in_channels, input_size), embed_dim, dropout)
+        self.out_features = embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def conv_siamese(
+    in_channels: int = 1,
+    input_size: int = 52,
+    widths: tuple[int, ...] = (64, 64, 64, 64),
+    embed_dim: int = 256,
+    dropout: float = 0.0,
+) -> SiameseNet:
+    tower = ConvTower(in_channels, input_size, tuple(widths), embed_dim, dropout)
+    return SiameseNet(tower, embed_dim, in_channels, input_size)
+
+
+def res_siamese(
+    in_channels: int = 1,
+    input_size: int = 64,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks: tuple[int, ...] = (1, 1, 1, 1),
+    embed_dim: int = 256,
+    dropout: float = 0.2,
+) -> SiameseNet:
+    if len(widths) != len(blocks):
+        raise ValueError(f"widths {widths} and blocks {blocks} must have the same length")
+    tower = ResTower(in_channels, input_size, tuple(widths), tuple(blocks), embed_dim, dropout)
+    return SiameseNet(tower, embed_dim, in_channels, input_size)

@@ -1,0 +1,383 @@
+"""The training loop, top to bottom (Koch et al. 2015, section 3.2; nanoGPT's train.py for the shape).
+
+Binary cross-entropy on balanced same/different pairs with the paper's random affine distortions.
+Each distinct image of a batch goes through the tower once; pairs are scored from the embeddings.
+After every epoch: validation on held-out identities (N-way one-shot and verification pairs), a JSONL
+log line, a best-on-validation checkpoint, a resumable state, early stopping and collapse detection.
+At the end the decision threshold is calibrated on the validation pairs and stored with the weights.
+Every epoch draws its pairs, distortions and dropout from (seed, epoch) alone, so `--resume` after a
+crash continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__, metrics
+from .augment import AffineConfig, apply_affine, sample_params
+from .checkpoint import META, atomic_save_tensors, atomic_write_json, save_model
+from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
+from .data.prepare import Prepared, prepare_data
+from .errors import CollapseError, SiamfaceError
+from .evaluate import autocast, embed_batches, evaluate_identities, score_indices
+from .models import SiameseNet, count_parameters, create_model
+from .preprocess import normalize
+
+STATE, STATE_META, LOG, CURVES = "state.safetensors", "state.json", "log.jsonl", "curves.png"
+COLLAPSE_EPOCHS = 3
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; saved in model.json and state.json."""
+
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: to_dict(getattr(self, k)) for k in ("model", "preprocess", "data", "train")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(from_dict(ModelConfig, d["model"]), from_dict(PreprocessConfig, d["preprocess"]),
+                   from_dict(DataConfig, d["data"]), from_dict(TrainConfig, d["train"]))
+
+
+# ---- schedules: pure functions of the step or epoch ---------------------------------------------------
+
+def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up to `base`, then cosine decay to 1% of it."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def koch_momentum(epoch: int, start: float, end: float, ramp_epochs: int) -> float:
+    """Momentum rises linearly from `start` to the layer's final value over `ramp_epochs` (paper: slope unstated)."""
+    return start + (end - start) * min(1.0, epoch / max(1, ramp_epochs))
+
+
+def seed_for(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+# ---- optimiser -----------------------------------------------------------------------------------------
+
+def _layers(model: SiameseNet) -> list[torch.nn.Module]:
+    """Parametric leaf layers in order (conv, linear, batch norm): the paper's 'layers' for per-layer values."""
+    return [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+
+
+def _per_layer(values: tuple[float, ...], n: int, default: float, name: str) -> list[float]:
+    if not values:
+        return [default] * n
+    if len(values) != n:
+        raise ValueError(f"train.{name} has {len(values)} values but the model has {n} layers")
+    return list(values)
+
+
+def make_optimizer(model: SiameseNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only."""
+    if cfg.regime == "koch":
+        layers = _layers(model)
+        lrs = _per_layer(cfg.layer_lr, len(layers), cfg.lr, "layer_lr")
+        mus = _per_layer(cfg.layer_momentum, len(layers), cfg.momentum_end, "layer_momentum")
+        l2s = _per_layer(cfg.layer_l2, len(layers), cfg.weight_decay, "layer_l2")
+        groups = [{"params": list(m.parameters(recurse=False)), "lr": lr, "base_lr": lr, "momentum": cfg.momentum_start,
+                   "final_momentum": mu, "weight_decay": l2} for m, lr, mu, l2 in zip(layers, lrs, mus, l2s)]
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum_start)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def set_epoch_hparams(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
+    """Koch: lr_j <- lr_j * 0.99^epoch, momentum ramp. AdamW: set per step by `cosine_lr`."""
+    if cfg.regime != "koch":
+        return
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * cfg.lr_decay**epoch
+        g["momentum"] = koch_momentum(epoch, cfg.momentum_start, g["final_momentum"], cfg.momentum_epochs)
+
+
+# ---- one epoch -----------------------------------------------------------------------------------------
+
+def affine_for(pre: PreprocessConfig) -> AffineConfig:
+    """The paper's ranges; translation (2 px at 105 px) scales with the input size."""
+    return AffineConfig(translate=2.0 * pre.size / 105.0)
+
+
+def pair_batch_loss(
+    model: SiameseNet, images: torch.Tensor, batch: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
+    gen: torch.Generator | None,
+) -> torch.Tensor:
+    """BCE of a batch of [i, j, same] rows; each distinct image is distorted and embedded once."""
+    flat = np.concatenate([batch[:, 0], batch[:, 1]])
+    uniq, inv = np.unique(flat, return_inverse=True)
+    x = images[torch.as_tensor(uniq)].to(cfg.device).float() / 255.0
+    if gen is not None and cfg.distortions:
+        x = apply_affine(x, sample_params(len(x), affine_for(pre), gen))
+    if gen is not None and cfg.flip:
+        mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+        x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+    x = normalize(x, pre)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    inv_t = torch.as_tensor(inv, device=cfg.device)
+    with autocast(cfg.device, cfg.bf16):
+        emb = model.embed(x)
+        logits = model.score(emb[inv_t[: len(batch)]], emb[inv_t[len(batch):]])
+    y = torch.as_tensor(batch[:, 2], dtype=torch.float32, device=cfg.device)
+    y = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+    return F.binary_cross_entropy_with_logits(logits.float(), y)
+
+
+def train_epoch(
+    model: SiameseNet, opt: torch.optim.Optimizer, data: Prepared, run: RunConfig, epoch: int,
+    fixed: np.ndarray | None,
+) -> float:
+    cfg, pre = run.train, run.preprocess
+    torch.manual_seed(seed_for(cfg.seed, epoch))
+    rng = np.random.default_rng(seed_for(cfg.seed, epoch))
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch) + 1) if cfg.distortions or cfg.flip else None
+    pairs = fixed[rng.permutation(len(fixed))] if fixed is not None else data.sample_train_pairs(
+        cfg.pairs_per_epoch, rng, run.data.within_group)
+    steps = math.ceil(len(pairs) / cfg.batch_size)
+    total = steps * cfg.epochs
+    model.train()
+    losses = []
+    bar = _progress(range(steps), cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}")
+    for s in bar:
+        if cfg.regime == "adamw":
+            lr = cosine_lr(epoch * steps + s, total, int(cfg.warmup_epochs * steps), cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+        loss = pair_batch_loss(model, data.train_images, pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size],
+                               pre, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if hasattr(bar, "set_postfix") and s % 10 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    return float(np.mean(losses))
+
+
+def _progress(it: Any, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+
+
+# ---- validation and selection --------------------------------------------------------------------------
+
+def validate(model: SiameseNet, data: Prepared, run: RunConfig) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One-shot and verification metrics on the validation identities (fixed tasks and pairs by seed)."""
+    cfg = run.train
+    if data.val_pairs is not None:
+        emb = embed_batches(model, data.val_images, run.preprocess, device=cfg.device, bf16=cfg.bf16)
+        scores = score_indices(model, emb, data.val_pairs[:, 0], data.val_pairs[:, 1])
+        labels = data.val_pairs[:, 2].astype(int)
+        return metrics.verification_summary(labels, scores), labels, scores
+    return evaluate_identities(
+        model, run.preprocess, data.val_store, data.val_labels, n_way=cfg.val_way, n_tasks=cfg.val_tasks,
+        n_pairs=cfg.val_pairs, seed=cfg.seed + 1, groups=data.val_groups, within_group=run.data.within_group,
+        device=cfg.device, bf16=cfg.bf16)
+
+
+def selection_score(summary: dict[str, Any], select: str) -> float:
+    """Higher is better: one-shot accuracy (the paper), AUC, or minus the EER."""
+    if select == "oneshot" and "oneshot_accuracy" in summary:
+        return float(summary["oneshot_accuracy"])
+    if select == "eer":
+        return -float(summary["eer"])
+    return float(summary["auc"])
+
+
+def calibration(summary: dict[str, Any], data: Prepared, run: RunConfig) -> dict[str, Any]:
+    """The EER threshold on the validation pairs, with its provenance."""
+    n_ids = len(data.split.val)
+    ids = ", ".join(data.split.val[:8]) + (" ..." if n_ids > 8 else "")
+    return {
+        "threshold": float(summary["eer_threshold"]),
+        "rule": "equal error rate on validation pairs",
+        "source": f"EER threshold on {summary['n_pairs']} validation pairs of {n_ids} identities never used "
+                  f"for training ({ids}); seed {run.train.seed}",
+        "val_identities": list(data.split.val),
+        "n_pairs": summary["n_pairs"],
+        "val_accuracy_at_threshold": summary.get("accuracy_at_eer_threshold"),
+    }
+
+
+# ---- checkpoints and resume ----------------------------------------------------------------------------
+
+def save_state(out: Path, model: SiameseNet, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_sd = opt.state_dict()
+    for idx, st in opt_sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    digest = atomic_save_tensors(out / STATE, tensors)
+    atomic_write_json(out / STATE_META, {**state, "param_groups": opt_sd["param_groups"], "sha256": digest})
+
+
+def load_state(out: Path, model: SiameseNet, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((out / STATE_META).read_text())
+    tensors = load_file(out / STATE)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+def _rewrite_log(out: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Keep the log lines of completed epochs only (a crash may have left one more)."""
+    path = out / LOG
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [r for r in rows if r["epoch"] <= upto_epoch]
+    from .checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return rows
+
+
+def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool) -> dict[str, Any]:
+    fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
+    if not (out / STATE_META).exists():
+        return fresh
+    if not resume:
+        raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
+    saved = json.loads((out / STATE_META).read_text())
+    if saved["run"] != run.to_dict():
+        raise SiamfaceError(f"{out / STATE_META}: the saved run has a different configuration; cannot resume")
+    return load_state(out, model, opt)
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+
+def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train, validate each epoch, keep the best epoch, calibrate its threshold; returns the model.json dict."""
+    out = Path(out)
+    cfg = run.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
+    torch.manual_seed(cfg.seed)
+    model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    state = _start(out, run, model, opt, resume)
+    rows = _rewrite_log(out, state["epoch"])
+    fixed = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
+        if cfg.fixed_pairs else None
+    base = _base_meta(run, data, model)
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        set_epoch_hparams(opt, cfg, epoch)
+        loss = train_epoch(model, opt, data, run, epoch, fixed)
+        summary, labels, scores = validate(model, data, run)
+        score = selection_score(summary, cfg.select)
+        state["elapsed_s"] += time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "loss": loss, **{f"val_{k}": v for k, v in summary.items()},
+               "lr": opt.param_groups[0]["lr"], "elapsed_s": round(state["elapsed_s"], 2)}
+        rows.append(row)
+        with open(out / LOG, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        collapsed = metrics.is_collapsed(scores, labels)
+        state["collapsed"] = state["collapsed"] + 1 if collapsed else 0
+        improved = score > state["best"] and not collapsed
+        if improved:
+            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+            save_model(out, model, {**base, "status": "training", "epoch": epoch + 1, "val": summary})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        save_state(out, model, opt, {**state, "run": run.to_dict()})
+        _report_epoch(row, cfg, improved)
+        if state["collapsed"] >= COLLAPSE_EPOCHS or (collapsed and float(np.std(scores)) < 1e-6):
+            return _finish_collapsed(out, rows, state, summary)
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
+            break
+    return _finish(out, run, data, rows, state, base)
+
+
+def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:
+    if not cfg.progress:
+        return
+    keys = [k for k in ("val_oneshot_accuracy", "val_auc", "val_eer") if k in row]
+    vals = " ".join(f"{k[4:]}={row[k]:.4f}" for k in keys)
+    print(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  {vals}  {row['elapsed_s']:.0f}s"
+          + ("  *" if improved else ""), flush=True)
+
+
+def _base_meta(run: RunConfig, data: Prepared, model: SiameseNet) -> dict[str, Any]:
+    return {
+        "siamface_version": __version__, "torch_version": torch.__version__, "created_by": "siamface train",
+        **run.to_dict(), "split": data.split.to_dict(), "parameters": count_parameters(model),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "threads": torch.get_num_threads()},
+    }
+
+
+def _finish_collapsed(out: Path, rows: list[dict[str, Any]], state: dict[str, Any], summary: dict[str, Any]) -> Any:
+    from .plots import plot_training
+
+    plot_training(rows, out / CURVES)
+    if state["best_epoch"] == 0:
+        raise CollapseError(
+            f"training collapsed by epoch {state['epoch']}: validation scores are constant or at chance "
+            f"(AUC {summary['auc']:.3f}); lower the learning rate or check the data. Log: {out / LOG}")
+    meta = json.loads((out / META).read_text())
+    meta["warning"] = f"training stopped at epoch {state['epoch']} after a collapse; kept epoch {state['best_epoch']}"
+    atomic_write_json(out / META, meta)
+    return meta
+
+
+def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]], state: dict[str, Any],
+            base: dict[str, Any]) -> dict[str, Any]:
+    """Reload the best epoch, calibrate its threshold on validation pairs, write the final model.json."""
+    from .checkpoint import load_model
+    from .plots import plot_training
+
+    plot_training(rows, out / CURVES)
+    if state["best_epoch"] == 0:
+        raise CollapseError(f"no epoch beat chance on validation; see {out / LOG}")
+    model = load_model(out, device=run.train.device).model
+    summary, labels, scores = validate(model, data, run)
+    summary["accuracy_at_eer_threshold"] = metrics.accuracy_at(labels, scores, summary["eer_threshold"])
+    meta = {**base, "status": "complete", "epoch": state["best_epoch"], "epochs_run": state["epoch"],
+            "train_seconds": round(state["elapsed_s"], 1), "val": summary,
+            "calibration": calibration(summary, data, run)}
+    save_model(out, model, meta)
+    return meta
+
+
+def replace_train(run: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of `run` with TrainConfig fields changed (used by benchmarks and tests)."""
+    return replace(run, train=replace(run.train, **changes))

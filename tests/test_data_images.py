@@ -1,0 +1,112 @@
+"""load_image / image_from_array on real AT&T, Omniglot and LFW files, synthetic modes, and broken files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamface.data import image_from_array, load_image
+from siamface.errors import ImageError
+
+LFW_JPG = "lfw/deepfunneled/Aaron_Eckhart/Aaron_Eckhart_0001.jpg"
+OMNI_PNG = "omniglot/images_background/Latin/character01/0683_01.png"
+
+
+def test_att_pgm(data_root: Path) -> None:
+    img = load_image(data_root / "att_faces/s1/1.pgm")
+    assert img.shape == (1, 112, 92) and img.dtype == np.uint8
+    assert 0 < img.mean() < 255
+
+
+def test_omniglot_1bit_png_is_0_255_dark_strokes(data_root: Path) -> None:
+    img = load_image(data_root / OMNI_PNG)
+    assert img.shape == (1, 105, 105) and img.dtype == np.uint8
+    assert set(np.unique(img).tolist()) == {0, 255}
+    assert (img == 255).mean() > 0.7  # white background, dark strokes
+    assert img[0, 0, 0] == 255
+
+
+def test_lfw_jpeg_grey_and_rgb_with_size_and_crop(data_root: Path) -> None:
+    path = data_root / LFW_JPG
+    full = load_image(path, channels=3)
+    assert full.shape == (3, 250, 250)
+    grey = load_image(path, channels=1, size=105, crop=0.6)
+    rgb = load_image(path, channels=3, size=105, crop=0.6)
+    assert grey.shape == (1, 105, 105) and rgb.shape == (3, 105, 105)
+    assert grey.dtype == rgb.dtype == np.uint8
+    assert not np.array_equal(rgb[0], rgb[2])  # real colour, not grey copied thrice
+    # crop=1.0, size=250 is the identity on a 250x250 image
+    assert np.array_equal(load_image(path, channels=3, size=250), full)
+
+
+def test_crop_takes_the_centre(data_root: Path) -> None:
+    full = load_image(data_root / LFW_JPG, channels=1)
+    centre = load_image(data_root / LFW_JPG, channels=1, size=50, crop=0.2)  # 50x50 centre, no resampling
+    assert np.array_equal(centre, full[:, 100:150, 100:150])
+
+
+def test_image_from_array_matches_load_image(data_root: Path) -> None:
+    path = data_root / LFW_JPG
+    arr = np.asarray(Image.open(path).convert("RGB"))
+    for channels in (1, 3):
+        expected = load_image(path, channels=channels, size=64, crop=0.8)
+        assert np.array_equal(image_from_array(arr, channels=channels, size=64, crop=0.8), expected)
+    assert image_from_array(arr[:, :, 0]).shape == (1, 250, 250)
+    with pytest.raises(TypeError):
+        image_from_array(arr.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        image_from_array(arr[:, :, :2])
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "LA", "I;16", "1"])
+def test_other_modes_and_formats(tmp_path: Path, mode: str) -> None:
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    img = base.convert(mode)
+    for ext in (".png", ".webp") if mode not in ("I;16", "1") else (".png",):
+        path = tmp_path / f"x{ext}"
+        img.save(path)
+        for channels in (1, 3):
+            out = load_image(path, channels=channels, size=16)
+            assert out.shape == (channels, 16, 16) and out.dtype == np.uint8
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    path = tmp_path / "deep.png"
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(path)
+    assert abs(int(load_image(path)[0, 0, 0]) - 128) <= 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"channels": 2}, "channels"), ({"size": 0}, "size"), ({"crop": 0.0}, "crop"), ({"crop": 1.5}, "crop")],
+)
+def test_bad_arguments(data_root: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_image(data_root / "att_faces/s1/1.pgm", **kwargs)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"nope\.jpg: no such file"):
+        load_image(tmp_path / "nope.jpg")
+    with pytest.raises(ImageError, match="directory"):
+        load_image(tmp_path)
+
+
+def test_empty_text_and_truncated_files(tmp_path: Path, data_root: Path) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"empty\.png: empty file"):
+        load_image(empty)
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a picture\n")
+    with pytest.raises(ImageError, match=r"notes\.jpg: not a recognised image"):
+        load_image(text)
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes((data_root / LFW_JPG).read_bytes()[:200])
+    with pytest.raises(ImageError) as info:
+        load_image(truncated)
+    assert str(truncated) in str(info.value)
