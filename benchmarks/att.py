@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import RESULTS, command, data_root, machine, train_once, write_result
 
-from common import RESULTS, command, data_root, machine, write_result
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.models import default_preprocess
 from siamface.report import run_evaluation
-from siamface.train import RunConfig, train
+from siamface.train import RunConfig
 
 KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot_accuracy", "TAR@FAR=1e-02")
 
@@ -37,13 +37,9 @@ def run_config(args: argparse.Namespace, seed: int) -> RunConfig:
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     out = Path(args.runs) / f"seed{seed}"
     t0 = time.perf_counter()
-    if not (out / "model.json").exists() or '"complete"' not in (out / "model.json").read_text():
-        train(run_config(args, seed), out, resume=(out / "state.json").exists())
+    meta = train_once(run_config(args, seed), out)
     wall = time.perf_counter() - t0
     rep = run_evaluation(str(out), split="test", way=10, tasks=1000, n_pairs=4000, seed=seed)
-    import json
-
-    meta = json.loads((out / "model.json").read_text())
     return {"seed": seed, "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"],
             "wall_seconds_this_call": round(wall, 1), "test_identities": meta["split"]["test"],
             "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}}

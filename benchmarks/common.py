@@ -53,3 +53,16 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 def command() -> str:
     return " ".join(["python", *sys.argv])
+
+
+def train_once(run: Any, out: Path) -> dict[str, Any]:
+    """Train `run` into `out` unless a complete model is already there (resuming a crashed run);
+    returns its model.json. Lets an interrupted benchmark pick up where it stopped."""
+    import json
+
+    from siamface.train import train
+
+    meta_path = out / "model.json"
+    if not meta_path.exists() or json.loads(meta_path.read_text()).get("status") != "complete":
+        train(run, out, resume=(out / "state.json").exists())
+    return json.loads(meta_path.read_text())

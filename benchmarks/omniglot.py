@@ -11,19 +11,18 @@ Also measures the training speed of the faithful `koch2015` network here, for th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import command, data_root, machine, train_once, write_result
 
-from common import command, data_root, machine, write_result
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data import OMNIGLOT_VAL_ALPHABETS
 from siamface.models import create_model, default_preprocess
 from siamface.report import run_evaluation
-from siamface.train import RunConfig, affine_for, pair_batch_loss, train
+from siamface.train import RunConfig, affine_for, pair_batch_loss
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -34,7 +33,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     cfg = TrainConfig(regime=args.regime, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                       weight_decay=args.weight_decay, batch_size=args.batch_size, select="oneshot", val_way=20,
                       val_tasks=320, val_pairs=10_000, patience=20, max_minutes=args.max_minutes, seed=args.seed,
-                      progress=args.progress)
+                      threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), pre, data, cfg)
 
 
@@ -72,6 +71,7 @@ def main() -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--max-minutes", type=float, default=55.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=str(Path("runs") / "bench-omniglot"))
     p.add_argument("--name", default="omniglot")
     p.add_argument("--skip-koch-speed", action="store_true")
@@ -80,9 +80,7 @@ def main() -> None:
     run = run_config(args)
     out = Path(args.out)
     t0 = time.perf_counter()
-    if not (out / "model.json").exists() or '"complete"' not in (out / "model.json").read_text():
-        train(run, out, resume=(out / "state.json").exists())
-    meta = json.loads((out / "model.json").read_text())
+    meta = train_once(run, out)
     test = run_evaluation(str(out), omniglot_runs=str(data_root() / "omniglot" / "all_runs"))
     result = {
         "benchmark": "Omniglot 20-way within-alphabet one-shot, 20 official runs (400 trials)",

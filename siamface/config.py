@@ -74,7 +74,8 @@ class DataConfig:
     (n_val, n_test identities). Explicit identity lists (train_ids/val_ids/test_ids) override the split.
     Validation identities may instead come from another folder (`val_root`, e.g. Omniglot's evaluation
     alphabets), optionally only those of some groups (`val_groups`, e.g. the alphabets the official
-    one-shot runs do not use).
+    one-shot runs do not use). train_drawers / val_drawers keep only Omniglot images by those drawers
+    (`<id>_<drawer>.png`; Koch et al. train on 12 drawers and validate on 4 others).
     A pairs file (LFW format or CSV) may replace sampled training pairs (`pairs_file`), and a second one
     may give the validation pairs (`val_pairs_file`).
     """
@@ -85,6 +86,8 @@ class DataConfig:
     train_ids: tuple[str, ...] = ()
     val_ids: tuple[str, ...] = ()
     test_ids: tuple[str, ...] = ()
+    train_drawers: tuple[int, ...] = ()
+    val_drawers: tuple[int, ...] = ()
     val_root: str = ""
     val_groups: tuple[str, ...] = ()
     pairs_file: str = ""
@@ -94,7 +97,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and schedule. regime 'koch' is the paper's SGD; 'adamw' is a modern default."""
+    """Optimisation and schedule. regime 'koch' is the paper's SGD; 'adamw' is a modern default.
+
+    init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
+    epoch that crosses this training time (0: no limit).
+    """
 
     regime: str = "adamw"
     epochs: int = 30
@@ -118,6 +125,7 @@ class TrainConfig:
     distortions_per_pair: int = 0
     patience: int = 20
     max_minutes: float = 0.0
+    init: str = ""
     val_way: int = 20
     val_tasks: int = 320
     val_pairs: int = 2_000

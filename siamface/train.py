@@ -123,7 +123,7 @@ def affine_for(pre: PreprocessConfig) -> AffineConfig:
 
 def pair_batch_loss(
     model: SiameseNet, images: torch.Tensor, batch: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
-    gen: torch.Generator | None,
+    gen: torch.Generator | None, embed: Any = None,
 ) -> torch.Tensor:
     """BCE of a batch of [i, j, same] rows; each distinct image is distorted and embedded once."""
     flat = np.concatenate([batch[:, 0], batch[:, 1]])
@@ -139,7 +139,7 @@ def pair_batch_loss(
         x = x.contiguous(memory_format=torch.channels_last)
     inv_t = torch.as_tensor(inv, device=cfg.device)
     with autocast(cfg.device, cfg.bf16):
-        emb = model.embed(x)
+        emb = (embed or model.embed)(x)
         logits = model.score(emb[inv_t[: len(batch)]], emb[inv_t[len(batch):]])
     y = torch.as_tensor(batch[:, 2], dtype=torch.float32, device=cfg.device)
     y = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
@@ -148,8 +148,9 @@ def pair_batch_loss(
 
 def train_epoch(
     model: SiameseNet, opt: torch.optim.Optimizer, data: Prepared, run: RunConfig, epoch: int,
-    fixed: np.ndarray | None,
+    fixed: np.ndarray | None, embed: Any = None,
 ) -> float:
+    """One pass over the epoch's pairs; `embed` is the tower to run (torch.compile'd with --compile)."""
     cfg, pre = run.train, run.preprocess
     torch.manual_seed(seed_for(cfg.seed, epoch))
     rng = np.random.default_rng(seed_for(cfg.seed, epoch))
@@ -166,8 +167,8 @@ def train_epoch(
             lr = cosine_lr(epoch * steps + s, total, int(cfg.warmup_epochs * steps), cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-        loss = pair_batch_loss(model, data.train_images, pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size],
-                               pre, cfg, gen)
+        batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -287,9 +288,12 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
     model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
+    if cfg.init:
+        init_from(model, run, cfg.init)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
+    embed = torch.compile(model.embed) if cfg.compile else model.embed
     state = _start(out, run, model, opt, resume)
     rows = _rewrite_log(out, state["epoch"])
     fixed = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
@@ -298,7 +302,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
         set_epoch_hparams(opt, cfg, epoch)
-        loss = train_epoch(model, opt, data, run, epoch, fixed)
+        loss = train_epoch(model, opt, data, run, epoch, fixed, embed)
         summary, labels, scores = validate(model, data, run)
         score = selection_score(summary, cfg.select)
         state["elapsed_s"] += time.perf_counter() - t0
@@ -325,6 +329,18 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
             break
     return _finish(out, run, data, rows, state, base)
+
+
+def init_from(model: SiameseNet, run: RunConfig, path: str) -> None:
+    """Start from a trained model's weights (fine-tuning); it must be the same architecture and input."""
+    from .checkpoint import load_model
+
+    src = load_model(path)
+    if src.meta["model"] != to_dict(run.model) or (src.preprocess.size, src.preprocess.channels) != (
+            run.preprocess.size, run.preprocess.channels):
+        raise SiamfaceError(f"{path}: --init model is {src.meta['model']['name']} at {src.preprocess.size}px, "
+                            f"this run is {run.model.name} at {run.preprocess.size}px")
+    model.load_state_dict(src.model.state_dict())
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:

@@ -28,6 +28,7 @@ from siamface.data.pairs import (
     read_csv_pairs,
     read_lfw_pairs,
     read_lfw_people,
+    read_lfw_people_folds,
     sample_pairs,
 )
 from siamface.data.splits import Split, assert_disjoint, split_identities
@@ -56,6 +57,7 @@ __all__ = [
     "read_csv_pairs",
     "read_lfw_pairs",
     "read_lfw_people",
+    "read_lfw_people_folds",
     "read_omniglot_runs",
     "sample_pairs",
     "scan_folder",

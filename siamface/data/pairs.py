@@ -105,23 +105,29 @@ def _people_block(rows: list[tuple[int, list[str]]], start: int, path: Path) -> 
     return names, start + 1 + count
 
 
-def read_lfw_people(path: str | PathLike[str]) -> list[str]:
-    """All names of people.txt (10 folds: a count line, then 'name n' lines) or peopleDev*.txt (one block)."""
+def read_lfw_people_folds(path: str | PathLike[str]) -> list[list[str]]:
+    """The names of each block: people.txt has 10 folds (a fold count, then per fold a count line and
+    'name n' lines); peopleDev*.txt has one block."""
     path = Path(path)
     rows = _lines(path)
     if not rows or len(rows[0][1]) != 1:
         raise DataError(f"{path}:1: expected a single count on the first line")
     folded = len(rows) > 1 and len(rows[1][1]) == 1  # people.txt: fold count, then per fold a count line
     n_blocks = _int(path, rows[0][0], rows[0][1][0], "fold count") if folded else 1
-    names, pos = [], 1 if folded else 0
+    blocks, pos = [], 1 if folded else 0
     for fold in range(n_blocks):
         if pos >= len(rows):
             raise DataError(f"{path}: file ends before block {fold + 1} of {n_blocks}")
         block, pos = _people_block(rows, pos, path)
-        names.extend(block)
+        blocks.append(block)
     if pos != len(rows):
         raise DataError(f"{path}:{rows[pos][0]}: unexpected line after the last block")
-    return names
+    return blocks
+
+
+def read_lfw_people(path: str | PathLike[str]) -> list[str]:
+    """All names of people.txt or peopleDev*.txt."""
+    return [name for block in read_lfw_people_folds(path) for name in block]
 
 
 def _csv_label(path: Path, n: int, text: str) -> bool:

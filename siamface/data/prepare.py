@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .folders import ImageRecord, filter_identities, group_array, identities, label_array, scan_folder
+from .folders import (
+    ImageRecord,
+    filter_identities,
+    group_array,
+    identities,
+    label_array,
+    omniglot_drawer,
+    scan_folder,
+)
 from .pairs import Pair, read_csv_pairs, read_lfw_pairs, sample_pairs
 from .splits import Split, assert_disjoint, split_identities
 from .store import ImageStore
@@ -73,6 +81,16 @@ def _split(cfg: DataConfig, ids: list[str], seed: int) -> Split:
     return split_identities(ids, cfg.n_val, cfg.n_test, seed)
 
 
+def _drawers(records: list[ImageRecord], drawers: tuple[int, ...]) -> list[ImageRecord]:
+    """Only the images by these Omniglot drawers (all images when none are given)."""
+    if not drawers:
+        return records
+    kept = [r for r in records if omniglot_drawer(r.path) in set(drawers)]
+    if not kept:
+        raise DataError(f"no images by drawers {drawers} (expected Omniglot names <id>_<drawer>.png)")
+    return kept
+
+
 def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[ImageRecord], Split]:
     """Validation identities from `val_root` and/or `val_groups`; everything else of `root` trains."""
     val_pool = scan_folder(cfg.val_root) if cfg.val_root else records
@@ -98,7 +116,8 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
         split = _split(cfg, identities(records), seed)
     if not split.val:
         raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
-    train_rec, val_rec = filter_identities(records, split.train), filter_identities(records, split.val)
+    train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
+    val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
     tl, _ = label_array(train_rec)
     vl, _ = label_array(val_rec)
     return Prepared(

@@ -1,0 +1,70 @@
+"""LFW View 1 ("unrestricted, no outside data"): train and select on DevTrain people, test on pairsDevTest.
+
+Validation (model selection and the threshold) uses a seeded set of DevTrain people with at least two
+images, removed from training; DevTest people never reach training or selection (checked).
+
+    python benchmarks/lfw_view1.py --epochs 15 --pairs-per-epoch 20000 --max-minutes 35
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from common import command, data_root, machine, train_once, write_result
+
+from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.data.lfw import view1_split
+from siamface.models import default_preprocess
+from siamface.report import run_evaluation
+from siamface.train import RunConfig
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    lfw = data_root() / "lfw"
+    split = view1_split(lfw, args.n_val, args.seed)
+    pre = default_preprocess(args.model, crop=args.crop)
+    data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val,
+                      test_ids=split.test)
+    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
+                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
+                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
+                      threads=args.threads, progress=args.progress)
+    return RunConfig(ModelConfig(args.model), pre, data, cfg)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="resface64")
+    p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--pairs-per-epoch", type=int, default=20_000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-3)
+    p.add_argument("--n-val", type=int, default=150)
+    p.add_argument("--max-minutes", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default=str(Path("runs") / "bench-lfw-view1"))
+    p.add_argument("--name", default="lfw_view1")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args()
+    run = run_config(args)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    meta = train_once(run, out)
+    test = run_evaluation(str(out), protocol="lfw-view1", data=str(data_root() / "lfw"))
+    keys = ("auc", "eer", "best_accuracy", "accuracy_at_calibrated_threshold", "TAR@FAR=1e-02", "TAR@FAR=1e-01")
+    write_result(args.name, {
+        "benchmark": "LFW View 1: train/select on DevTrain people, test on pairsDevTest (1000 pairs)",
+        "command": command(), "data": str(data_root() / "lfw"), "config": run.to_dict(),
+        "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"], "epochs_run": meta["epochs_run"],
+        "val": {k: meta["val"][k] for k in ("auc", "eer", "oneshot_accuracy")},
+        "test": {k: test[k] for k in keys}, "calibration": meta["calibration"],
+        "wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
+    })
+
+
+if __name__ == "__main__":
+    main()

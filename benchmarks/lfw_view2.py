@@ -1,0 +1,106 @@
+"""LFW View 2, "unrestricted, no outside data": ten models, one per fold of pairs.txt.
+
+Model k trains only on people of the other nine folds of people.txt (150 of them, with >= 2 images, held
+out for epoch selection and the calibrated threshold), and is tested on the 600 pairs of fold k. Reported:
+mean accuracy +- standard error over the folds with the threshold chosen on the nine other folds' pairs
+(the protocol's rule) and with the calibrated threshold, plus AUC, EER and TAR@FAR over all 6,000 pairs.
+Each fold's result is written to benchmarks/results/lfw_view2/foldK.json as soon as it is done, so the
+benchmark resumes fold by fold (commit those files as they arrive).
+
+    python benchmarks/lfw_view2.py --folds 0 1 2 3 4 5 6 7 8 9 --epochs 14 --pairs-per-epoch 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from common import RESULTS, command, data_root, machine, train_once, write_result
+
+from siamface import metrics
+from siamface.checkpoint import atomic_write_json, load_model
+from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.data.lfw import view2_pairs, view2_split
+from siamface.evaluate import evaluate_pairs
+from siamface.models import default_preprocess
+from siamface.report import check_no_leakage
+from siamface.train import RunConfig
+
+FOLDS = RESULTS / "lfw_view2"
+
+
+def run_config(args: argparse.Namespace, fold: int) -> RunConfig:
+    lfw = data_root() / "lfw"
+    split = view2_split(lfw, fold, args.n_val, args.seed)
+    data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val, test_ids=split.test)
+    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
+                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
+                      val_pairs=4000, patience=args.epochs, seed=args.seed, device=args.device,
+                      threads=args.threads, progress=args.progress)
+    return RunConfig(ModelConfig(args.model), default_preprocess(args.model, crop=args.crop), data, cfg)
+
+
+def one_fold(args: argparse.Namespace, fold: int) -> dict:
+    out = Path(args.runs) / f"fold{fold}"
+    meta = train_once(run_config(args, fold), out)
+    lm = load_model(out, device=args.device)
+    pairs = view2_pairs(data_root() / "lfw")
+    test = [p for p in pairs if p.fold == fold]
+    check_no_leakage(lm, {p.parent.name for pair in test for p in (pair.a, pair.b)}, f"fold {fold}")
+    _, y, s = evaluate_pairs(lm.model, lm.preprocess, test, device=args.device)
+    _, y9, s9 = evaluate_pairs(lm.model, lm.preprocess, [p for p in pairs if p.fold != fold], device=args.device)
+    t9, _ = metrics.best_threshold(y9, s9)
+    row = {"fold": fold, "accuracy_threshold_from_other_folds": metrics.accuracy_at(y, s, t9),
+           "threshold_from_other_folds": t9,
+           "accuracy_at_calibrated_threshold": metrics.accuracy_at(y, s, lm.threshold),
+           "calibrated_threshold": lm.threshold, "auc": metrics.roc_auc(y, s), "train_seconds": meta["train_seconds"],
+           "best_epoch": meta["epoch"], "labels": y.tolist(), "scores": [round(float(v), 6) for v in s]}
+    atomic_write_json(FOLDS / f"fold{fold}.json", row)
+    return row
+
+
+def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
+    acc = np.array([r["accuracy_threshold_from_other_folds"] for r in rows])
+    cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
+    y = np.concatenate([r["labels"] for r in rows])
+    s = np.concatenate([r["scores"] for r in rows])
+    se = lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")  # noqa: E731
+    from siamface.plots import plot_roc
+
+    plot_roc(y, s, RESULTS / "lfw_view2_roc.png", title="LFW View 2 (10 folds, 10 models)")
+    return {"benchmark": "LFW View 2, unrestricted with no outside data, one model per fold",
+            "command": command(), "data": str(data_root() / "lfw"), "folds_done": [r["fold"] for r in rows],
+            "mean_accuracy": float(acc.mean()), "std_error": se(acc),
+            "mean_accuracy_calibrated_threshold": float(cal.mean()), "std_error_calibrated": se(cal),
+            "all_pairs": {k: v for k, v in metrics.verification_summary(y, s).items() if "threshold" not in k},
+            "train_seconds_total": float(sum(r["train_seconds"] for r in rows)),
+            "config_fold0": run_config(args, rows[0]["fold"]).to_dict(), "machine": machine()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--folds", type=int, nargs="+", default=list(range(10)))
+    p.add_argument("--model", default="resface64")
+    p.add_argument("--crop", type=float, default=0.45)
+    p.add_argument("--epochs", type=int, default=14)
+    p.add_argument("--pairs-per-epoch", type=int, default=20_000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-3)
+    p.add_argument("--n-val", type=int, default=150)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--runs", default=str(Path("runs") / "bench-lfw-view2"))
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args()
+    for fold in args.folds:
+        if not (FOLDS / f"fold{fold}.json").exists():
+            one_fold(args, fold)
+    rows = [json.loads((FOLDS / f"fold{k}.json").read_text()) for k in range(10) if (FOLDS / f"fold{k}.json").exists()]
+    write_result("lfw_view2", summarise(rows, args))
+
+
+if __name__ == "__main__":
+    main()

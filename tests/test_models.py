@@ -1,0 +1,254 @@
+"""The model contract over the whole registry (timm-style), and Koch et al. (2015)'s network exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _helpers import one_thread
+from torch import nn
+
+from siamface.config import PreprocessConfig
+from siamface.errors import ModelError
+from siamface.models import SiameseNet, count_parameters, create_model, default_preprocess, list_models, model_spec
+
+MODELS = list_models()
+# Embeddings agree to 1e-5 across batch layouts; a logit sums D of them with weights (koch2015: 4096 terms of
+# std 0.2), so its float32 rounding is ~10x larger.
+EMB_TOL = dict(atol=1e-5, rtol=1e-5)
+LOGIT_TOL = dict(atol=1e-4, rtol=1e-4)
+
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+def _inputs(model: SiameseNet, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, model.in_channels, model.input_size, model.input_size, generator=g)
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-default running statistics, so eval mode really uses them (seeded)."""
+    g = torch.Generator().manual_seed(123)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def model(name: str) -> SiameseNet:
+    torch.manual_seed(0)
+    net = create_model(name)
+    _randomise_bn(net)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def koch() -> SiameseNet:
+    torch.manual_seed(0)
+    return create_model("koch2015")
+
+
+def test_registry_lists_the_paper_model_and_the_test_model() -> None:
+    assert {"koch2015", "tiny"} <= set(MODELS)
+    assert MODELS == sorted(MODELS)
+
+
+def test_create_model_follows_its_default_preprocessing(name: str, model: SiameseNet) -> None:
+    assert isinstance(model, SiameseNet)
+    assert model.embed_dim > 0
+    pre = model_spec(name).preprocess
+    assert pre == default_preprocess(name)
+    assert (model.in_channels, model.input_size) == (pre.channels, pre.size)
+    assert model_spec(name).description
+
+
+def test_embed_shape_and_finite(model: SiameseNet) -> None:
+    with torch.no_grad():
+        e = model.embed(_inputs(model, 3, 0))
+    assert e.shape == (3, model.embed_dim)
+    assert e.dtype == torch.float32
+    assert torch.isfinite(e).all()
+
+
+def test_score_gives_one_logit_per_pair(model: SiameseNet) -> None:
+    with torch.no_grad():
+        e1, e2 = model.embed(_inputs(model, 3, 0)), model.embed(_inputs(model, 3, 1))
+        s = model.score(e1, e2)
+    assert s.shape == (3,)
+    assert s.dtype == torch.float32
+    assert torch.isfinite(s).all()
+
+
+def test_score_returns_logits_not_probabilities() -> None:
+    net = create_model("tiny").eval()
+    with torch.no_grad():
+        net.head.fc.bias.fill_(-3.0)
+        e = net.embed(torch.rand(2, 1, 32, 32))
+        # identical embeddings leave only the bias: a probability could never be -3
+        torch.testing.assert_close(net.score(e, e), torch.full((2,), -3.0))
+
+
+def test_forward_equals_score_of_embeddings(model: SiameseNet) -> None:
+    x1, x2 = _inputs(model, 3, 0), _inputs(model, 3, 1)
+    with torch.no_grad():
+        direct = model(x1, x2)
+        e1, e2 = model.embed(x1), model.embed(x2)
+        composed = model.score(e1, e2)
+        both = model.embed(torch.cat([x1, x2]))
+    assert direct.shape == (3,)
+    torch.testing.assert_close(both, torch.cat([e1, e2]), **EMB_TOL)
+    torch.testing.assert_close(direct, composed, **LOGIT_TOL)
+
+
+def test_score_is_symmetric(model: SiameseNet) -> None:
+    with torch.no_grad():
+        e1, e2 = model.embed(_inputs(model, 3, 0)), model.embed(_inputs(model, 3, 1))
+        torch.testing.assert_close(model.score(e1, e2), model.score(e2, e1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(model(_inputs(model, 2, 0), _inputs(model, 2, 1)),
+                                   model(_inputs(model, 2, 1), _inputs(model, 2, 0)), **LOGIT_TOL)
+
+
+def test_batch_of_one_equals_batch_of_n(model: SiameseNet) -> None:
+    x, y = _inputs(model, 3, 0), _inputs(model, 3, 1)
+    with torch.no_grad():
+        batch_e, batch_s = model.embed(x), model(x, y)
+        for i in range(3):
+            torch.testing.assert_close(model.embed(x[i : i + 1])[0], batch_e[i], **EMB_TOL)
+            torch.testing.assert_close(model(x[i : i + 1], y[i : i + 1])[0], batch_s[i], **LOGIT_TOL)
+
+
+def test_same_image_scores_the_same_in_eval_mode(model: SiameseNet) -> None:
+    x = _inputs(model, 2, 0)
+    with torch.no_grad():
+        s = model(x, x)
+        # identical inputs: |e1 - e2| = 0, so the logit is the head's bias alone
+        torch.testing.assert_close(s, model.head.fc.bias.expand(2), **LOGIT_TOL)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_gradients_reach_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    net = create_model(name).train()
+    x1, x2 = _inputs(net, 4, 0), _inputs(net, 4, 1)
+    loss = F.binary_cross_entropy_with_logits(net(x1, x2), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for pname, p in net.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
+        assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+
+
+# ---- Koch et al. (2015) exactly --------------------------------------------------------------------------
+
+def test_koch2015_parameter_count(koch: SiameseNet) -> None:
+    assert count_parameters(koch) == 38_951_745
+
+
+def test_koch2015_layer_shapes(koch: SiameseNet) -> None:
+    convs = [m for m in koch.tower.modules() if isinstance(m, nn.Conv2d)]
+    assert [tuple(c.weight.shape) for c in convs] == [
+        (64, 1, 10, 10), (128, 64, 7, 7), (128, 128, 4, 4), (256, 128, 4, 4)]
+    pools = [m for m in koch.tower.modules() if isinstance(m, nn.MaxPool2d)]
+    assert len(pools) == 3  # after the first three convolutions only
+    linears = [m for m in koch.modules() if isinstance(m, nn.Linear)]
+    assert [tuple(m.weight.shape) for m in linears] == [(4096, 9216), (1, 4096)]
+    assert koch.embed_dim == 4096
+    assert (koch.in_channels, koch.input_size) == (1, 105)
+
+
+def test_koch2015_forward_batch_two(koch: SiameseNet) -> None:
+    x = _inputs(koch, 2, 0)
+    with torch.no_grad():
+        e = koch.eval().embed(x)
+        s = koch(x, x.flip(0))
+    assert e.shape == (2, 4096)
+    assert ((e >= 0) & (e <= 1)).all()  # sigmoid embedding (the paper's fc4096 + sigmoid)
+    assert s.shape == (2,) and torch.isfinite(s).all()
+
+
+def test_koch2015_initialisation_statistics(koch: SiameseNet) -> None:
+    """Section 3.2: conv W ~ N(0, 1e-2^2), every bias ~ N(0.5, 1e-2^2), fully connected W ~ N(0, 0.2^2)."""
+    convs = [m for m in koch.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in koch.modules() if isinstance(m, nn.Linear)]
+    for c in convs:  # the smallest (64x1x10x10 = 6400 draws) has a std error of ~0.9% on its std
+        w = c.weight.detach()
+        assert abs(w.mean().item()) < 1e-3
+        assert w.std().item() == pytest.approx(0.01, rel=0.06)
+    fc_w = linears[0].weight.detach()
+    assert abs(fc_w.mean().item()) < 1e-3
+    assert fc_w.std().item() == pytest.approx(0.2, rel=0.01)
+    biases = torch.cat([m.bias.detach() for m in convs + linears])
+    assert biases.numel() == 64 + 128 + 128 + 256 + 4096 + 1
+    assert biases.mean().item() == pytest.approx(0.5, abs=1e-3)
+    assert biases.std().item() == pytest.approx(0.01, rel=0.1)
+    for m in convs + linears:  # each layer's biases on their own, within 5 standard errors
+        b = m.bias.detach()
+        assert b.mean().item() == pytest.approx(0.5, abs=5 * 0.01 / b.numel() ** 0.5)
+
+
+def test_koch2015_init_is_not_pytorch_default(koch: SiameseNet) -> None:
+    # PyTorch's default Linear init would give std ~ 1/sqrt(3 * 9216) ~ 0.006, far from the paper's 0.2
+    torch.manual_seed(1)
+    again = create_model("koch2015")
+    assert not torch.equal(again.tower.fc.weight, koch.tower.fc.weight)  # drawn, not constant
+    assert again.tower.fc.weight.std().item() > 0.1
+
+
+# ---- registry errors and preprocessing -------------------------------------------------------------------
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(ModelError) as info:
+        create_model("resnet9000")
+    msg = str(info.value)
+    assert "resnet9000" in msg
+    for name in MODELS:
+        assert name in msg
+
+
+def test_bad_factory_option_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="tiny"):
+        create_model("tiny", no_such_option=3)
+
+
+def test_default_preprocess() -> None:
+    assert default_preprocess("koch2015") == PreprocessConfig(size=105, channels=1)
+    tiny = default_preprocess("tiny")
+    assert (tiny.size, tiny.channels) == (32, 1)
+    assert default_preprocess("tiny", size=48).size == 48
+    assert default_preprocess("tiny", size=48).mean == tiny.mean  # other fields kept
+    with pytest.raises(ModelError):
+        default_preprocess("nope")
+
+
+def test_rgb_preprocess_builds_an_rgb_model() -> None:
+    torch.manual_seed(0)
+    net = create_model("tiny", preprocess=PreprocessConfig(size=32, channels=3)).eval()
+    assert net.in_channels == 3
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    assert first.weight.shape[1] == 3
+    with torch.no_grad():
+        assert net.embed(torch.rand(2, 3, 32, 32)).shape == (2, net.embed_dim)
+        with pytest.raises(RuntimeError):
+            net.embed(torch.rand(2, 1, 32, 32))
+
+
+def test_preprocess_size_changes_the_model_input() -> None:
+    torch.manual_seed(0)
+    net = create_model("tiny", preprocess=PreprocessConfig(size=48, channels=1)).eval()
+    assert net.input_size == 48
+    with torch.no_grad():
+        assert net.embed(torch.rand(1, 1, 48, 48)).shape == (1, 16)
+
+
+def test_overrides_win_over_registry_defaults() -> None:
+    net = create_model("tiny", embed_dim=8)
+    assert net.embed_dim == 8
+    assert count_parameters(net) < count_parameters(create_model("tiny"))

@@ -1,0 +1,399 @@
+"""The training loop on real AT&T faces: run folder contents, no leakage, determinism, resume, schedules,
+collapse detection and pairs-file training. Every run is the tiny model at 32x32 for a few hundred pairs."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _helpers import (
+    TinyRun,
+    att_dir,
+    att_run,
+    copy_run,
+    identity_of,
+    log_without_time,
+    one_thread,
+    read_log,
+    read_meta,
+    tiny_run,
+    weights,
+)
+
+import siamface.train as tr
+from siamface import metrics
+from siamface.checkpoint import load_model
+from siamface.config import DataConfig, TrainConfig
+from siamface.data.prepare import prepare_data
+from siamface.errors import CollapseError, SiamfaceError
+from siamface.models import count_parameters, create_model, default_preprocess
+from siamface.train import (
+    RunConfig,
+    cosine_lr,
+    koch_momentum,
+    make_optimizer,
+    replace_train,
+    set_epoch_hparams,
+    train,
+)
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+ATT_IDS = {f"s{k}" for k in range(1, 41)}
+SMALL = dict(pairs_per_epoch=128, val_tasks=20, val_pairs=100)  # for runs whose quality does not matter
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> TinyRun:
+    return tiny_run(tmp_path_factory, data_root)
+
+
+# ---- the run folder --------------------------------------------------------------------------------------
+
+def test_run_folder_has_weights_metadata_log_and_curves(tiny: TinyRun) -> None:
+    for name in ("model.safetensors", "model.json", "log.jsonl", "curves.png", "state.json", "state.safetensors"):
+        assert (tiny.path / name).is_file(), name
+    assert (tiny.path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p.name for p in tiny.path.iterdir() if p.name.endswith(".tmp")]
+    meta = read_meta(tiny.path)
+    assert {k: v for k, v in meta.items() if k != "weights_sha256"} == json.loads(json.dumps(tiny.meta))
+    assert meta["status"] == "complete"
+    assert meta["epochs_run"] == 2 and meta["epoch"] in (1, 2)
+    assert meta["parameters"] == count_parameters(create_model("tiny"))
+    assert RunConfig.from_dict(meta) == tiny.run  # every config is recorded and rebuilds the run
+
+
+def test_log_has_one_row_per_epoch(tiny: TinyRun) -> None:
+    rows = read_log(tiny.path)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert math.isfinite(r["loss"]) and r["loss"] > 0
+        assert 0.0 <= r["val_auc"] <= 1.0
+        assert 0.0 <= r["val_oneshot_accuracy"] <= 1.0
+        assert r["val_n_pairs"] == 200 and r["val_oneshot_way"] == 5 and r["val_oneshot_tasks"] == 50
+    best = rows[read_meta(tiny.path)["epoch"] - 1]
+    assert best["val_oneshot_accuracy"] == max(r["val_oneshot_accuracy"] for r in rows)  # select='oneshot'
+
+
+def test_split_is_disjoint_and_covers_every_subject(tiny: TinyRun) -> None:
+    split = read_meta(tiny.path)["split"]
+    train_ids, val_ids, test_ids = set(split["train"]), set(split["val"]), set(split["test"])
+    assert (len(train_ids), len(val_ids), len(test_ids)) == (25, 5, 10)
+    assert not (train_ids & val_ids) and not (train_ids & test_ids) and not (val_ids & test_ids)
+    assert train_ids | val_ids | test_ids == ATT_IDS
+
+
+def test_calibration_is_recorded_with_its_provenance(tiny: TinyRun) -> None:
+    meta = read_meta(tiny.path)
+    cal, val_ids = meta["calibration"], meta["split"]["val"]
+    assert 0.0 <= cal["threshold"] <= 1.0
+    assert cal["threshold"] == meta["val"]["eer_threshold"]
+    assert cal["val_identities"] == val_ids
+    assert cal["n_pairs"] == 200
+    for ident in val_ids:
+        assert ident in cal["source"]
+    assert "never used for training" in cal["source"]
+    assert cal["val_accuracy_at_threshold"] == meta["val"]["accuracy_at_eer_threshold"]
+    assert load_model(tiny.path).threshold == cal["threshold"]
+
+
+# ---- no leakage ------------------------------------------------------------------------------------------
+
+def test_training_never_decodes_a_test_identity(tiny: TinyRun) -> None:
+    split = read_meta(tiny.path)["split"]
+    decoded_ids = {identity_of(p) for p in tiny.decoded}
+    assert decoded_ids == set(split["train"]) | set(split["val"])
+    assert not decoded_ids & set(split["test"])
+    assert len(tiny.decoded) == len(set(tiny.decoded)) == 300  # each train/val image decoded exactly once
+
+
+def test_training_batches_come_only_from_training_identities(tiny: TinyRun) -> None:
+    split = read_meta(tiny.path)["split"]
+    (data,) = tiny.prepared
+    assert {identity_of(p) for p in data.train_store.paths} == set(split["train"])
+    assert {identity_of(p) for p in data.val_store.paths} == set(split["val"])
+    assert len(data.train_store) == 250
+    # every optimisation step indexed the training store, never the validation one
+    assert tiny.batch_sources and all(tiny.batch_sources)
+    assert len(tiny.batch_sources) == 2 * 256 // 64
+    assert 0 <= tiny.batch_max_index < len(data.train_store)
+
+
+# ---- determinism -----------------------------------------------------------------------------------------
+
+def test_same_seed_gives_identical_weights_and_metrics(tiny: TinyRun, tmp_path: Path) -> None:
+    meta = train(tiny.run, tmp_path)
+    for name in ("model.safetensors", "state.safetensors"):
+        a, b = weights(tiny.path / name), weights(tmp_path / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert log_without_time(tmp_path) == log_without_time(tiny.path)
+    assert meta["val"] == tiny.meta["val"]
+    assert meta["calibration"] == tiny.meta["calibration"]
+
+
+def test_different_seed_gives_different_weights(tiny: TinyRun, tmp_path: Path) -> None:
+    # only the randomness of training changes: the split is pinned to the session run's
+    split = read_meta(tiny.path)["split"]
+    data = replace(tiny.run.data, train_ids=tuple(split["train"]), val_ids=tuple(split["val"]),
+                   test_ids=tuple(split["test"]))
+    run = replace(replace_train(tiny.run, seed=1), data=data)
+    with contextlib.suppress(CollapseError):  # whether 2 short epochs beat chance is not the point here
+        train(run, tmp_path)
+    assert json.loads((tmp_path / "state.json").read_text())["run"]["data"]["val_ids"] == split["val"]
+    a, b = weights(tiny.path / "state.safetensors"), weights(tmp_path / "state.safetensors")
+    assert a.keys() == b.keys()
+    assert not all(torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))
+    assert log_without_time(tmp_path) != log_without_time(tiny.path)
+
+
+# ---- resume ----------------------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, raises=SiamfaceError, reason="bug: train._start compares the JSON-loaded "
+                   "state.json run (lists) with RunConfig.to_dict() (tuples, e.g. DataConfig.train_ids=()), so "
+                   "every resume is refused as 'a different configuration'")
+def test_resume_after_interruption_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    run = att_run(data_root, epochs=3, **SMALL)
+    full = train(run, tmp_path / "full")
+
+    real, calls = tr.train_epoch, []
+
+    def interrupted(*args: Any, **kwargs: Any) -> float:
+        calls.append(args[4])  # the epoch
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(tr, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(run, part)
+    monkeypatch.setattr(tr, "train_epoch", real)
+    assert calls == [0, 1, 2]
+    assert json.loads((part / "state.json").read_text())["epoch"] == 2
+    assert [r["epoch"] for r in read_log(part)] == [1, 2]
+    with open(part / "log.jsonl", "a") as f:  # a crash after the log line but before the state was saved
+        f.write(json.dumps({"epoch": 3, "loss": 123.0}) + "\n")
+
+    resumed = train(run, part, resume=True)
+    for name in ("model.safetensors", "state.safetensors"):
+        a, b = weights(tmp_path / "full" / name), weights(part / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert log_without_time(part) == log_without_time(tmp_path / "full")
+    assert [r["epoch"] for r in read_log(part)] == [1, 2, 3]
+    assert resumed["epoch"] == full["epoch"] and resumed["epochs_run"] == 3
+    assert resumed["val"] == full["val"] and resumed["calibration"] == full["calibration"]
+
+
+def test_existing_run_without_resume_is_refused(tiny: TinyRun, tmp_path: Path) -> None:
+    run_dir = copy_run(tiny.path, tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    with pytest.raises(SiamfaceError, match="--resume"):
+        train(tiny.run, run_dir)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing overwritten
+
+
+def test_resume_with_another_configuration_is_refused(tiny: TinyRun, tmp_path: Path) -> None:
+    run_dir = copy_run(tiny.path, tmp_path / "run")
+    with pytest.raises(SiamfaceError, match="different configuration"):
+        train(replace_train(tiny.run, lr=0.01), run_dir, resume=True)
+
+
+# ---- schedules and the optimiser ---------------------------------------------------------------------------
+
+def test_cosine_lr_warms_up_then_decays_to_one_percent() -> None:
+    base, total, warmup = 0.1, 110, 10
+    assert cosine_lr(0, total, warmup, base) == pytest.approx(base / 10)
+    assert cosine_lr(4, total, warmup, base) == pytest.approx(base * 5 / 10)
+    assert cosine_lr(9, total, warmup, base) == pytest.approx(base)
+    assert cosine_lr(10, total, warmup, base) == pytest.approx(base)  # decay starts at its top
+    assert cosine_lr(60, total, warmup, base) == pytest.approx(base * (0.01 + 0.99 * 0.5))  # half way
+    assert cosine_lr(110, total, warmup, base) == pytest.approx(base * 0.01)
+    assert cosine_lr(500, total, warmup, base) == pytest.approx(base * 0.01)  # clamped past the end
+    lrs = [cosine_lr(s, total, warmup, base) for s in range(warmup, total)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert cosine_lr(0, 10, 0, base) == pytest.approx(base)  # no warm-up
+
+
+def test_koch_momentum_ramps_linearly_then_holds() -> None:
+    assert koch_momentum(0, 0.5, 0.9, 30) == pytest.approx(0.5)
+    assert koch_momentum(15, 0.5, 0.9, 30) == pytest.approx(0.7)
+    assert koch_momentum(30, 0.5, 0.9, 30) == pytest.approx(0.9)
+    assert koch_momentum(200, 0.5, 0.9, 30) == pytest.approx(0.9)
+    assert koch_momentum(3, 0.5, 0.9, 0) == pytest.approx(0.9)  # no ramp
+
+
+def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+
+
+def test_koch_optimizer_has_one_sgd_group_per_layer() -> None:
+    model = create_model("tiny")
+    cfg = TrainConfig(regime="koch", lr=0.05, weight_decay=2e-4, momentum_start=0.5, momentum_end=0.9,
+                      momentum_epochs=10, lr_decay=0.99)
+    opt = make_optimizer(model, cfg)
+    layers = _layers(model)
+    assert isinstance(opt, torch.optim.SGD)
+    assert len(opt.param_groups) == len(layers) == 7  # 2 x (conv, bn), fc, bn1d, head
+    for g, layer in zip(opt.param_groups, layers):
+        assert [id(p) for p in g["params"]] == [id(p) for p in layer.parameters(recurse=False)]
+        assert g["weight_decay"] == 2e-4
+    grouped = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    for epoch in (0, 5, 40):
+        set_epoch_hparams(opt, cfg, epoch)
+        for g in opt.param_groups:
+            assert g["lr"] == pytest.approx(0.05 * 0.99**epoch)
+            assert g["momentum"] == pytest.approx(koch_momentum(epoch, 0.5, 0.9, 10))
+
+
+def test_koch_optimizer_takes_per_layer_values() -> None:
+    model = create_model("tiny")
+    lrs = tuple(0.01 * (k + 1) for k in range(7))
+    mus = tuple(0.8 + 0.01 * k for k in range(7))
+    cfg = TrainConfig(regime="koch", layer_lr=lrs, layer_momentum=mus, layer_l2=(1e-4,) * 7, momentum_epochs=1)
+    opt = make_optimizer(model, cfg)
+    set_epoch_hparams(opt, cfg, 3)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([lr * 0.99**3 for lr in lrs])
+    assert [g["momentum"] for g in opt.param_groups] == pytest.approx(list(mus))  # ramp done after 1 epoch
+    with pytest.raises(ValueError, match="layer_lr"):
+        make_optimizer(model, replace(cfg, layer_lr=(0.1, 0.2)))
+
+
+def test_adamw_decays_weights_only_and_ignores_epoch_hparams() -> None:
+    model = create_model("tiny")
+    cfg = TrainConfig(regime="adamw", lr=3e-3, weight_decay=0.01)
+    opt = make_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    set_epoch_hparams(opt, cfg, 7)
+    assert [g["lr"] for g in opt.param_groups] == [3e-3, 3e-3]
+
+
+# ---- collapse ----------------------------------------------------------------------------------------------
+
+def test_huge_learning_rate_collapses_and_is_reported(data_root: Path, tmp_path: Path) -> None:
+    run = att_run(data_root, epochs=3, regime="adamw", lr=50.0, warmup_epochs=0.0, **SMALL)
+    with pytest.raises(CollapseError, match="collapsed") as info:
+        train(run, tmp_path)
+    assert str(tmp_path / "log.jsonl") in str(info.value)
+    rows = read_log(tmp_path)
+    assert rows and rows[-1]["val_auc"] == pytest.approx(0.5)
+    assert (tmp_path / "curves.png").is_file()
+    assert not (tmp_path / "model.json").exists()  # no epoch beat chance: no model to mistake for a trained one
+
+
+def _labels() -> np.ndarray:
+    return np.tile([0, 1], 50)
+
+
+def _summary(scores: np.ndarray, oneshot: float) -> dict[str, Any]:
+    return {**metrics.verification_summary(_labels(), scores), "oneshot_accuracy": oneshot}
+
+
+def _good_scores() -> np.ndarray:
+    return _labels() * 0.5 + 0.25 + np.linspace(0.0, 0.01, 100)
+
+
+def test_constant_validation_scores_raise_collapse_error(data_root: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    const = np.full(100, 0.5)
+    seen: list[np.ndarray] = []
+    real_is_collapsed = metrics.is_collapsed
+
+    def is_collapsed(scores: np.ndarray, labels: np.ndarray | None = None, **kw: Any) -> bool:
+        seen.append(np.asarray(scores))
+        return real_is_collapsed(scores, labels, **kw)
+
+    monkeypatch.setattr(tr, "validate", lambda *a, **k: (_summary(const, 0.2), _labels(), const))
+    monkeypatch.setattr(tr.metrics, "is_collapsed", is_collapsed)
+    run = att_run(data_root, epochs=3, pairs_per_epoch=64, val_tasks=20, val_pairs=100)
+    with pytest.raises(CollapseError, match="collapsed"):
+        train(run, tmp_path)
+    assert len(seen) == 1 and np.array_equal(seen[0], const)  # detected after the first epoch, not the third
+    assert [r["epoch"] for r in read_log(tmp_path)] == [1]
+
+
+@pytest.fixture(scope="module")
+def collapsed_late(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """A run whose first epoch is good and whose second collapses to constant scores."""
+    out = tmp_path_factory.mktemp("collapsed_late")
+    answers = iter([_good_scores(), np.full(100, 0.5), np.full(100, 0.5)])
+
+    def validate(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+        scores = next(answers)
+        return _summary(scores, 0.9 if scores.std() else 0.2), _labels(), scores
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tr, "validate", validate)
+        meta = train(att_run(data_root, epochs=4, pairs_per_epoch=64, val_tasks=20, val_pairs=100), out)
+    return out, meta
+
+
+def test_collapse_after_a_good_epoch_stops_early_with_a_warning(collapsed_late: tuple[Path, dict[str, Any]]) -> None:
+    out, meta = collapsed_late
+    assert "collapse" in meta["warning"] and "kept epoch 1" in meta["warning"]
+    assert read_meta(out)["warning"] == meta["warning"]
+    assert meta["epoch"] == 1
+    assert [r["epoch"] for r in read_log(out)] == [1, 2]  # stopped at once, did not run epochs 3 and 4
+    assert load_model(out).model is not None  # the kept epoch's weights load (hash matches)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="bug: train._finish_collapsed returns the kept epoch's model.json as saved during "
+                   "training (status 'training', no calibration), so the kept model cannot be verified without "
+                   "--threshold; it should be finished like an early stop (reload, calibrate, complete)")
+def test_collapse_after_a_good_epoch_still_calibrates_the_kept_model(
+        collapsed_late: tuple[Path, dict[str, Any]]) -> None:
+    out, meta = collapsed_late
+    assert meta["status"] == "complete"
+    assert "threshold" in meta.get("calibration", {})
+    assert load_model(out).threshold is not None
+
+
+# ---- training from a pairs file ------------------------------------------------------------------------------
+
+def _write_att_pairs_csv(att: Path, path: Path) -> list[tuple[str, str, int]]:
+    """5 same pairs per subject s1..s20 and one different pair for every two of them (290 pairs)."""
+    subjects = [f"s{k}" for k in range(1, 21)]
+    rows = [(str(att / s / f"{i}.pgm"), str(att / s / f"{i + 1}.pgm"), 1) for s in subjects for i in (1, 3, 5, 7, 9)]
+    rows += [(str(att / a / f"{(i + j) % 10 + 1}.pgm"), str(att / b / f"{(i * j) % 10 + 1}.pgm"), 0)
+             for i, a in enumerate(subjects) for j, b in enumerate(subjects) if i < j]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image_a", "image_b", "label"])
+        w.writerows(rows)
+    return rows
+
+
+def test_training_from_a_pairs_csv(data_root: Path, tmp_path: Path) -> None:
+    rows = _write_att_pairs_csv(att_dir(data_root), tmp_path / "pairs.csv")
+    run = replace(att_run(data_root, epochs=1, batch_size=64), data=DataConfig(pairs_file=str(tmp_path / "pairs.csv")))
+    meta = train(run, tmp_path / "run")
+    assert meta["status"] == "complete"
+    split = meta["split"]
+    assert len(split["val"]) == 2 and len(split["train"]) == 18 and split["test"] == []
+    assert set(split["train"]) | set(split["val"]) == {f"s{k}" for k in range(1, 21)}
+    assert not set(split["train"]) & set(split["val"])
+    ids = [(Path(a).parent.name, Path(b).parent.name) for a, b, _ in rows]
+    val_pairs = [p for p in ids if set(p) <= set(split["val"])]
+    assert meta["calibration"]["n_pairs"] == len(val_pairs) == 11  # 5 + 5 same, 1 different
+    log = read_log(tmp_path / "run")
+    assert len(log) == 1 and "val_oneshot_accuracy" not in log[0]  # pairs validation: verification only
+
+    data = prepare_data(run.data, default_preprocess("tiny"), seed=0, progress=False)
+    assert {identity_of(p) for p in data.train_store.paths} == set(split["train"])
+    assert {identity_of(p) for p in data.val_store.paths} == set(split["val"])
+    assert data.train_pairs is not None and len(data.train_pairs) == sum(set(p) <= set(split["train"]) for p in ids)
