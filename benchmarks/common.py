@@ -66,3 +66,14 @@ def train_once(run: Any, out: Path) -> dict[str, Any]:
     if not meta_path.exists() or json.loads(meta_path.read_text()).get("status") != "complete":
         train(run, out, resume=(out / "state.json").exists())
     return json.loads(meta_path.read_text())
+
+
+def face_preprocess(model: str, align: str, crop: float) -> Any:
+    """LFW preprocessing: Haar detection + eye alignment (what verify does on photos), or a fixed centred
+    crop of the 250 px deep-funneled image."""
+    from siamface.faces import AlignConfig
+    from siamface.models import default_preprocess
+
+    if align == "haar":
+        return default_preprocess(model, align=AlignConfig().to_dict())
+    return default_preprocess(model, crop=crop)

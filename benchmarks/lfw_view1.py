@@ -12,11 +12,10 @@ import argparse
 import time
 from pathlib import Path
 
-from common import command, data_root, machine, train_once, write_result
+from common import command, data_root, face_preprocess, machine, train_once, write_result
 
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data.lfw import view1_split
-from siamface.models import default_preprocess
 from siamface.report import run_evaluation
 from siamface.train import RunConfig
 
@@ -24,7 +23,7 @@ from siamface.train import RunConfig
 def run_config(args: argparse.Namespace) -> RunConfig:
     lfw = data_root() / "lfw"
     split = view1_split(lfw, args.n_val, args.seed)
-    pre = default_preprocess(args.model, crop=args.crop)
+    pre = face_preprocess(args.model, args.align, args.crop)
     data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val,
                       test_ids=split.test)
     cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
@@ -37,6 +36,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resface64")
+    p.add_argument("--align", choices=("haar", "none"), default="haar",
+                   help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
     p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--pairs-per-epoch", type=int, default=20_000)

@@ -17,14 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, command, data_root, machine, train_once, write_result
+from common import RESULTS, command, data_root, face_preprocess, machine, train_once, write_result
 
 from siamface import metrics
 from siamface.checkpoint import atomic_write_json, load_model
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data.lfw import view2_pairs, view2_split
 from siamface.evaluate import evaluate_pairs
-from siamface.models import default_preprocess
 from siamface.report import check_no_leakage
 from siamface.train import RunConfig
 
@@ -39,7 +38,7 @@ def run_config(args: argparse.Namespace, fold: int) -> RunConfig:
                       weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
                       val_pairs=4000, patience=args.epochs, seed=args.seed, device=args.device,
                       threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model), default_preprocess(args.model, crop=args.crop), data, cfg)
+    return RunConfig(ModelConfig(args.model), face_preprocess(args.model, args.align, args.crop), data, cfg)
 
 
 def one_fold(args: argparse.Namespace, fold: int) -> dict:
@@ -83,6 +82,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folds", type=int, nargs="+", default=list(range(10)))
     p.add_argument("--model", default="resface64")
+    p.add_argument("--align", choices=("haar", "none"), default="haar",
+                   help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
     p.add_argument("--crop", type=float, default=0.45)
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--pairs-per-epoch", type=int, default=20_000)

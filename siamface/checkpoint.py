@@ -90,6 +90,16 @@ class LoadedModel:
         return cal.get("threshold")
 
 
+SHIPPED = Path(__file__).resolve().parent / "weights" / "lfw-view1"
+
+
+def default_model_path() -> Path:
+    """The face model shipped inside the package (trained on LFW View 1 DevTrain people only)."""
+    if not (SHIPPED / META).is_file():
+        raise ModelError(f"no --model given and no model is shipped in this install ({SHIPPED} is missing)")
+    return SHIPPED
+
+
 def resolve_run(path: str | Path) -> Path:
     """Accept a run folder, its model.json or its model.safetensors; return the folder."""
     p = Path(path)
@@ -110,11 +120,14 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         meta = json.loads((run / META).read_text())
         mcfg = from_dict(ModelConfig, meta["model"])
         pre = from_dict(PreprocessConfig, meta["preprocess"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelError(f"{run / META}: not a valid siamface model description ({e})") from e
     if verify_hash and meta.get("weights_sha256") and sha256_file(run / WEIGHTS) != meta["weights_sha256"]:
         raise ModelError(f"{run / WEIGHTS}: SHA-256 differs from {META}; the weights were changed or half-written")
-    model = create_model(mcfg.name, preprocess=pre, **mcfg.kwargs)
+    try:
+        model = create_model(mcfg.name, preprocess=pre, **mcfg.kwargs)
+    except ValueError as e:
+        raise ModelError(f"{run / META}: cannot build model {mcfg.name!r} for this preprocessing ({e})") from e
     try:
         state = load_file(run / WEIGHTS, device="cpu")
         model.load_state_dict(state)

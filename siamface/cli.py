@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -25,6 +26,12 @@ def _flag(cls: type, name: str) -> str:
     return RENAME.get((cls.__name__, name), name).replace("_", "-")
 
 
+def _element_type(f: dataclasses.Field) -> type:
+    """The element type of a `tuple[X, ...]` field (annotations are strings under PEP 563)."""
+    ann = str(f.type)
+    return int if "tuple[int" in ann else float if "tuple[float" in ann else str
+
+
 def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
     """One flag per dataclass field; bools get --x/--no-x; tuples take several values."""
     group = parser.add_argument_group(cls.__name__)
@@ -37,7 +44,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
-            kw.update(nargs="+", type=type(default[0]) if default else str)
+            kw.update(nargs="+", type=_element_type(f))
         else:
             kw["type"] = type(default)
         group.add_argument(f"--{_flag(cls, f.name)}", **kw)
@@ -101,8 +108,36 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from .verify import Verifier
 
+    if args.pairs:
+        _verify_batch(args)
+        return
+    if not (args.image_a and args.image_b):
+        raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
     v = Verifier(args.model, threshold=args.threshold, device=args.device)
     _print(v.verify(args.image_a, args.image_b).to_dict())
+
+
+def _verify_batch(args: argparse.Namespace) -> None:
+    """`--pairs in.csv --out scores.csv`: every distinct image embedded once; a row per pair."""
+    import csv
+    import io
+
+    from .checkpoint import atomic_write_bytes
+    from .data.prepare import read_pairs
+    from .verify import Verifier
+
+    v = Verifier(args.model, threshold=args.threshold, device=args.device)
+    pairs = read_pairs(args.pairs)
+    rows = v.verify_pairs([(p.a, p.b) for p in pairs], progress=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*rows[0], "label"] if rows else ["image_a"])
+    writer.writeheader()
+    for row, pair in zip(rows, pairs):
+        writer.writerow({**row, "label": int(pair.same)})
+    out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
+    atomic_write_bytes(out, buf.getvalue().encode())
+    _print({"pairs": len(rows), "out": str(out), "threshold": v.threshold, "threshold_source": v.threshold_source,
+            "model": v.name, "same": sum(r["same"] for r in rows)})
 
 
 # ---- parser --------------------------------------------------------------------------------------------
@@ -145,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
-    v.add_argument("image_a")
-    v.add_argument("image_b")
-    v.add_argument("--model", required=True, help="run folder of a trained model")
+    v.add_argument("image_a", nargs="?")
+    v.add_argument("image_b", nargs="?")
+    v.add_argument("--model", default=None, help="run folder of a trained model (default: the shipped face model)")
+    v.add_argument("--pairs", help="batch mode: a CSV image_a,image_b,label (or LFW pairs file) to score")
+    v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     v.add_argument("--device", default="cpu")
     v.set_defaults(func=cmd_verify)
@@ -158,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except SiamfaceError as e:
+    except (SiamfaceError, ValueError) as e:  # library errors and bad values: one line, no traceback
         print(f"siamface: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

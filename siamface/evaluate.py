@@ -54,10 +54,11 @@ def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.nda
 
 
 def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False) -> ImageStore:
-    """Decode each distinct path once with the model's preprocessing (alignment included)."""
+    """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
+    not drop pairs, so where no face is found a central box stands in (see faces.central_box)."""
     unique = list(dict.fromkeys(Path(p) for p in paths))
     return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre))
+                                 loader=lambda p: load_input(p, pre, fallback=True))
 
 
 def evaluate_pairs(

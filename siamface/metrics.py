@@ -206,6 +206,17 @@ def eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(rate), float(thr[i - 1] + alpha * (thr[i] - thr[i - 1]))
 
 
+def eer_operating_point(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float, float]:
+    """The real threshold nearest the EER, for deciding: (threshold, FAR, FRR) of the ROC point, among
+    those that accept at least one pair, with the smallest max(FAR, FRR). Unlike `eer`'s interpolated
+    threshold it is always an observed score, so ties at the top cannot push it above every score."""
+    _pairs(labels, scores, both=True)
+    fpr, tpr, thr = roc_curve(labels, scores)
+    fpr, fnr, thr = fpr[1:], 1.0 - tpr[1:], thr[1:]  # drop the leading "accept nothing" point
+    k = int(np.argmin(np.maximum(fpr, fnr)))
+    return float(thr[k]), float(fpr[k]), float(fnr[k])
+
+
 def tar_at_far(labels: np.ndarray, scores: np.ndarray, far: float) -> tuple[float, float]:
     """Highest true-accept rate among ROC points with false-accept rate <= ``far``, and its threshold.
 

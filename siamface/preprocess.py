@@ -16,10 +16,10 @@ from .config import PreprocessConfig
 from .data import load_image
 
 
-def load_input(path: str | Path, pre: PreprocessConfig) -> np.ndarray:
+def load_input(path: str | Path, pre: PreprocessConfig, fallback: bool = False) -> np.ndarray:
     """Decode one file to the model's uint8 (C, size, size) input. Face alignment, when configured,
     happens here too, so every caller aligns the same way."""
-    return load_input_with_faces(path, pre)[0]
+    return load_input_with_faces(path, pre, fallback)[0]
 
 
 def normalize(batch: torch.Tensor, pre: PreprocessConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -35,15 +35,17 @@ def describe(pre: PreprocessConfig) -> dict[str, Any]:
     return {"size": pre.size, "channels": pre.channels, "crop": pre.crop, "aligned": bool(pre.align)}
 
 
-def load_input_with_faces(image: str | Path | np.ndarray, pre: PreprocessConfig) -> tuple[np.ndarray, dict[str, Any]]:
+def load_input_with_faces(
+    image: str | Path | np.ndarray, pre: PreprocessConfig, fallback: bool = False
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Like `load_input` for a path or an RGB/grey array, also returning the face report ({} when the
-    model takes whole images)."""
+    model takes whole images). `fallback`: a central box stands in where no face is found (evaluation)."""
     aligned = bool(pre.align and pre.align.get("detector", "none") != "none")
     if aligned:
         from .faces import extract_face_array, extract_face_file
 
-        arr, crop = extract_face_file(image, pre) if not isinstance(image, np.ndarray) else \
-            extract_face_array(image, pre)
+        arr, crop = extract_face_file(image, pre, fallback) if not isinstance(image, np.ndarray) else \
+            extract_face_array(image, pre, fallback=fallback)
         return arr, crop.to_dict()
     if isinstance(image, np.ndarray):
         from .data import image_from_array

@@ -76,7 +76,7 @@ def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str) -> tuple[dict[st
 
 
 def _eval_omniglot(lm: LoadedModel, runs: str, device: str) -> dict[str, Any]:
-    used = {i.split("/")[0] for i in _trained_on(lm)}
+    used = {part for i in _trained_on(lm) for part in i.split("/")}  # any component may be an alphabet
     assert_disjoint(**{"model training/validation alphabets": used, "official run alphabets": OMNIGLOT_RUN_ALPHABETS})
     out = evaluate_oneshot(lm.model, lm.preprocess, read_omniglot_runs(runs), device=device)
     out["data"] = f"{runs}: 20 official runs, 20-way within-alphabet"

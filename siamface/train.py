@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__, metrics
-from .augment import AffineConfig, apply_affine, sample_params
-from .checkpoint import META, atomic_save_tensors, atomic_write_json, save_model
+from .augment import AffineConfig, AffineParams, apply_affine, sample_params
+from .checkpoint import atomic_save_tensors, atomic_write_json, save_model
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .data.prepare import Prepared, prepare_data
 from .errors import CollapseError, SiamfaceError
@@ -121,19 +121,75 @@ def affine_for(pre: PreprocessConfig) -> AffineConfig:
     return AffineConfig(translate=2.0 * pre.size / 105.0)
 
 
+@dataclass(frozen=True)
+class FixedDistortions:
+    """Koch et al.'s fixed distorted training set (section 4.2: "eight transforms for each training example").
+
+    Row r of the epoch's pairs is [i, j, same, r]; image i is warped by `first[r]` and image j by `second[r]`
+    (independent T1, T2). The first N rows are the N fixed pairs undistorted (identity transforms), then k
+    blocks of the same pairs with transforms drawn once from the seed and reused in every epoch.
+    """
+
+    rows: np.ndarray
+    first: AffineParams
+    second: AffineParams
+
+
+def _cat_params(parts: list[AffineParams]) -> AffineParams:
+    return AffineParams(**{f: torch.cat([getattr(p, f) for p in parts]) for f in AffineParams.__dataclass_fields__})
+
+
+def _take_params(params: AffineParams, idx: torch.Tensor) -> AffineParams:
+    return AffineParams(**{f: getattr(params, f)[idx] for f in AffineParams.__dataclass_fields__})
+
+
+def fixed_distortions(pairs: np.ndarray | None, cfg: TrainConfig, pre: PreprocessConfig) -> FixedDistortions:
+    """The x(1 + distortions_per_pair) dataset of the fixed `pairs`, its transforms drawn once from `cfg.seed`.
+
+    The stored transforms replace online distortions (`train.distortions` is not applied on top of them).
+    """
+    if pairs is None or not cfg.fixed_pairs:
+        raise ValueError("train.distortions_per_pair needs train.fixed_pairs (the paper distorts a fixed set)")
+    if cfg.distortions_per_pair < 0 or cfg.flip:
+        raise ValueError(f"train.distortions_per_pair must be >= 0 and excludes train.flip (every transform is "
+                         f"fixed), got {cfg.distortions_per_pair} with flip={cfg.flip}")
+    n, k = len(pairs), cfg.distortions_per_pair
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, -1))  # epochs use seed_for(seed, epoch >= 0)
+    rows = np.concatenate([np.tile(pairs[:, :3], (1 + k, 1)), np.arange(n * (1 + k))[:, None]], axis=1)
+    identity = AffineParams.constant(n)
+    first = _cat_params([identity, sample_params(n * k, affine_for(pre), gen)])
+    second = _cat_params([identity, sample_params(n * k, affine_for(pre), gen)])
+    return FixedDistortions(rows.astype(np.int64), first, second)
+
+
+def _distorted_pairs(images: torch.Tensor, batch: np.ndarray, cfg: TrainConfig,
+                     fixed: FixedDistortions) -> torch.Tensor:
+    """Images i then images j of the batch, each warped by its row's stored transform (one per image)."""
+    r = torch.as_tensor(batch[:, 3])
+    x = images[torch.as_tensor(np.concatenate([batch[:, 0], batch[:, 1]]))].to(cfg.device).float() / 255.0
+    return apply_affine(x, _cat_params([_take_params(fixed.first, r), _take_params(fixed.second, r)]))
+
+
 def pair_batch_loss(
     model: SiameseNet, images: torch.Tensor, batch: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
-    gen: torch.Generator | None, embed: Any = None,
+    gen: torch.Generator | None, embed: Any = None, fixed: FixedDistortions | None = None,
 ) -> torch.Tensor:
-    """BCE of a batch of [i, j, same] rows; each distinct image is distorted and embedded once."""
-    flat = np.concatenate([batch[:, 0], batch[:, 1]])
-    uniq, inv = np.unique(flat, return_inverse=True)
-    x = images[torch.as_tensor(uniq)].to(cfg.device).float() / 255.0
-    if gen is not None and cfg.distortions:
-        x = apply_affine(x, sample_params(len(x), affine_for(pre), gen))
-    if gen is not None and cfg.flip:
-        mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
-        x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+    """BCE of a batch of [i, j, same] rows; each distinct image is distorted and embedded once.
+
+    With `fixed` (rows [i, j, same, r]), each pair's two images get the stored transforms of row r instead
+    of online distortions, so the same image appears with different transforms: every row is embedded.
+    """
+    if fixed is not None:
+        x, inv = _distorted_pairs(images, batch, cfg, fixed), np.arange(2 * len(batch))
+    else:
+        flat = np.concatenate([batch[:, 0], batch[:, 1]])
+        uniq, inv = np.unique(flat, return_inverse=True)
+        x = images[torch.as_tensor(uniq)].to(cfg.device).float() / 255.0
+        if gen is not None and cfg.distortions:
+            x = apply_affine(x, sample_params(len(x), affine_for(pre), gen))
+        if gen is not None and cfg.flip:
+            mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
     x = normalize(x, pre)
     if cfg.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -148,13 +204,19 @@ def pair_batch_loss(
 
 def train_epoch(
     model: SiameseNet, opt: torch.optim.Optimizer, data: Prepared, run: RunConfig, epoch: int,
-    fixed: np.ndarray | None, embed: Any = None,
+    fixed: np.ndarray | FixedDistortions | None, embed: Any = None,
 ) -> float:
-    """One pass over the epoch's pairs; `embed` is the tower to run (torch.compile'd with --compile)."""
+    """One pass over the epoch's pairs; `embed` is the tower to run (torch.compile'd with --compile).
+
+    `fixed`: the fixed pairs (fixed_pairs), or their distorted copies with stored transforms
+    (distortions_per_pair > 0), shuffled anew each epoch; None draws fresh pairs.
+    """
     cfg, pre = run.train, run.preprocess
     torch.manual_seed(seed_for(cfg.seed, epoch))
     rng = np.random.default_rng(seed_for(cfg.seed, epoch))
     gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch) + 1) if cfg.distortions or cfg.flip else None
+    stored = fixed if isinstance(fixed, FixedDistortions) else None
+    fixed = stored.rows if stored is not None else fixed
     pairs = fixed[rng.permutation(len(fixed))] if fixed is not None else data.sample_train_pairs(
         cfg.pairs_per_epoch, rng, run.data.within_group)
     steps = math.ceil(len(pairs) / cfg.batch_size)
@@ -168,7 +230,7 @@ def train_epoch(
             for g in opt.param_groups:
                 g["lr"] = lr
         batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-        loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed)
+        loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -211,18 +273,20 @@ def selection_score(summary: dict[str, Any], select: str) -> float:
     return float(summary["auc"])
 
 
-def calibration(summary: dict[str, Any], data: Prepared, run: RunConfig) -> dict[str, Any]:
-    """The EER threshold on the validation pairs, with its provenance."""
+def calibration(labels: np.ndarray, scores: np.ndarray, data: Prepared, run: RunConfig) -> dict[str, Any]:
+    """The observed score nearest the equal-error point on the validation pairs, with its provenance."""
+    threshold, far, frr = metrics.eer_operating_point(labels, scores)
     n_ids = len(data.split.val)
     ids = ", ".join(data.split.val[:8]) + (" ..." if n_ids > 8 else "")
     return {
-        "threshold": float(summary["eer_threshold"]),
-        "rule": "equal error rate on validation pairs",
-        "source": f"EER threshold on {summary['n_pairs']} validation pairs of {n_ids} identities never used "
-                  f"for training ({ids}); seed {run.train.seed}",
+        "threshold": threshold,
+        "rule": "equal error rate: the validation score minimising max(FAR, FRR)",
+        "source": f"EER point of {len(labels)} validation pairs of {n_ids} identities never used for "
+                  f"training ({ids}); seed {run.train.seed}",
         "val_identities": list(data.split.val),
-        "n_pairs": summary["n_pairs"],
-        "val_accuracy_at_threshold": summary.get("accuracy_at_eer_threshold"),
+        "n_pairs": int(len(labels)),
+        "val_far": far, "val_frr": frr,
+        "val_accuracy_at_threshold": metrics.accuracy_at(labels, scores, threshold),
     }
 
 
@@ -272,7 +336,7 @@ def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimi
     if not resume:
         raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
     saved = json.loads((out / STATE_META).read_text())
-    if saved["run"] != run.to_dict():
+    if RunConfig.from_dict(saved["run"]) != run:
         raise SiamfaceError(f"{out / STATE_META}: the saved run has a different configuration; cannot resume")
     return load_state(out, model, opt)
 
@@ -296,8 +360,9 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     embed = torch.compile(model.embed) if cfg.compile else model.embed
     state = _start(out, run, model, opt, resume)
     rows = _rewrite_log(out, state["epoch"])
-    fixed = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
+    pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
+    fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
     base = _base_meta(run, data, model)
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
@@ -323,7 +388,14 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         save_state(out, model, opt, {**state, "run": run.to_dict()})
         _report_epoch(row, cfg, improved)
         if state["collapsed"] >= COLLAPSE_EPOCHS or (collapsed and float(np.std(scores)) < 1e-6):
-            return _finish_collapsed(out, rows, state, summary)
+            if state["best_epoch"] == 0:
+                from .plots import plot_training
+
+                plot_training(rows, out / CURVES)
+                raise CollapseError(_collapse_message(state, summary, out))
+            warning = (f"training stopped at epoch {state['epoch']} after a collapse "
+                       f"({_collapse_message(state, summary, out)}); kept epoch {state['best_epoch']}")
+            return _finish(out, run, data, rows, state, base, warning)
         if state["bad_epochs"] >= cfg.patience:
             break
         if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
@@ -361,22 +433,13 @@ def _base_meta(run: RunConfig, data: Prepared, model: SiameseNet) -> dict[str, A
     }
 
 
-def _finish_collapsed(out: Path, rows: list[dict[str, Any]], state: dict[str, Any], summary: dict[str, Any]) -> Any:
-    from .plots import plot_training
-
-    plot_training(rows, out / CURVES)
-    if state["best_epoch"] == 0:
-        raise CollapseError(
-            f"training collapsed by epoch {state['epoch']}: validation scores are constant or at chance "
+def _collapse_message(state: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
+    return (f"training collapsed by epoch {state['epoch']}: validation scores are constant or at chance "
             f"(AUC {summary['auc']:.3f}); lower the learning rate or check the data. Log: {out / LOG}")
-    meta = json.loads((out / META).read_text())
-    meta["warning"] = f"training stopped at epoch {state['epoch']} after a collapse; kept epoch {state['best_epoch']}"
-    atomic_write_json(out / META, meta)
-    return meta
 
 
 def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]], state: dict[str, Any],
-            base: dict[str, Any]) -> dict[str, Any]:
+            base: dict[str, Any], warning: str = "") -> dict[str, Any]:
     """Reload the best epoch, calibrate its threshold on validation pairs, write the final model.json."""
     from .checkpoint import load_model
     from .plots import plot_training
@@ -386,10 +449,11 @@ def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]
         raise CollapseError(f"no epoch beat chance on validation; see {out / LOG}")
     model = load_model(out, device=run.train.device).model
     summary, labels, scores = validate(model, data, run)
-    summary["accuracy_at_eer_threshold"] = metrics.accuracy_at(labels, scores, summary["eer_threshold"])
     meta = {**base, "status": "complete", "epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "train_seconds": round(state["elapsed_s"], 1), "val": summary,
-            "calibration": calibration(summary, data, run)}
+            "calibration": calibration(labels, scores, data, run)}
+    if warning:
+        meta["warning"] = warning
     save_model(out, model, meta)
     return meta
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import LoadedModel, load_model
+from .checkpoint import LoadedModel, default_model_path, load_model
 from .errors import ModelError
 from .evaluate import embed_batches
 
@@ -41,9 +41,14 @@ class Verdict:
 class Verifier:
     """Verify pairs of images with one loaded model: `Verifier("runs/att").verify("a.jpg", "b.jpg")`."""
 
-    def __init__(self, model: str | Path | LoadedModel, threshold: float | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: str | Path | LoadedModel | None = None, threshold: float | None = None,
+                 device: str = "cpu") -> None:
+        if model is None:
+            model = default_model_path()
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.device = device
+        if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects NaN
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "given on the command line (--threshold)"
         elif self.loaded.threshold is not None:
@@ -71,6 +76,19 @@ class Verifier:
     @torch.no_grad()
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(self.loaded.model.score(e1.to(self.device), e2.to(self.device)).float()).cpu().numpy()
+
+    def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True) -> list[dict[str, Any]]:
+        """Score many pairs, embedding each distinct image once; one row per pair, in order."""
+        from .evaluate import store_for
+
+        paths = [Path(p) for pair in pairs for p in pair]
+        store = store_for(paths, self.loaded.preprocess, progress=progress)
+        emb = embed_batches(self.loaded.model, store.images, self.loaded.preprocess, device=self.device)
+        i = torch.as_tensor([store.index[Path(a)] for a, _ in pairs])
+        j = torch.as_tensor([store.index[Path(b)] for _, b in pairs])
+        probs = self.probability(emb[i], emb[j])
+        return [{"image_a": str(a), "image_b": str(b), "probability": round(float(p), 6),
+                 "same": bool(p >= self.threshold)} for (a, b), p in zip(pairs, probs)]
 
     def verify(self, a: Image, b: Image) -> Verdict:
         """Same person or not, with the probability, the threshold and its provenance."""

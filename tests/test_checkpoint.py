@@ -174,9 +174,6 @@ def test_invalid_model_json_is_a_model_error(saved: tuple[Path, SiameseNet], tex
     assert str(run / META) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="bug: load_model lets AttributeError escape when model.json's 'model' or 'preprocess' "
-                   "is not an object (config.from_dict calls .items() on it)")
 def test_model_entry_that_is_not_an_object_is_a_model_error(saved: tuple[Path, SiameseNet]) -> None:
     run, _ = saved
     meta = read_meta(run)
@@ -186,9 +183,6 @@ def test_model_entry_that_is_not_an_object_is_a_model_error(saved: tuple[Path, S
         load_model(run)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="bug: load_model lets the factory's ValueError escape when model.json describes an "
-                   "impossible model (koch2015 at 32x32); create_model only wraps TypeError")
 def test_impossible_geometry_in_model_json_is_a_model_error(saved: tuple[Path, SiameseNet]) -> None:
     run, _ = saved
     meta = read_meta(run)

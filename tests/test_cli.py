@@ -284,12 +284,7 @@ def _field_cases() -> list[Any]:
             if (cls.__name__, f.name) in SKIP:
                 continue
             hint = hints[f.name]
-            marks = []
-            if typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is not str:
-                marks = [pytest.mark.xfail(strict=True, raises=AssertionError,
-                                           reason="bug: cli.add_config_flags gives a tuple field with "
-                                           "an empty default type=str, so --layer-lr 0.1 0.2 yields ('0.1', '0.2')")]
-            cases.append(pytest.param(cls, f, hint, marks=marks, id=f"{cls.__name__}.{f.name}"))
+            cases.append(pytest.param(cls, f, hint, id=f"{cls.__name__}.{f.name}"))
     return cases
 
 

@@ -207,9 +207,6 @@ def test_omniglot_runs_evaluated_when_no_run_alphabet_was_used(tiny: TinyRun, on
     assert (tmp_path / "o" / "report.json").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: report._eval_omniglot takes only the first path component of each "
-                   "identity as its alphabet, so a model trained on the whole omniglot folder (identities "
-                   "'images_evaluation/Atlantean/character01') passes the run-alphabet leakage check")
 def test_omniglot_runs_refused_for_identities_with_a_set_prefix(tiny: TinyRun, one_run: Path,
                                                                 tmp_path: Path) -> None:
     run = _with_split(tiny, tmp_path / "run", ["images_evaluation/Atlantean/character01"],

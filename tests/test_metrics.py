@@ -358,3 +358,29 @@ def test_kfold_rejects_bad_folds() -> None:
         M.kfold_accuracy(y, s, np.array([0.0, 1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="NaN"):
         M.accuracy_at(y, s, float("nan"))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eer_operating_point_is_an_observed_minimax_threshold(seed: int) -> None:
+    from siamface.metrics import eer_operating_point
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 300)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.normal(labels * 1.2, 1.0), 1)  # ties
+    t, far, frr = eer_operating_point(labels, scores)
+    assert t in set(scores.tolist())
+    pred = scores >= t
+    assert far == pytest.approx(pred[labels == 0].mean())
+    assert frr == pytest.approx((~pred[labels == 1]).mean())
+    brute = min(max((scores[labels == 0] >= c).mean(), (scores[labels == 1] < c).mean()) for c in set(scores.tolist()))
+    assert max(far, frr) == pytest.approx(brute)
+
+
+def test_eer_operating_point_stays_inside_the_scores_when_the_top_is_tied() -> None:
+    from siamface.metrics import eer_operating_point
+
+    y = np.array([1] * 10 + [0] * 10)
+    s = np.array([1.0] * 7 + [0.6] * 3 + [1.0] * 5 + [0.2] * 5)
+    t, far, frr = eer_operating_point(y, s)
+    assert t <= 1.0 and (s >= t).any()

@@ -8,6 +8,7 @@ training-side people with at least two images is held out for model selection an
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from .pairs import Pair, read_lfw_pairs, read_lfw_people, read_lfw_people_folds
 from .splits import Split, assert_disjoint
 
 
+@lru_cache(maxsize=4)
 def _image_counts(lfw: Path) -> Counter[str]:
     return Counter(r.identity for r in scan_folder(lfw / "deepfunneled"))
 
@@ -49,8 +51,12 @@ def view2_split(lfw: str | Path, fold: int, n_val: int = 150, seed: int = 0) -> 
 
 
 def view2_pairs(lfw: str | Path) -> list[Pair]:
-    lfw = Path(lfw)
-    return read_lfw_pairs(lfw / "pairs.txt", lfw / "deepfunneled")
+    return list(_view2_pairs(Path(lfw)))
+
+
+@lru_cache(maxsize=4)
+def _view2_pairs(lfw: Path) -> tuple[Pair, ...]:
+    return tuple(read_lfw_pairs(lfw / "pairs.txt", lfw / "deepfunneled"))
 
 
 def view2_fold_people(lfw: str | Path, fold: int) -> set[str]:

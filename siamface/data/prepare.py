@@ -64,10 +64,21 @@ class Prepared:
 
 
 def _store(paths: list[Path], pre: PreprocessConfig, progress: bool) -> ImageStore:
+    """Decode with the model's preprocessing; training photos where no face is found are left out."""
+    from ..errors import NoFaceError
     from ..preprocess import load_input
 
-    return ImageStore.from_paths(paths, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre))
+    def load(p: Path) -> np.ndarray | None:
+        try:
+            return load_input(p, pre)
+        except NoFaceError:
+            return None
+
+    return ImageStore.from_paths(paths, pre.channels, pre.size, crop=pre.crop, progress=progress, loader=load)
+
+
+def _kept(records: list[ImageRecord], store: ImageStore) -> list[ImageRecord]:
+    return [r for r in records if r.path in store.index]
 
 
 def _split(cfg: DataConfig, ids: list[str], seed: int) -> Split:
@@ -118,12 +129,11 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
         raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
     train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
     val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
-    tl, _ = label_array(train_rec)
-    vl, _ = label_array(val_rec)
-    return Prepared(
-        split, _store([r.path for r in train_rec], pre, progress), tl, group_array(train_rec),
-        _store([r.path for r in val_rec], pre, progress), vl, group_array(val_rec),
-    )
+    train_store = _store([r.path for r in train_rec], pre, progress)
+    val_store = _store([r.path for r in val_rec], pre, progress)
+    train_rec, val_rec = _kept(train_rec, train_store), _kept(val_rec, val_store)
+    return Prepared(split, train_store, label_array(train_rec)[0], group_array(train_rec),
+                    val_store, label_array(val_rec)[0], group_array(val_rec))
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -142,7 +152,8 @@ def _pair_id(path: Path) -> str:
 def _index_pairs(pairs: list[Pair], pre: PreprocessConfig, progress: bool) -> tuple[ImageStore, np.ndarray]:
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
     store = _store(paths, pre, progress)
-    rows = np.array([[store.index[p.a], store.index[p.b], int(p.same)] for p in pairs], dtype=np.int64)
+    rows = np.array([[store.index[p.a], store.index[p.b], int(p.same)] for p in pairs
+                     if p.a in store.index and p.b in store.index], dtype=np.int64).reshape(-1, 3)
     return store, rows
 
 

@@ -48,12 +48,13 @@ class ImageStore:
         crop: float = 1.0,
         progress: bool = True,
         workers: int = 2,
-        loader: Callable[[Path], np.ndarray] | None = None,
+        loader: Callable[[Path], np.ndarray | None] | None = None,
     ) -> ImageStore:
         """Decode each distinct path once (load_image; duplicates keep their first position).
 
         `loader` replaces load_image (the model's preprocessing, face alignment included); it must return
-        uint8 (channels, size, size). Pillow releases the GIL while decoding, so a couple of threads help;
+        uint8 (channels, size, size), or None to leave that image out (a training photo with no face).
+        Pillow releases the GIL while decoding, so a couple of threads help;
         workers=1 decodes inline.
         """
         unique = list(dict.fromkeys(Path(p) for p in paths))
@@ -63,7 +64,7 @@ class ImageStore:
             raise ValueError(f"size must be a positive int (all images share one size), got {size!r}")
         out = np.empty((len(unique), channels, size, size), dtype=np.uint8)
 
-        def decode(p: Path) -> np.ndarray:
+        def decode(p: Path) -> np.ndarray | None:
             if loader is not None:
                 return loader(p)
             return load_image(p, channels=channels, size=size, crop=crop)
@@ -76,9 +77,15 @@ class ImageStore:
         )
         with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = pool.map(decode, unique) if workers > 1 else map(decode, unique)
+            kept = []
             for k, arr in enumerate(results):
-                out[k] = arr
+                if arr is not None:
+                    out[k] = arr
+                    kept.append(k)
                 bar.update()
+        if len(kept) < len(unique):
+            out = out[kept]
+            unique = [unique[k] for k in kept]
         return cls(torch.from_numpy(out), unique)
 
     def __len__(self) -> int:

@@ -116,18 +116,33 @@ class FaceCrop:
         }
 
 
+def central_box(image: np.ndarray, fraction: float = 0.5) -> FaceBox:
+    """A stand-in face box for evaluation images where the detector finds none: a centred square of
+    `fraction` of the shorter side (about a detected face's size on LFW's 250 px deep-funneled images)."""
+    h, w = image.shape[:2]
+    side = int(round(fraction * min(h, w)))
+    return FaceBox((w - side) // 2, (h - side) // 2, side, side, 0.0)
+
+
 def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG,
-                 source: str | None = None) -> FaceCrop:
+                 source: str | None = None, fallback: bool = False) -> FaceCrop:
     """Detect, choose (cfg.select), find the eyes (detected, else estimated) and align to size x size.
 
     With cfg.detector == "none" the whole image is centre-cropped and resized (used=None).
-    Raises NoFaceError (naming source when given) when no face is found; ValueError for bad arguments.
+    Raises NoFaceError (naming source when given) when no face is found, unless `fallback` (protocol
+    evaluation, where no pair may be dropped): then a central box stands in (eyes_source "fallback").
+    ValueError for bad arguments.
     """
     image = check_image(image)
     size = _check_size(size)
     if cfg.detector == "none":
         return FaceCrop(image=center_square(image, size))
     faces = detect_faces(image, cfg)
+    if not faces and fallback:
+        box = central_box(image)
+        eyes = estimate_eyes(box)
+        return FaceCrop(image=align_face(image, eyes[0], eyes[1], size, cfg), faces=[], used=box,
+                        eyes_source="fallback", eyes=eyes)
     if not faces:
         where = f" {source}" if source else ""
         raise NoFaceError(

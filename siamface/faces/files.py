@@ -16,15 +16,15 @@ if TYPE_CHECKING:
 
 
 def extract_face_array(
-    image: np.ndarray, pre: PreprocessConfig, source: str | None = None
+    image: np.ndarray, pre: PreprocessConfig, source: str | None = None, fallback: bool = False
 ) -> tuple[np.ndarray, FaceCrop]:
     """An RGB (H, W, 3) or grey (H, W) uint8 photo -> (the model's uint8 (C, S, S) input, the FaceCrop)."""
     cfg = AlignConfig.from_dict(pre.align or {"detector": "none"})
-    crop = extract_face(image, pre.size, cfg, source=source)
+    crop = extract_face(image, pre.size, cfg, source=source, fallback=fallback)
     return image_from_array(crop.image, channels=pre.channels), crop
 
 
-def extract_face_file(path: str | Path, pre: PreprocessConfig) -> tuple[np.ndarray, FaceCrop]:
+def extract_face_file(path: str | Path, pre: PreprocessConfig, fallback: bool = False) -> tuple[np.ndarray, FaceCrop]:
     """Decode a photo of any size (ImageError names the file), detect, align, convert to the model's input."""
     rgb = load_image(path, channels=3).transpose(1, 2, 0)
-    return extract_face_array(np.ascontiguousarray(rgb), pre, source=str(path))
+    return extract_face_array(np.ascontiguousarray(rgb), pre, source=str(path), fallback=fallback)
