@@ -36,6 +36,7 @@ max_minutes 9 in every config stops training after the epoch that crosses 9 minu
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import shutil
@@ -45,12 +46,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import common
 import numpy as np
 from common import REPO, command, data_root, machine, write_result
 
 from siamface import metrics
 from siamface.checkpoint import load_model
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, group_array, label_array, omniglot_drawer, sample_pairs, scan_folder
+from siamface.errors import CollapseError
 from siamface.evaluate import embed_batches, score_indices, store_for
 from siamface.report import check_no_leakage, run_evaluation
 from siamface.train import RunConfig, train
@@ -113,13 +116,19 @@ def steps_per_epoch(run: RunConfig) -> int:
     return math.ceil(run.train.pairs_per_epoch * (1 + run.train.distortions_per_pair) / run.train.batch_size)
 
 
-def sizing(run: RunConfig) -> dict[str, Any]:
-    """Pair presentations and the FLOP-based H200 time estimate of one config (see the module docstring)."""
+@functools.lru_cache(maxsize=1)
+def train_flops_per_pair() -> float:
+    """FLOPs of one koch2015 training pair (two images, forward + backward), from the layer shapes."""
     from speed import step_flops
 
     from siamface.models import create_model
 
-    flops_pair = step_flops(create_model("koch2015"), images=2, pairs=1)
+    return step_flops(create_model("koch2015"), images=2, pairs=1)
+
+
+def sizing(run: RunConfig) -> dict[str, Any]:
+    """Pair presentations and the FLOP-based H200 time estimate of one config (see the module docstring)."""
+    flops_pair = train_flops_per_pair()
     rows = run.train.pairs_per_epoch * (1 + run.train.distortions_per_pair)
     total = rows * run.train.epochs
     return {"rows_per_epoch": rows, "max_epochs": run.train.epochs, "max_pair_presentations": total,
@@ -182,15 +191,18 @@ def _completed(out: Path, run: RunConfig) -> bool:
     return meta.get("status") == "complete" and RunConfig.from_dict(meta) == run
 
 
-def run_config(name: str, run: RunConfig, out: Path, test_pairs: int) -> dict[str, Any]:
-    """Train (or resume, or reuse a completed run with the same config), then evaluate Table 1."""
+def run_config(name: str, run: RunConfig, out: Path, test_pairs: int, table_pairs: int) -> dict[str, Any]:
+    """Train (or resume, or reuse a completed run with the same config), then evaluate Table 1.
+
+    `table_pairs`: the config's training pairs before any shrinking (its Table 1 row)."""
     t0 = time.perf_counter()
     if not _completed(out, run):
         train(run, out, resume=(out / "state.json").exists())
     meta = json.loads((out / "model.json").read_text())
     rows = run.train.pairs_per_epoch * (1 + run.train.distortions_per_pair)
     return {
-        "config": name, "pairs": run.train.pairs_per_epoch, "distortions_per_pair": run.train.distortions_per_pair,
+        "config": name, "table_pairs": table_pairs, "pairs": run.train.pairs_per_epoch,
+        "distortions_per_pair": run.train.distortions_per_pair,
         "run_dir": str(out), "best_epoch": meta["epoch"], "epochs_run": meta["epochs_run"],
         "max_epochs": run.train.epochs, "steps_per_epoch": steps_per_epoch(run),
         "train_seconds": meta["train_seconds"],
@@ -210,31 +222,38 @@ def _pct(v: float | None) -> str:
 
 def markdown(rows: list[dict[str, Any]], table2: dict[str, Any] | None, smoke: bool) -> str:
     """Tables 1 and 2 in the paper's layout with the paper's numbers beside siamface's."""
-    by = {(r["pairs"], r["distortions_per_pair"]): r for r in rows}
+    by = {(r["table_pairs"], r["distortions_per_pair"]): r for r in rows}
+    n_test = next((r["test"]["n_pairs"] for r in rows if "test" in r), TEST_PAIRS)
     lines = ["# Koch et al. (2015) on Omniglot: the paper and siamface", ""]
     if smoke:
         lines += ["**Smoke run: a few steps on tiny settings; the numbers below mean nothing.**", ""]
-    lines += ["Table 1. Verification accuracy (%) on 10,000 test pairs of the 10 official-run alphabets, drawers "
-              "17-20 (threshold calibrated on validation).", "",
+    lines += [f"Table 1. Verification accuracy (%) on {n_test:,} test pairs of the 10 official-run alphabets, "
+              "drawers 17-20 (threshold calibrated on validation).", "",
               "| Method | Test (paper) | Test (siamface) |", "|---|---|---|"]
     for n in (30_000, 90_000, 150_000):
         for k, label in ((0, "no distortions"), (8, "affine distortions x8")):
             r = by.get((n, k))
-            lines.append(f"| {n // 1000}k training: {label} | {PAPER_TABLE1[(n, k)]:.2f} | "
-                         f"{_pct(r['test']['accuracy']) if r else 'not run'} |")
-    lines += ["", "Table 2. 20-way one-shot accuracy (%) on the 20 official runs (400 trials).", "",
+            ours = "not run" if r is None else "collapsed" if "error" in r else _pct(r["test"]["accuracy"])
+            lines.append(f"| {n // 1000}k training: {label} | {PAPER_TABLE1[(n, k)]:.2f} | {ours} |")
+    lines += ["", "Table 2. 20-way one-shot accuracy (%) on the 20 official runs (400 trials; siamface's "
+              "row says how many it ran).", "",
               "| Method | Test |", "|---|---|"]
     lines += [f"| {m} (paper) | {v:.1f} |" for m, v in PAPER_TABLE2.items()]
     if table2:
         lines.append(f"| **siamface koch2015, {table2['config']}** ({table2['n_tasks']} trials) | "
                      f"**{100 * table2['oneshot_accuracy']:.1f}** |")
-    lines += ["", "Runs:", "", "| config | epochs run / max | best epoch | train min | val one-shot | val verif. | "
-              "test acc. at 0.5 | test AUC |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "Runs (val: 320 one-shot tasks and the calibration pairs of the validation alphabets):", "",
+              "| config | epochs run / max | best epoch | train min | wall min | val one-shot | val verif. | "
+              "test acc. at 0.5 | test AUC |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['config']} | {r['error']} | | | | | | | |")
+            continue
         t = r["test"]
         lines.append(f"| {r['config']} | {r['epochs_run']} / {r['max_epochs']} | {r['best_epoch']} | "
-                     f"{r['train_seconds'] / 60:.1f} | {_pct(r['val_oneshot_accuracy'])} | "
-                     f"{_pct(r['val_verification_accuracy'])} | {_pct(t['accuracy_at_0.5'])} | {t['auc']:.4f} |")
+                     f"{r['train_seconds'] / 60:.1f} | {r['wall_seconds'] / 60:.1f} | "
+                     f"{_pct(r['val_oneshot_accuracy'])} | {_pct(r['val_verification_accuracy'])} | "
+                     f"{_pct(t['accuracy_at_0.5'])} | {t['auc']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -271,12 +290,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = Path(args.data).resolve() if args.data else data_root()
     names = args.configs or config_names()
     t0 = time.perf_counter()
-    runs = {n: shrink(load_run(n, root), device=args.device, max_epochs=args.max_epochs, max_steps=args.max_steps,
+    configs = {n: load_run(n, root) for n in names}
+    runs = {n: shrink(run, device=args.device, max_epochs=args.max_epochs, max_steps=args.max_steps,
                       batch_size=args.batch_size, val_tasks=args.val_tasks, val_pairs=args.val_pairs,
-                      max_minutes=args.max_minutes, progress=args.progress, threads=args.threads) for n in names}
-    rows = [run_config(n, run, args.out / n, args.test_pairs or TEST_PAIRS) for n, run in runs.items()]
+                      max_minutes=args.max_minutes, progress=args.progress, threads=args.threads)
+            for n, run in configs.items()}
+    rows = []
+    for n, run in runs.items():
+        table_pairs = configs[n].train.pairs_per_epoch
+        try:
+            rows.append(run_config(n, run, args.out / n, args.test_pairs or TEST_PAIRS, table_pairs))
+        except CollapseError as e:  # record it and go on with the other configs
+            rows.append({"config": n, "table_pairs": table_pairs,
+                         "distortions_per_pair": run.train.distortions_per_pair, "error": str(e)})
     table2 = None
-    if TABLE2_CONFIG in runs:
+    if TABLE2_CONFIG in runs and "error" not in rows[list(runs).index(TABLE2_CONFIG)]:
         run = runs[TABLE2_CONFIG]
         table2 = {"config": TABLE2_CONFIG, **evaluate_table2(args.out / TABLE2_CONFIG, root / "omniglot" / "all_runs",
                                                               run.train.device, args.official_runs or 20)}
@@ -287,18 +315,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command(), "smoke": args.smoke or shrunk, "data": str(root / "omniglot"), "machine": machine(),
         "table1_paper": {f"{n // 1000}k{'-x8' if k else ''}": v for (n, k), v in PAPER_TABLE1.items()},
         "table2_paper": PAPER_TABLE2, "runs": rows, "table2": table2,
-        "sizing": {n: sizing(run) for n, run in runs.items()},
+        "sizing_full_configs": {n: sizing(run) for n, run in configs.items()},
         "configs": {n: run.to_dict() for n, run in runs.items()},
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     md = markdown(rows, table2, result["smoke"])
-    import common
-
     path = write_result(args.name, result)
-    common_md = Path(common.RESULTS) / f"{args.name}.md"
-    common_md.write_text(md)
+    md_path = Path(common.RESULTS) / f"{args.name}.md"
+    md_path.write_text(md)
     print(md)
-    print(f"wrote {path} and {common_md}")
+    print(f"wrote {path} and {md_path}")
     return result
 
 
