@@ -99,6 +99,9 @@ class DataConfig:
 class TrainConfig:
     """Optimisation and schedule. regime 'koch' is the paper's SGD; 'adamw' is a modern default.
 
+    pairing 'sampled': each step scores batch_size balanced pairs (the paper). 'all': each step embeds a
+    class-balanced batch (classes_per_batch x images_per_class) and scores all its pairs (losses.py).
+    An epoch is ceil(pairs_per_epoch / batch_size) steps either way.
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
     epoch that crosses this training time (0: no limit).
     """
@@ -108,6 +111,9 @@ class TrainConfig:
     batch_size: int = 128
     pairs_per_epoch: int = 10_000
     fixed_pairs: bool = False
+    pairing: str = "sampled"
+    classes_per_batch: int = 32
+    images_per_class: int = 4
     lr: float = 1e-3
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
@@ -143,6 +149,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "pairs_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.pairing not in ("sampled", "all"):
+            raise ValueError(f"train.pairing must be 'sampled' or 'all', got {self.pairing!r}")
+        if self.distortions_per_pair < 0:
+            raise ValueError(f"train.distortions_per_pair must be >= 0, got {self.distortions_per_pair}")
+        if self.distortions_per_pair and (not self.fixed_pairs or self.flip or self.pairing != "sampled"):
+            raise ValueError("train.distortions_per_pair needs fixed_pairs, sampled pairing and no flip "
+                             "(the paper distorts a fixed set of pairs)")
         if self.select not in ("oneshot", "auc", "eer"):
             raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
         if self.val_way < 2:

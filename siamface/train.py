@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import __version__, metrics
 from .augment import AffineConfig, AffineParams, apply_affine, sample_params
 from .checkpoint import atomic_save_tensors, atomic_write_json, save_model
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
+from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
 from .errors import CollapseError, SiamfaceError
 from .evaluate import autocast, embed_batches, evaluate_identities, score_indices
+from .losses import all_pairs_bce, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .preprocess import normalize
 
@@ -170,6 +171,23 @@ def _distorted_pairs(images: torch.Tensor, batch: np.ndarray, cfg: TrainConfig,
     return apply_affine(x, _cat_params([_take_params(fixed.first, r), _take_params(fixed.second, r)]))
 
 
+def augmented(images: torch.Tensor, idx: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
+              gen: torch.Generator | None) -> torch.Tensor:
+    """uint8 images at idx -> distorted (paper), optionally mirrored, normalised float batch on the device."""
+    x = images[torch.as_tensor(idx)].to(cfg.device).float() / 255.0
+    if gen is not None and cfg.distortions:
+        x = apply_affine(x, sample_params(len(x), affine_for(pre), gen))
+    if gen is not None and cfg.flip:
+        mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
+        x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def _network_input(x: torch.Tensor, pre: PreprocessConfig, cfg: TrainConfig) -> torch.Tensor:
+    x = normalize(x, pre)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
 def pair_batch_loss(
     model: SiameseNet, images: torch.Tensor, batch: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
     gen: torch.Generator | None, embed: Any = None, fixed: FixedDistortions | None = None,
@@ -182,24 +200,30 @@ def pair_batch_loss(
     if fixed is not None:
         x, inv = _distorted_pairs(images, batch, cfg, fixed), np.arange(2 * len(batch))
     else:
-        flat = np.concatenate([batch[:, 0], batch[:, 1]])
-        uniq, inv = np.unique(flat, return_inverse=True)
-        x = images[torch.as_tensor(uniq)].to(cfg.device).float() / 255.0
-        if gen is not None and cfg.distortions:
-            x = apply_affine(x, sample_params(len(x), affine_for(pre), gen))
-        if gen is not None and cfg.flip:
-            mirror = (torch.rand(len(x), generator=gen) < 0.5).to(x.device)
-            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-    x = normalize(x, pre)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        uniq, inv = np.unique(np.concatenate([batch[:, 0], batch[:, 1]]), return_inverse=True)
+        x = augmented(images, uniq, pre, cfg, gen)
+    x = _network_input(x, pre, cfg)
     inv_t = torch.as_tensor(inv, device=cfg.device)
     with autocast(cfg.device, cfg.bf16):
         emb = (embed or model.embed)(x)
         logits = model.score(emb[inv_t[: len(batch)]], emb[inv_t[len(batch):]])
-    y = torch.as_tensor(batch[:, 2], dtype=torch.float32, device=cfg.device)
-    y = y * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-    return F.binary_cross_entropy_with_logits(logits.float(), y)
+    return pair_bce(logits, torch.as_tensor(batch[:, 2], device=cfg.device), cfg.label_smoothing)
+
+
+def class_batch_loss(
+    model: SiameseNet, images: torch.Tensor, idx: np.ndarray, data: Prepared, run: RunConfig,
+    gen: torch.Generator | None, embed: Any = None,
+) -> torch.Tensor:
+    """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once."""
+    cfg = run.train
+    x = _network_input(augmented(images, idx, run.preprocess, cfg, gen), run.preprocess, cfg)
+    labels = torch.as_tensor(data.train_labels[idx], device=cfg.device)
+    groups = None
+    if run.data.within_group and data.train_groups is not None:
+        groups = torch.as_tensor(data.train_groups[idx], device=cfg.device)
+    with autocast(cfg.device, cfg.bf16):
+        emb = (embed or model.embed)(x)
+        return all_pairs_bce(model, emb, labels, groups, cfg.label_smoothing)
 
 
 def train_epoch(
@@ -217,8 +241,13 @@ def train_epoch(
     gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch) + 1) if cfg.distortions or cfg.flip else None
     stored = fixed if isinstance(fixed, FixedDistortions) else None
     fixed = stored.rows if stored is not None else fixed
-    pairs = fixed[rng.permutation(len(fixed))] if fixed is not None else data.sample_train_pairs(
-        cfg.pairs_per_epoch, rng, run.data.within_group)
+    if cfg.pairing == "all":
+        sampler = ClassBatches(data.train_labels, cfg.classes_per_batch, cfg.images_per_class,
+                               data.train_groups, run.data.within_group)
+        pairs = np.zeros((cfg.pairs_per_epoch, 3), dtype=np.int64)  # only its length sets the steps
+    else:
+        pairs = fixed[rng.permutation(len(fixed))] if fixed is not None else data.sample_train_pairs(
+            cfg.pairs_per_epoch, rng, run.data.within_group)
     steps = math.ceil(len(pairs) / cfg.batch_size)
     total = steps * cfg.epochs
     model.train()
@@ -229,8 +258,11 @@ def train_epoch(
             lr = cosine_lr(epoch * steps + s, total, int(cfg.warmup_epochs * steps), cfg.lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-        batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-        loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored)
+        if cfg.pairing == "all":
+            loss = class_batch_loss(model, data.train_images, sampler(rng), data, run, gen, embed)
+        else:
+            batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -252,6 +252,7 @@ def test_train_help_lists_every_train_config_flag(capsys: pytest.CaptureFixture[
 
 _SPECIAL: dict[tuple[str, str], Any] = {
     ("TrainConfig", "regime"): "koch", ("TrainConfig", "select"): "auc", ("PreprocessConfig", "channels"): 3,
+    ("TrainConfig", "pairing"): "all",
 }
 
 
@@ -259,6 +260,8 @@ def _new_value(cls: type, f: dataclasses.Field, hint: Any) -> tuple[list[str], A
     """Command-line tokens that set field `f` to a non-default value, and that value."""
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
     flag = _flag_name(cls, f.name)
+    if (cls.__name__, f.name) == ("TrainConfig", "distortions_per_pair"):  # only valid with fixed pairs
+        return [flag, "8", "--fixed-pairs"], 8
     if (cls.__name__, f.name) in _SPECIAL:
         value = _SPECIAL[(cls.__name__, f.name)]
         return [flag, str(value)], value
@@ -299,6 +302,7 @@ def test_each_flag_sets_its_field_with_the_right_type(cls: type, f: dataclasses.
     elems = got if isinstance(got, tuple) else (got,)
     expected = value if isinstance(value, tuple) else (value,)
     assert [type(x) for x in elems] == [type(x) for x in expected]
-    others = {g.name for g in dataclasses.fields(cls)} - {f.name}  # nothing else moved
+    moved = {f.name, "fixed_pairs"} if f.name == "distortions_per_pair" else {f.name}
+    others = {g.name for g in dataclasses.fields(cls)} - moved  # nothing else moved
     ref = base if base is not None else cls()
     assert all(getattr(cfg, n) == getattr(ref, n) for n in others)
