@@ -33,7 +33,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     cfg = TrainConfig(regime=args.regime, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                       weight_decay=args.weight_decay, batch_size=args.batch_size, select="oneshot", val_way=20,
                       val_tasks=320, val_pairs=10_000, patience=20, max_minutes=args.max_minutes, seed=args.seed,
-                      threads=args.threads, progress=args.progress)
+                      pairing=args.pairing, classes_per_batch=args.classes_per_batch,
+                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), pre, data, cfg)
 
 
@@ -64,6 +65,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="conv4")
     p.add_argument("--regime", default="adamw")
+    p.add_argument("--pairing", choices=("sampled", "all"), default="all",
+                   help="all: every pair of a class-balanced batch from one alphabet (see siamface/losses.py)")
+    p.add_argument("--classes-per-batch", type=int, default=32)
+    p.add_argument("--images-per-class", type=int, default=4)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--pairs-per-epoch", type=int, default=30_000)
     p.add_argument("--batch-size", type=int, default=128)

@@ -24,6 +24,7 @@ from .errors import ModelError
 from .models import SiameseNet, create_model
 
 WEIGHTS, META = "model.safetensors", "model.json"
+STATE, STATE_META, LOG = "state.safetensors", "state.json", "log.jsonl"  # training state for --resume
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -134,3 +135,38 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
     except (SafetensorError, RuntimeError, OSError) as e:
         raise ModelError(f"{run / WEIGHTS}: incompatible with model {mcfg.name!r} ({str(e).splitlines()[0]})") from e
     return LoadedModel(model.to(device).eval(), pre, meta, run)
+
+
+# ---- training state for --resume -----------------------------------------------------------------------
+
+def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_sd = opt.state_dict()
+    for idx, st in opt_sd["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    digest = atomic_save_tensors(out / STATE, tensors)
+    atomic_write_json(out / STATE_META, {**state, "param_groups": opt_sd["param_groups"], "sha256": digest})
+
+
+def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    meta = json.loads((out / STATE_META).read_text())
+    tensors = load_file(out / STATE)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, name = k.split(".", 2)
+            state.setdefault(int(idx), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return meta
+
+
+def rewrite_log(out: Path, upto_epoch: int) -> list[dict[str, Any]]:
+    """Keep the log lines of completed epochs only (a crash may have left one more)."""
+    path = out / LOG
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [r for r in rows if r["epoch"] <= upto_epoch]
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return rows

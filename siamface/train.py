@@ -24,7 +24,7 @@ import torch
 
 from . import __version__, metrics
 from .augment import AffineConfig, AffineParams, apply_affine, sample_params
-from .checkpoint import atomic_save_tensors, atomic_write_json, save_model
+from .checkpoint import LOG, STATE_META, load_state, rewrite_log, save_model, save_state
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
@@ -34,7 +34,7 @@ from .losses import all_pairs_bce, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .preprocess import normalize
 
-STATE, STATE_META, LOG, CURVES = "state.safetensors", "state.json", "log.jsonl", "curves.png"
+CURVES = "curves.png"
 COLLAPSE_EPOCHS = 3
 
 
@@ -322,44 +322,7 @@ def calibration(labels: np.ndarray, scores: np.ndarray, data: Prepared, run: Run
     }
 
 
-# ---- checkpoints and resume ----------------------------------------------------------------------------
-
-def save_state(out: Path, model: SiameseNet, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt_sd = opt.state_dict()
-    for idx, st in opt_sd["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    digest = atomic_save_tensors(out / STATE, tensors)
-    atomic_write_json(out / STATE_META, {**state, "param_groups": opt_sd["param_groups"], "sha256": digest})
-
-
-def load_state(out: Path, model: SiameseNet, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    meta = json.loads((out / STATE_META).read_text())
-    tensors = load_file(out / STATE)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return meta
-
-
-def _rewrite_log(out: Path, upto_epoch: int) -> list[dict[str, Any]]:
-    """Keep the log lines of completed epochs only (a crash may have left one more)."""
-    path = out / LOG
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    rows = [r for r in rows if r["epoch"] <= upto_epoch]
-    from .checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-    return rows
-
+# ---- resume --------------------------------------------------------------------------------------------
 
 def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool) -> dict[str, Any]:
     fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
@@ -391,7 +354,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     opt = make_optimizer(model, cfg)
     embed = torch.compile(model.embed) if cfg.compile else model.embed
     state = _start(out, run, model, opt, resume)
-    rows = _rewrite_log(out, state["epoch"])
+    rows = rewrite_log(out, state["epoch"])
     pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
     fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
