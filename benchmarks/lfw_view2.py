@@ -37,7 +37,8 @@ def run_config(args: argparse.Namespace, fold: int) -> RunConfig:
     cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                       weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
                       val_pairs=4000, patience=args.epochs, seed=args.seed, device=args.device,
-                      threads=args.threads, progress=args.progress)
+                      pairing=args.pairing, classes_per_batch=args.classes_per_batch,
+                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), face_preprocess(args.model, args.align, args.crop), data, cfg)
 
 
@@ -88,6 +89,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=14)
     p.add_argument("--pairs-per-epoch", type=int, default=20_000)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
+    p.add_argument("--classes-per-batch", type=int, default=32)
+    p.add_argument("--images-per-class", type=int, default=4)
     p.add_argument("--weight-decay", type=float, default=5e-3)
     p.add_argument("--n-val", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)

@@ -138,8 +138,8 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
     if cfg.detector == "none":
         return FaceCrop(image=center_square(image, size))
     faces = detect_faces(image, cfg)
-    if not faces and fallback:
-        box = central_box(image)
+    if not faces and (fallback or cfg.on_missing == "center"):
+        box = central_box(image, cfg.fallback_box)
         eyes = estimate_eyes(box)
         return FaceCrop(image=align_face(image, eyes[0], eyes[1], size, cfg), faces=[], used=box,
                         eyes_source="fallback", eyes=eyes)

@@ -52,6 +52,9 @@ class AlignConfig:
     scale_factor / min_neighbors / min_size: face cascade settings; min_size is the smallest face side as a
     fraction of the image's shorter side. eye_scale_factor / eye_min_neighbors: the same for the eye cascade.
     max_side: images whose longer side exceeds it are downscaled for detection (0 = never).
+    on_missing: "error" (NoFaceError: verify, the service) or "center": a centred square of fallback_box of
+    the shorter side stands in for the face (datasets of tight crops where the cascade sometimes misses,
+    e.g. AT&T). Protocol evaluation always falls back, since it may not drop pairs.
     """
 
     detector: str = "haar"
@@ -67,6 +70,8 @@ class AlignConfig:
     eye_scale_factor: float = 1.05
     eye_min_neighbors: int = 3
     max_side: int = 1024
+    on_missing: str = "error"
+    fallback_box: float = 0.5
 
     def __post_init__(self) -> None:
         _choice("detector", self.detector, DETECTORS)
@@ -74,6 +79,7 @@ class AlignConfig:
         _choice("eyes", self.eyes, EYE_MODES)
         _choice("face_cascade", self.face_cascade, FACE_CASCADES)
         _choice("eye_cascade", self.eye_cascade, EYE_CASCADES)
+        _choice("on_missing", self.on_missing, ("error", "center"))
         checked = {
             "eye_y": _number("eye_y", self.eye_y, 0.0, 1.0),
             "eye_distance": _number("eye_distance", self.eye_distance, 0.0, 1.0),
@@ -83,6 +89,7 @@ class AlignConfig:
             "min_neighbors": _integer("min_neighbors", self.min_neighbors, 0),
             "eye_min_neighbors": _integer("eye_min_neighbors", self.eye_min_neighbors, 0),
             "max_side": _integer("max_side", self.max_side, 0),
+            "fallback_box": _number("fallback_box", self.fallback_box, 0.0, 1.0, hi_open=False),
         }
         if 0 < checked["max_side"] < 32:
             raise ValueError(f"AlignConfig.max_side must be 0 (no limit) or >= 32, got {self.max_side!r}")
