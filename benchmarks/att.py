@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, command, data_root, machine, train_once, write_result
 
+from siamface.cli import parse_align
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.models import default_preprocess
 from siamface.report import run_evaluation
@@ -26,11 +27,12 @@ KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot
 
 
 def run_config(args: argparse.Namespace, seed: int) -> RunConfig:
-    pre = default_preprocess(args.model)
+    pre = default_preprocess(args.model, align=parse_align(args.align) if args.align else None)
     data = DataConfig(root=str(data_root() / "att_faces"), n_val=5, n_test=10)
     train_cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                             weight_decay=args.weight_decay, flip=True, select="eer", val_way=5, val_pairs=2000,
-                            patience=args.epochs, seed=seed, progress=args.progress)
+                            patience=args.epochs, seed=seed, pairing=args.pairing, classes_per_batch=25,
+                            images_per_class=4, init=args.init, threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model, args.model_kwargs), pre, data, train_cfg)
 
 
@@ -54,6 +56,10 @@ def main() -> None:
     p.add_argument("--pairs-per-epoch", type=int, default=4096)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=5e-3)
+    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
+    p.add_argument("--init", default="", help="start from this trained model (fine-tuning), e.g. an LFW model")
+    p.add_argument("--align", default="", help="face alignment (see siamface train --align); default none")
+    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--runs", default=str(Path("runs") / "bench-att"))
     p.add_argument("--name", default="att")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)

@@ -11,6 +11,7 @@ RESUME=""
 [ -f "$OUT/state.json" ] && RESUME="--resume"
 .venv/bin/siamface train --data "$DATA/att_faces" --model resface64 --flip --n-val 5 --n-test 10 \
     --select eer --val-way 5 --val-pairs 2000 --epochs 12 --pairs-per-epoch 4096 --patience 12 \
+    --pairing all --classes-per-batch 25 --images-per-class 4 \
     --lr 5e-4 --weight-decay 5e-3 --seed "$SEED" --out "$OUT" $RESUME > "$OUT.train.json"
 .venv/bin/siamface evaluate --model "$OUT" --split test --way 10 --tasks 1000 --n-pairs 4000 --seed "$SEED" \
     | .venv/bin/python -c '

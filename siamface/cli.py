@@ -58,6 +58,16 @@ def config_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> A
     return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
 
 
+def parse_align(text: str) -> dict[str, Any] | None:
+    """--align haar | none | JSON -> the AlignConfig dict stored in PreprocessConfig.align (validated)."""
+    from .faces import AlignConfig
+
+    if text == "none":
+        return None
+    data = json.loads(text) if text.lstrip().startswith("{") else {"detector": text}
+    return AlignConfig.from_dict(data).to_dict()
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -89,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         mcfg = dataclasses.replace(mcfg, kwargs=json.loads(args.model_kwargs))
     pre = config_from_args(PreprocessConfig, args, default_preprocess(mcfg.name))
     if args.align:
-        pre = dataclasses.replace(pre, align={"detector": args.align})
+        pre = dataclasses.replace(pre, align=parse_align(args.align))
     run = RunConfig(mcfg, pre, config_from_args(DataConfig, args), config_from_args(TrainConfig, args))
     meta = train(run, args.out, resume=args.resume)
     _print({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
@@ -156,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--model-kwargs", default="",
                    help='JSON overrides for the model factory, e.g. \'{"embed_dim": 128}\'')
-    t.add_argument("--align", choices=("haar", "none"), default=None, help="detect and align faces (default: none)")
+    t.add_argument("--align", default=None,
+                   help='detect and align faces: "haar", "none" (default) or AlignConfig JSON, e.g. '
+                        '\'{"detector": "haar", "on_missing": "center", "fallback_box": 0.8}\'')
     for cls in (ModelConfig, DataConfig, TrainConfig):
         add_config_flags(t, cls)
     add_config_flags(t, PreprocessConfig, defaults=False)

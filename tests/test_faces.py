@@ -227,3 +227,27 @@ def test_large_image_is_downscaled_for_detection(single_faces: list[np.ndarray])
     assert abs(b.center[0] / 6 - small_box.center[0]) < 10 and abs(b.w / 6 - small_box.w) < 15
     crop = extract_face(big, 48)
     assert crop.image.shape == (48, 48, 3)
+
+
+def test_on_missing_center_uses_the_fallback_box_instead_of_raising():
+    from siamface.faces.align import extract_face
+
+    blank = np.full((112, 92), 128, np.uint8)
+    crop = extract_face(blank, 64, AlignConfig(on_missing="center", fallback_box=0.8))
+    assert crop.eyes_source == "fallback" and crop.faces == []
+    assert crop.used.w == round(0.8 * 92) and crop.used.confidence == 0.0
+    with pytest.raises(NoFaceError):
+        extract_face(blank, 64, AlignConfig())
+    with pytest.raises(ValueError, match="on_missing"):
+        AlignConfig(on_missing="skip")
+
+
+def test_cli_align_flag_accepts_a_name_or_json():
+    from siamface.cli import parse_align
+
+    assert parse_align("none") is None
+    assert parse_align("haar")["detector"] == "haar"
+    cfg = parse_align('{"detector": "haar", "on_missing": "center", "fallback_box": 0.8}')
+    assert cfg["on_missing"] == "center" and cfg["fallback_box"] == 0.8
+    with pytest.raises(ValueError):
+        parse_align('{"detector": "dlib"}')
