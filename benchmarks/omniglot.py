@@ -34,7 +34,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                       weight_decay=args.weight_decay, batch_size=args.batch_size, select="oneshot", val_way=20,
                       val_tasks=320, val_pairs=10_000, patience=20, max_minutes=args.max_minutes, seed=args.seed,
                       pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
+                      images_per_class=args.images_per_class, class_rotations=args.class_rotations,
+                      threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), pre, data, cfg)
 
 
@@ -69,6 +70,8 @@ def main() -> None:
                    help="all: every pair of a class-balanced batch from one alphabet (see siamface/losses.py)")
     p.add_argument("--classes-per-batch", type=int, default=32)
     p.add_argument("--images-per-class", type=int, default=4)
+    p.add_argument("--class-rotations", action=argparse.BooleanOptionalAction, default=False,
+                   help="turn each class of a batch by a random multiple of 90 degrees (class augmentation)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--pairs-per-epoch", type=int, default=30_000)
     p.add_argument("--batch-size", type=int, default=128)

@@ -101,7 +101,9 @@ class TrainConfig:
 
     pairing 'sampled': each step scores batch_size balanced pairs (the paper). 'all': each step embeds a
     class-balanced batch (classes_per_batch x images_per_class) and scores all its pairs (losses.py).
-    An epoch is ceil(pairs_per_epoch / batch_size) steps either way.
+    An epoch is ceil(pairs_per_epoch / batch_size) steps either way. class_rotations: each class of a batch
+    is turned by a random multiple of 90 degrees as a whole, a new character shape each time (the class
+    augmentation of Santoro et al. 2016 and Vinyals et al. 2016; for characters, never for faces).
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
     epoch that crosses this training time (0: no limit).
     """
@@ -114,6 +116,7 @@ class TrainConfig:
     pairing: str = "sampled"
     classes_per_batch: int = 32
     images_per_class: int = 4
+    class_rotations: bool = False
     lr: float = 1e-3
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
@@ -151,6 +154,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.pairing not in ("sampled", "all"):
             raise ValueError(f"train.pairing must be 'sampled' or 'all', got {self.pairing!r}")
+        if self.class_rotations and self.pairing != "all":
+            raise ValueError("train.class_rotations needs pairing='all' (a class is rotated as a whole)")
         if self.distortions_per_pair < 0:
             raise ValueError(f"train.distortions_per_pair must be >= 0, got {self.distortions_per_pair}")
         if self.distortions_per_pair and (not self.fixed_pairs or self.flip or self.pairing != "sampled"):

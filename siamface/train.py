@@ -210,13 +210,28 @@ def pair_batch_loss(
     return pair_bce(logits, torch.as_tensor(batch[:, 2], device=cfg.device), cfg.label_smoothing)
 
 
+def rotate_classes(x: torch.Tensor, labels: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
+    """Turn all images of each class by the same random multiple of 90 degrees (class augmentation)."""
+    _, inv = np.unique(labels, return_inverse=True)
+    turns = torch.randint(0, 4, (int(inv.max()) + 1,), generator=gen)[torch.as_tensor(inv)]
+    out = x.clone()
+    for k in (1, 2, 3):
+        sel = (turns == k).to(x.device)
+        if bool(sel.any()):
+            out[sel] = torch.rot90(x[sel], k, dims=(2, 3))
+    return out
+
+
 def class_batch_loss(
     model: SiameseNet, images: torch.Tensor, idx: np.ndarray, data: Prepared, run: RunConfig,
     gen: torch.Generator | None, embed: Any = None,
 ) -> torch.Tensor:
     """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once."""
     cfg = run.train
-    x = _network_input(augmented(images, idx, run.preprocess, cfg, gen), run.preprocess, cfg)
+    x = augmented(images, idx, run.preprocess, cfg, gen)
+    if cfg.class_rotations:
+        x = rotate_classes(x, data.train_labels[idx], gen)
+    x = _network_input(x, run.preprocess, cfg)
     labels = torch.as_tensor(data.train_labels[idx], device=cfg.device)
     groups = None
     if run.data.within_group and data.train_groups is not None:
@@ -238,7 +253,8 @@ def train_epoch(
     cfg, pre = run.train, run.preprocess
     torch.manual_seed(seed_for(cfg.seed, epoch))
     rng = np.random.default_rng(seed_for(cfg.seed, epoch))
-    gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch) + 1) if cfg.distortions or cfg.flip else None
+    augments = cfg.distortions or cfg.flip or cfg.class_rotations
+    gen = torch.Generator().manual_seed(seed_for(cfg.seed, epoch) + 1) if augments else None
     stored = fixed if isinstance(fixed, FixedDistortions) else None
     fixed = stored.rows if stored is not None else fixed
     if cfg.pairing == "all":

@@ -82,3 +82,19 @@ def test_class_batches_within_group_stay_in_one_group():
 def test_class_batches_need_two_identities_with_pairs():
     with pytest.raises(ValueError, match="two identities"):
         ClassBatches(np.array([0, 1, 2]), classes=4, per_class=2)
+
+
+def test_rotate_classes_turns_each_class_as_a_whole():
+    from siamface.train import rotate_classes
+
+    x = torch.rand(12, 1, 8, 8)
+    labels = np.repeat(np.arange(4), 3)
+    out = rotate_classes(x, labels, torch.Generator().manual_seed(0))
+    turns = []
+    for k in range(12):
+        match = [r for r in range(4) if torch.equal(out[k], torch.rot90(x[k], r, dims=(1, 2)))]
+        assert len(match) == 1
+        turns.append(match[0])
+    turns = np.array(turns).reshape(4, 3)
+    assert (turns == turns[:, :1]).all()  # one turn per class
+    assert len(set(turns[:, 0].tolist())) > 1  # not all classes turned alike (seeded)

@@ -1,0 +1,76 @@
+"""The face model shipped in the package: loads offline, aligns photos, beats chance on LFW DevTest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamface import metrics
+from siamface.checkpoint import SHIPPED, default_model_path, load_model
+from siamface.data import read_lfw_pairs
+from siamface.errors import NoFaceError
+from siamface.verify import Verifier
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Verifier:
+    return Verifier()  # no model given: the shipped one
+
+
+def test_shipped_model_is_complete_small_and_calibrated() -> None:
+    path = default_model_path()
+    assert path == SHIPPED
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < 20 * 2**20
+    lm = load_model(path)  # safetensors + SHA-256 check, no network
+    assert lm.meta["status"] == "complete"
+    assert lm.preprocess.align and lm.preprocess.align["detector"] == "haar"
+    assert lm.preprocess.align["on_missing"] == "error"
+    assert "never used for training" in lm.meta["calibration"]["source"]
+
+
+def test_shipped_model_never_saw_devtest_people(data_root) -> None:
+    lm = load_model(default_model_path())
+    lfw = data_root / "lfw"
+    pairs = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")
+    people = {p.parent.name for pair in pairs for p in (pair.a, pair.b)}
+    assert not people & (set(lm.meta["split"]["train"]) | set(lm.meta["split"]["val"]))
+
+
+def test_shipped_model_beats_chance_on_devtest_pairs(verifier: Verifier, data_root) -> None:
+    lfw = data_root / "lfw"
+    pairs = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")
+    rng = np.random.default_rng(0)
+    pick = [pairs[k] for k in rng.choice(len(pairs), size=60, replace=False)]
+    rows = verifier.verify_pairs([(p.a, p.b) for p in pick], progress=False)
+    labels = np.array([int(p.same) for p in pick])
+    scores = np.array([r["probability"] for r in rows])
+    assert metrics.roc_auc(labels, scores) > 0.7
+    assert metrics.accuracy_at(labels, scores, verifier.threshold) > 0.6
+
+
+def test_verify_cli_uses_the_shipped_model_and_reports_faces(data_root) -> None:
+    a = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", str(a), str(a)], capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["same"] is True and result["probability"] > result["threshold"]
+    assert result["model"].endswith("lfw-view1")
+    assert len(result["faces"]) == 2 and result["faces"][0]["used"]["w"] > 0
+
+
+def test_photo_without_a_face_is_a_no_face_error(verifier: Verifier, data_root, tmp_path) -> None:
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
+    face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    with pytest.raises(NoFaceError, match="wall.png"):
+        verifier.verify(blank, face)
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", str(blank), str(face)], capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "wall.png" in out.stderr and "no face" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
