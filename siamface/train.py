@@ -32,6 +32,7 @@ from .errors import CollapseError, SiamfaceError
 from .evaluate import autocast, embed_batches, evaluate_identities, score_indices
 from .losses import all_pairs_bce, pair_bce
 from .models import SiameseNet, count_parameters, create_model
+from .plots import plot_training
 from .preprocess import normalize
 
 CURVES = "curves.png"
@@ -397,12 +398,10 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         save_state(out, model, opt, {**state, "run": run.to_dict()})
+        plot_training(rows, out / CURVES)
         _report_epoch(row, cfg, improved)
         if state["collapsed"] >= COLLAPSE_EPOCHS or (collapsed and float(np.std(scores)) < 1e-6):
             if state["best_epoch"] == 0:
-                from .plots import plot_training
-
-                plot_training(rows, out / CURVES)
                 raise CollapseError(_collapse_message(state, summary, out))
             warning = (f"training stopped at epoch {state['epoch']} after a collapse "
                        f"({_collapse_message(state, summary, out)}); kept epoch {state['best_epoch']}")
@@ -453,9 +452,7 @@ def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]
             base: dict[str, Any], warning: str = "") -> dict[str, Any]:
     """Reload the best epoch, calibrate its threshold on validation pairs, write the final model.json."""
     from .checkpoint import load_model
-    from .plots import plot_training
 
-    plot_training(rows, out / CURVES)
     if state["best_epoch"] == 0:
         raise CollapseError(f"no epoch beat chance on validation; see {out / LOG}")
     model = load_model(out, device=run.train.device).model
