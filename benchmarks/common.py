@@ -77,3 +77,26 @@ def face_preprocess(model: str, align: str, crop: float) -> Any:
     if align == "haar":
         return default_preprocess(model, align=AlignConfig().to_dict())
     return default_preprocess(model, crop=crop)
+
+
+def add_lfw_args(p: Any) -> None:
+    """Training options shared by the LFW protocol benchmarks (defaults: the published View 1 run)."""
+    import argparse
+
+    p.add_argument("--model", default="resface64")
+    p.add_argument("--align", choices=("haar", "none"), default="haar",
+                   help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
+    p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
+    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--pairs-per-epoch", type=int, default=20_000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-3)
+    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
+    p.add_argument("--classes-per-batch", type=int, default=32)
+    p.add_argument("--images-per-class", type=int, default=4)
+    p.add_argument("--n-val", type=int, default=150)
+    p.add_argument("--max-minutes", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from common import command, data_root, face_preprocess, machine, train_once, write_result
+from common import add_lfw_args, command, data_root, face_preprocess, machine, train_once, write_result
 
 from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data.lfw import view1_split
@@ -28,7 +28,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                       test_ids=split.test)
     cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                       weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
-                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
+                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
                       pairing=args.pairing, classes_per_batch=args.classes_per_batch,
                       images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), pre, data, cfg)
@@ -36,24 +36,9 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="resface64")
-    p.add_argument("--align", choices=("haar", "none"), default="haar",
-                   help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
-    p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--pairs-per-epoch", type=int, default=20_000)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
-    p.add_argument("--classes-per-batch", type=int, default=32)
-    p.add_argument("--images-per-class", type=int, default=4)
-    p.add_argument("--weight-decay", type=float, default=5e-3)
-    p.add_argument("--n-val", type=int, default=150)
-    p.add_argument("--max-minutes", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
+    add_lfw_args(p)
     p.add_argument("--out", default=str(Path("runs") / "bench-lfw-view1"))
     p.add_argument("--name", default="lfw_view1")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()
     run = run_config(args)
     out = Path(args.out)

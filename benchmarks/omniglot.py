@@ -5,7 +5,7 @@ affine distortions), select the epoch by 20-way within-alphabet one-shot accurac
 10 evaluation alphabets the official runs do not use, then test once on the 20 official runs (400 trials).
 Also measures the training speed of the faithful `koch2015` network here, for the GPU command.
 
-    python benchmarks/omniglot.py --model conv4 --epochs 20 --pairs-per-epoch 30000 --max-minutes 55
+    python benchmarks/omniglot.py --epochs 24 --pairs-per-epoch 25000 --max-minutes 55 --threads 1
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def main() -> None:
     p.add_argument("--images-per-class", type=int, default=4)
     p.add_argument("--class-rotations", action=argparse.BooleanOptionalAction, default=False,
                    help="turn each class of a batch by a random multiple of 90 degrees (class augmentation)")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--pairs-per-epoch", type=int, default=30_000)
+    p.add_argument("--epochs", type=int, default=24)
+    p.add_argument("--pairs-per-epoch", type=int, default=25_000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
