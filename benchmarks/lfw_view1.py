@@ -28,7 +28,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
                       test_ids=split.test)
     cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                       weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
-                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed, device=args.device,
+                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
+                      device=args.device,
                       pairing=args.pairing, classes_per_batch=args.classes_per_batch,
                       images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model), pre, data, cfg)
