@@ -74,3 +74,25 @@ def test_photo_without_a_face_is_a_no_face_error(verifier: Verifier, data_root, 
                          text=True)
     assert out.returncode != 0 and "wall.png" in out.stderr and "no face" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_verify_batch_writes_a_scores_csv(data_root, tmp_path) -> None:
+    import csv
+
+    root = data_root / "lfw" / "deepfunneled"
+    a = root / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    b = root / "George_W_Bush" / "George_W_Bush_0001.jpg"
+    c = root / "George_W_Bush" / "George_W_Bush_0002.jpg"
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"image_a,image_b,label\n{b},{c},1\n{a},{b},0\n{a},{a},1\n")
+    out = tmp_path / "scores.csv"
+    res = subprocess.run([sys.executable, "-m", "siamface", "verify", "--pairs", str(pairs), "--out", str(out)],
+                         capture_output=True, text=True, check=True)
+    summary = json.loads(res.stdout)
+    assert summary["pairs"] == 3 and summary["out"] == str(out)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["label"] for r in rows] == ["1", "0", "1"]
+    probs = [float(r["probability"]) for r in rows]
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    assert probs[2] > probs[1]  # an image against itself scores above two different people
+    assert [r["same"] for r in rows] == [str(p >= summary["threshold"]) for p in probs]
