@@ -22,6 +22,7 @@ from common import RESULTS, add_lfw_args, command, data_root, face_preprocess, m
 from siamface import metrics
 from siamface.checkpoint import atomic_write_json, load_model
 from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.data import pair_identities
 from siamface.data.lfw import view2_pairs, view2_split
 from siamface.evaluate import evaluate_pairs
 from siamface.report import check_no_leakage
@@ -49,7 +50,7 @@ def one_fold(args: argparse.Namespace, fold: int) -> dict:
     lm = load_model(out, device=args.device)
     pairs = view2_pairs(data_root() / "lfw")
     test = [p for p in pairs if p.fold == fold]
-    check_no_leakage(lm, {p.parent.name for pair in test for p in (pair.a, pair.b)}, f"fold {fold}")
+    check_no_leakage(lm, pair_identities(test), f"fold {fold}", leaf=True)
     _, y, s = evaluate_pairs(lm.model, lm.preprocess, test, device=args.device)
     _, y9, s9 = evaluate_pairs(lm.model, lm.preprocess, [p for p in pairs if p.fold != fold], device=args.device)
     t9, _ = metrics.best_threshold(y9, s9)

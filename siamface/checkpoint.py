@@ -27,6 +27,14 @@ WEIGHTS, META = "model.safetensors", "model.json"
 STATE, STATE_META, LOG = "state.safetensors", "state.json", "log.jsonl"  # training state for --resume
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Give the temp file the usual permissions (mkstemp makes 0600), then rename it over `path`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,7 +44,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -54,7 +62,7 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
         digest = sha256_file(Path(tmp))
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -123,6 +131,8 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         pre = from_dict(PreprocessConfig, meta["preprocess"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelError(f"{run / META}: not a valid siamface model description ({e})") from e
+    if not isinstance(mcfg.kwargs, dict):
+        raise ModelError(f"{run / META}: model.kwargs must be an object, got {type(mcfg.kwargs).__name__}")
     if verify_hash and meta.get("weights_sha256") and sha256_file(run / WEIGHTS) != meta["weights_sha256"]:
         raise ModelError(f"{run / WEIGHTS}: SHA-256 differs from {META}; the weights were changed or half-written")
     try:
@@ -146,13 +156,27 @@ def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, st
     for idx, st in opt_sd["state"].items():
         for k, v in st.items():
             tensors[f"opt.{idx}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    digest = atomic_save_tensors(out / STATE, tensors)
-    atomic_write_json(out / STATE_META, {**state, "param_groups": opt_sd["param_groups"], "sha256": digest})
+    # A new file per epoch, named in the JSON written after it: a crash between the two writes leaves the
+    # previous JSON pointing at the previous (intact) tensors.
+    name = f"state-{int(state['epoch']):04d}.safetensors"
+    digest = atomic_save_tensors(out / name, tensors)
+    atomic_write_json(out / STATE_META, {**state, "param_groups": opt_sd["param_groups"], "tensors": name,
+                                         "sha256": digest})
+    for old in out.glob("state-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    meta = json.loads((out / STATE_META).read_text())
-    tensors = load_file(out / STATE)
+    """Restore the last completed epoch; ModelError naming the file when the state is unreadable."""
+    try:
+        meta = json.loads((out / STATE_META).read_text())
+        path = out / meta.get("tensors", STATE)
+        if sha256_file(path) != meta["sha256"]:
+            raise ModelError(f"{path}: SHA-256 differs from {STATE_META}; the training state is damaged")
+        tensors = load_file(path)
+    except (OSError, json.JSONDecodeError, KeyError, SafetensorError) as e:
+        raise ModelError(f"{out / STATE_META}: unreadable training state ({e})") from e
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():

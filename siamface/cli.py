@@ -64,8 +64,31 @@ def parse_align(text: str) -> dict[str, Any] | None:
 
     if text == "none":
         return None
-    data = json.loads(text) if text.lstrip().startswith("{") else {"detector": text}
+    data = _json_flag("--align", text) if text.lstrip().startswith("{") else {"detector": text}
     return AlignConfig.from_dict(data).to_dict()
+
+
+def check_device(device: str) -> str:
+    """A usable torch device name, or a one-line error."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SiamfaceError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise SiamfaceError(f"--device {device}: expected cpu, cuda, cuda:N or mps")
+    return device
+
+
+def _json_flag(flag: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SiamfaceError(f"{flag}: not valid JSON ({e}): {text!r}") from e
+
+
+def _absolute(path: str) -> str:
+    """Data paths are stored absolute in model.json, so a run can be evaluated from any directory."""
+    return str(Path(path).expanduser().resolve()) if path else path
 
 
 def _print(obj: Any) -> None:
@@ -96,11 +119,16 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     mcfg = config_from_args(ModelConfig, args)
     if args.model_kwargs:
-        mcfg = dataclasses.replace(mcfg, kwargs=json.loads(args.model_kwargs))
+        mcfg = dataclasses.replace(mcfg, kwargs=_json_flag("--model-kwargs", args.model_kwargs))
     pre = config_from_args(PreprocessConfig, args, default_preprocess(mcfg.name))
     if args.align:
         pre = dataclasses.replace(pre, align=parse_align(args.align))
-    run = RunConfig(mcfg, pre, config_from_args(DataConfig, args), config_from_args(TrainConfig, args))
+    data = config_from_args(DataConfig, args)
+    data = dataclasses.replace(data, **{k: _absolute(getattr(data, k)) for k in
+                                        ("root", "val_root", "pairs_file", "val_pairs_file")})
+    tcfg = config_from_args(TrainConfig, args)
+    check_device(tcfg.device)
+    run = RunConfig(mcfg, pre, data, dataclasses.replace(tcfg, init=_absolute(tcfg.init)))
     meta = train(run, args.out, resume=args.resume)
     _print({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
             "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})
@@ -109,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .report import run_evaluation
 
+    check_device(args.device)
     report = run_evaluation(args.model, split=args.split, pairs=args.pairs, protocol=args.protocol,
                             omniglot_runs=args.omniglot_runs, data=args.data, out=args.out, way=args.way,
                             tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device)
@@ -118,6 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     from .verify import Verifier
 
+    check_device(args.device)
     if args.pairs:
         _verify_batch(args)
         return

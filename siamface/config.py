@@ -152,6 +152,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "pairs_per_epoch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.device == "cpu" or self.device == "mps" or self.device.startswith("cuda")):
+            raise ValueError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.threads < 0:
+            raise ValueError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.pairing not in ("sampled", "all"):
             raise ValueError(f"train.pairing must be 'sampled' or 'all', got {self.pairing!r}")
         if self.class_rotations and self.pairing != "all":

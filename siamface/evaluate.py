@@ -53,12 +53,14 @@ def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.nda
     return torch.sigmoid(logits.float()).cpu().numpy()
 
 
-def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False) -> ImageStore:
+def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,
+              fallback: bool = True) -> ImageStore:
     """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
-    not drop pairs, so where no face is found a central box stands in (see faces.central_box)."""
+    not drop pairs, so by default a central box stands in where no face is found (faces.central_box);
+    fallback=False raises NoFaceError instead (verify)."""
     unique = list(dict.fromkeys(Path(p) for p in paths))
     return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre, fallback=True))
+                                 loader=lambda p: load_input(p, pre, fallback=fallback))
 
 
 def evaluate_pairs(

@@ -30,11 +30,6 @@ def normalize(batch: torch.Tensor, pre: PreprocessConfig, dtype: torch.dtype = t
     return (x - pre.mean) / pre.std
 
 
-def describe(pre: PreprocessConfig) -> dict[str, Any]:
-    """A short human description used in reports."""
-    return {"size": pre.size, "channels": pre.channels, "crop": pre.crop, "aligned": bool(pre.align)}
-
-
 def load_input_with_faces(
     image: str | Path | np.ndarray, pre: PreprocessConfig, fallback: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:

@@ -7,6 +7,7 @@ so the report shows the accuracy a user would actually get, beside threshold-fre
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from .data import (
     filter_identities,
     group_array,
     label_array,
+    pair_identities,
     read_omniglot_runs,
     scan_folder,
 )
@@ -31,17 +33,26 @@ from .evaluate import evaluate_identities, evaluate_oneshot, evaluate_pairs, sto
 
 
 def _trained_on(lm: LoadedModel) -> set[str]:
+    """Identities the model (and any model it was fine-tuned from, `lineage_identities`) trained or selected on."""
     split = lm.meta.get("split", {})
-    return set(split.get("train", ())) | set(split.get("val", ()))
+    return set(split.get("train", ())) | set(split.get("val", ())) | set(lm.meta.get("lineage_identities", ()))
 
 
-def check_no_leakage(lm: LoadedModel, evaluated: set[str], what: str) -> None:
-    """LeakageError when an identity of the model's training or validation split is being evaluated."""
-    assert_disjoint(**{"model training/validation": _trained_on(lm), what: evaluated})
+def check_no_leakage(lm: LoadedModel, evaluated: set[str], what: str, leaf: bool = False) -> None:
+    """LeakageError when an identity of the model's training or validation split is being evaluated.
+
+    leaf: `evaluated` holds folder names of images (pairs files), so compare the last path component of the
+    model's identities (trained with --data lfw, an identity is 'deepfunneled/Name'; a pairs file says 'Name').
+    """
+    trained = _trained_on(lm)
+    if leaf:
+        trained = {i.rsplit("/", 1)[-1] for i in trained}
+    assert_disjoint(**{"model training/validation": trained, what: evaluated})
 
 
 def _lfw_root(data: str | None) -> Path:
-    root = Path(data) if data else Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw"
+    default = Path(os.environ.get("SIAMFACE_DATA", Path.cwd().parent / "shared" / "data"))
+    root = Path(data) if data else default / "lfw"
     root = root / "lfw" if (root / "lfw").is_dir() else root
     if not (root / "pairs.txt").is_file():
         raise DataError(f"{root}: not an LFW folder (pairs.txt missing); pass --data")
@@ -69,7 +80,7 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
 
 def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     pairs = read_pairs(pairs_file)
-    check_no_leakage(lm, {p.parent.name for pair in pairs for p in (pair.a, pair.b)}, str(pairs_file))
+    check_no_leakage(lm, pair_identities(pairs), str(pairs_file), leaf=True)
     summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True)
     summary["data"] = str(pairs_file)
     return summary, y, s

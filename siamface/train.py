@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 
 from . import __version__, metrics
 from .augment import AffineConfig, AffineParams, apply_affine, sample_params
-from .checkpoint import LOG, STATE_META, load_state, rewrite_log, save_model, save_state
+from .checkpoint import LOG, META, STATE_META, load_state, rewrite_log, save_model, save_state
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
@@ -341,15 +342,38 @@ def calibration(labels: np.ndarray, scores: np.ndarray, data: Prepared, run: Run
 
 # ---- resume --------------------------------------------------------------------------------------------
 
+RUNTIME_ONLY = ("progress", "threads", "device", "compile")  # may change between a run and its resume
+
+
+def _comparable(run: RunConfig) -> dict[str, Any]:
+    d = run.to_dict()
+    d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_ONLY}
+    return d
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
+    """Config fields (dotted) in which two runs differ, ignoring the runtime-only ones."""
+    return _differences(_comparable(a), _comparable(b))
+
+
 def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool) -> dict[str, Any]:
     fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
     if not (out / STATE_META).exists():
+        if (out / META).exists() or (out / LOG).exists():
+            raise SiamfaceError(f"{out}: holds a model or log but no training state; choose a new --out")
         return fresh
     if not resume:
         raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
     saved = json.loads((out / STATE_META).read_text())
-    if RunConfig.from_dict(saved["run"]) != run:
-        raise SiamfaceError(f"{out / STATE_META}: the saved run has a different configuration; cannot resume")
+    diff = run_differences(RunConfig.from_dict(saved["run"]), run)
+    if diff:
+        raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")
     return load_state(out, model, opt)
 
 
@@ -364,8 +388,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
     model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
-    if cfg.init:
-        init_from(model, run, cfg.init)
+    lineage = init_from(model, run, cfg.init) if cfg.init else []
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
@@ -375,8 +398,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
     fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
-    base = _base_meta(run, data, model)
-    for epoch in range(state["epoch"], cfg.epochs):
+    base = {**_base_meta(run, data, model), "lineage_identities": lineage}
+    for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else 0):
         t0 = time.perf_counter()
         set_epoch_hparams(opt, cfg, epoch)
         loss = train_epoch(model, opt, data, run, epoch, fixed, embed)
@@ -390,6 +413,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
             f.write(json.dumps(row) + "\n")
         collapsed = metrics.is_collapsed(scores, labels)
         state["collapsed"] = state["collapsed"] + 1 if collapsed else 0
+        if collapsed and float(np.std(scores)) < 1e-6:  # constant output: no point in waiting
+            state["collapsed"] = COLLAPSE_EPOCHS
         improved = score > state["best"] and not collapsed
         if improved:
             state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
@@ -397,24 +422,35 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
+        state["stopped"] = _stop_reason(state, cfg)
         save_state(out, model, opt, {**state, "run": run.to_dict()})
         plot_training(rows, out / CURVES)
         _report_epoch(row, cfg, improved)
-        if state["collapsed"] >= COLLAPSE_EPOCHS or (collapsed and float(np.std(scores)) < 1e-6):
+        if state["stopped"] == "collapse":
             if state["best_epoch"] == 0:
                 raise CollapseError(_collapse_message(state, summary, out))
             warning = (f"training stopped at epoch {state['epoch']} after a collapse "
                        f"({_collapse_message(state, summary, out)}); kept epoch {state['best_epoch']}")
             return _finish(out, run, data, rows, state, base, warning)
-        if state["bad_epochs"] >= cfg.patience:
-            break
-        if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
+        if state["stopped"]:
             break
     return _finish(out, run, data, rows, state, base)
 
 
-def init_from(model: SiameseNet, run: RunConfig, path: str) -> None:
-    """Start from a trained model's weights (fine-tuning); it must be the same architecture and input."""
+def _stop_reason(state: dict[str, Any], cfg: TrainConfig) -> str:
+    """Why training stops after this epoch ('' to go on); saved so a resumed run does not train past it."""
+    if state["collapsed"] >= COLLAPSE_EPOCHS:
+        return "collapse"
+    if state["bad_epochs"] >= cfg.patience:
+        return "patience"
+    if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
+        return "max_minutes"
+    return ""
+
+
+def init_from(model: SiameseNet, run: RunConfig, path: str) -> list[str]:
+    """Start from a trained model's weights (fine-tuning); it must be the same architecture and input.
+    Returns every identity that model (and its own ancestors) trained or selected on: evaluation refuses them."""
     from .checkpoint import load_model
 
     src = load_model(path)
@@ -423,6 +459,8 @@ def init_from(model: SiameseNet, run: RunConfig, path: str) -> None:
         raise SiamfaceError(f"{path}: --init model is {src.meta['model']['name']} at {src.preprocess.size}px, "
                             f"this run is {run.model.name} at {run.preprocess.size}px")
     model.load_state_dict(src.model.state_dict())
+    split = src.meta.get("split", {})
+    return sorted(set(split.get("train", ())) | set(split.get("val", ())) | set(src.meta.get("lineage_identities", ())))
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:
@@ -431,7 +469,7 @@ def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None
     keys = [k for k in ("val_oneshot_accuracy", "val_auc", "val_eer") if k in row]
     vals = " ".join(f"{k[4:]}={row[k]:.4f}" for k in keys)
     print(f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  {vals}  {row['elapsed_s']:.0f}s"
-          + ("  *" if improved else ""), flush=True)
+          + ("  *" if improved else ""), file=sys.stderr, flush=True)
 
 
 def _base_meta(run: RunConfig, data: Prepared, model: SiameseNet) -> dict[str, Any]:
@@ -455,8 +493,10 @@ def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]
 
     if state["best_epoch"] == 0:
         raise CollapseError(f"no epoch beat chance on validation; see {out / LOG}")
-    model = load_model(out, device=run.train.device).model
-    summary, labels, scores = validate(model, data, run)
+    # no hash check: a crash between the best weights and their JSON must not block the resume that
+    # finishes the run; the JSON written below names the weights' hash again
+    model = load_model(out, device=run.train.device, verify_hash=False).model
+    summary, labels, scores = validate(model, data, replace_train(run, bf16=False))  # fp32, as verify scores
     meta = {**base, "status": "complete", "epoch": state["best_epoch"], "epochs_run": state["epoch"],
             "train_seconds": round(state["elapsed_s"], 1), "val": summary,
             "calibration": calibration(labels, scores, data, run)}

@@ -53,7 +53,8 @@ class Verifier:
             self.threshold, self.threshold_source = float(threshold), "given on the command line (--threshold)"
         elif self.loaded.threshold is not None:
             cal = self.loaded.meta["calibration"]
-            self.threshold, self.threshold_source = float(cal["threshold"]), cal["source"]
+            self.threshold = float(cal["threshold"])
+            self.threshold_source = cal.get("source", "calibrated at the end of training (no provenance recorded)")
         else:
             raise ModelError(f"{self.loaded.path}: the model has no calibrated threshold; pass --threshold")
 
@@ -82,7 +83,7 @@ class Verifier:
         from .evaluate import store_for
 
         paths = [Path(p) for pair in pairs for p in pair]
-        store = store_for(paths, self.loaded.preprocess, progress=progress)
+        store = store_for(paths, self.loaded.preprocess, progress=progress, fallback=False)
         emb = embed_batches(self.loaded.model, store.images, self.loaded.preprocess, device=self.device)
         i = torch.as_tensor([store.index[Path(a)] for a, _ in pairs])
         j = torch.as_tensor([store.index[Path(b)] for _, b in pairs])

@@ -69,6 +69,13 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[k], b[k]), k
 
 
+def run_file(run_dir: Path, name: str) -> Path:
+    """A run's file; 'state.safetensors' means the per-epoch state file that state.json names."""
+    if name == "state.safetensors":
+        return run_dir / json.loads((run_dir / "state.json").read_text())["tensors"]
+    return run_dir / name
+
+
 def copy_run(src: Path, dst: Path) -> Path:
     """A private copy of a run folder for tests that change it."""
     shutil.copytree(src, dst)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,26 @@ def test_atomic_save_tensors_returns_the_file_hash_and_cleans_up(tmp_path: Path,
     monkeypatch.undo()
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.safetensors"]
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path: Path) -> None:
+    from siamface.checkpoint import atomic_write_json
+
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_damaged_training_state_is_a_model_error_naming_the_file(tmp_path: Path) -> None:
+    from siamface.checkpoint import load_state, save_state
+
+    torch.manual_seed(0)
+    model = create_model("tiny")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save_state(tmp_path, model, opt, {"epoch": 1})
+    state = json.loads((tmp_path / "state.json").read_text())
+    path = tmp_path / state["tensors"]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="state"):
+        load_state(tmp_path, model, opt)

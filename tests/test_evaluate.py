@@ -213,3 +213,26 @@ def test_omniglot_runs_refused_for_identities_with_a_set_prefix(tiny: TinyRun, o
                       ["images_evaluation/Angelic/character01"])
     with pytest.raises(LeakageError):
         run_evaluation(str(run), omniglot_runs=str(one_run), out=str(tmp_path / "o"))
+
+
+def test_pairs_leakage_compares_folder_names_with_the_last_path_component(tiny: TinyRun) -> None:
+    lm = load_model(tiny.path)
+    lm.meta["split"]["train"] = ["deepfunneled/" + i for i in lm.meta["split"]["train"]]  # trained from --data lfw
+    with pytest.raises(LeakageError):
+        check_no_leakage(lm, {lm.meta["split"]["train"][0].split("/")[-1]}, "pairs", leaf=True)
+
+
+def test_a_fine_tuned_model_inherits_the_identities_of_its_init(tiny: TinyRun, data_root: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from siamface.train import train
+
+    init_split = tiny.meta["split"]
+    # B holds out other subjects, some of which trained A: evaluation must refuse them
+    data = replace(tiny.run.data, n_val=0, n_test=0, val_ids=tuple(init_split["test"][:5]),
+                   test_ids=tuple(init_split["train"][:10]))
+    run = replace(tiny.run, data=data, train=replace(tiny.run.train, init=str(tiny.path), epochs=1))
+    meta = train(run, tmp_path / "ft")
+    assert set(init_split["train"]) <= set(meta["lineage_identities"])
+    with pytest.raises(LeakageError):
+        run_evaluation(str(tmp_path / "ft"), split="test", way=5, tasks=10, n_pairs=40)

@@ -96,3 +96,11 @@ def test_verify_batch_writes_a_scores_csv(data_root, tmp_path) -> None:
     assert all(0.0 <= p <= 1.0 for p in probs)
     assert probs[2] > probs[1]  # an image against itself scores above two different people
     assert [r["same"] for r in rows] == [str(p >= summary["threshold"]) for p in probs]
+
+
+def test_batch_verify_refuses_a_photo_without_a_face(verifier: Verifier, data_root, tmp_path) -> None:
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
+    face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    with pytest.raises(NoFaceError, match="wall.png"):
+        verifier.verify_pairs([(face, face), (blank, face)], progress=False)

@@ -24,6 +24,7 @@ from _helpers import (
     one_thread,
     read_log,
     read_meta,
+    run_file,
     tiny_run,
     weights,
 )
@@ -59,7 +60,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> TinyRun:
 
 def test_run_folder_has_weights_metadata_log_and_curves(tiny: TinyRun) -> None:
     for name in ("model.safetensors", "model.json", "log.jsonl", "curves.png", "state.json", "state.safetensors"):
-        assert (tiny.path / name).is_file(), name
+        assert run_file(tiny.path, name).is_file(), name
     assert (tiny.path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p.name for p in tiny.path.iterdir() if p.name.endswith(".tmp")]
     meta = read_meta(tiny.path)
@@ -134,7 +135,7 @@ def test_training_batches_come_only_from_training_identities(tiny: TinyRun) -> N
 def test_same_seed_gives_identical_weights_and_metrics(tiny: TinyRun, tmp_path: Path) -> None:
     meta = train(tiny.run, tmp_path)
     for name in ("model.safetensors", "state.safetensors"):
-        a, b = weights(tiny.path / name), weights(tmp_path / name)
+        a, b = weights(run_file(tiny.path, name)), weights(run_file(tmp_path, name))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert log_without_time(tmp_path) == log_without_time(tiny.path)
@@ -151,7 +152,7 @@ def test_different_seed_gives_different_weights(tiny: TinyRun, tmp_path: Path) -
     with contextlib.suppress(CollapseError):  # whether 2 short epochs beat chance is not the point here
         train(run, tmp_path)
     assert json.loads((tmp_path / "state.json").read_text())["run"]["data"]["val_ids"] == split["val"]
-    a, b = weights(tiny.path / "state.safetensors"), weights(tmp_path / "state.safetensors")
+    a, b = weights(run_file(tiny.path, "state.safetensors")), weights(run_file(tmp_path, "state.safetensors"))
     assert a.keys() == b.keys()
     assert not all(torch.equal(a[k], b[k]) for k in a if k.endswith("weight"))
     assert log_without_time(tmp_path) != log_without_time(tiny.path)
@@ -185,7 +186,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(data_root: Path, 
 
     resumed = train(run, part, resume=True)
     for name in ("model.safetensors", "state.safetensors"):
-        a, b = weights(tmp_path / "full" / name), weights(part / name)
+        a, b = weights(run_file(tmp_path / "full", name)), weights(run_file(part, name))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert log_without_time(part) == log_without_time(tmp_path / "full")
@@ -204,8 +205,34 @@ def test_existing_run_without_resume_is_refused(tiny: TinyRun, tmp_path: Path) -
 
 def test_resume_with_another_configuration_is_refused(tiny: TinyRun, tmp_path: Path) -> None:
     run_dir = copy_run(tiny.path, tmp_path / "run")
-    with pytest.raises(SiamfaceError, match="different configuration"):
+    with pytest.raises(SiamfaceError, match=r"differs in train\.lr"):
         train(replace_train(tiny.run, lr=0.01), run_dir, resume=True)
+
+
+def test_resume_ignores_runtime_only_fields_and_does_not_train_past_a_stop(tiny: TinyRun, tmp_path: Path) -> None:
+    run_dir = copy_run(tiny.path, tmp_path / "run")
+    before = (run_dir / "model.safetensors").read_bytes()
+    meta = train(replace_train(tiny.run, progress=True, threads=1), run_dir, resume=True)  # finished: no epoch more
+    assert meta["epochs_run"] == read_meta(tiny.path)["epochs_run"]
+    assert (run_dir / "model.safetensors").read_bytes() == before
+
+
+def test_resume_after_an_early_stop_keeps_the_stopped_model(data_root: Path, tmp_path: Path) -> None:
+    run = att_run(data_root, epochs=3, max_minutes=1e-6)
+    first = train(run, tmp_path / "run")
+    assert first["epochs_run"] == 1
+    again = train(run, tmp_path / "run", resume=True)
+    assert again["epochs_run"] == 1 and again["calibration"] == first["calibration"]
+
+
+def test_a_model_folder_without_training_state_is_never_overwritten(tiny: TinyRun, tmp_path: Path) -> None:
+    run_dir = copy_run(tiny.path, tmp_path / "run")
+    for name in ("state.safetensors", "state.json"):
+        run_file(run_dir, name).unlink()
+    before = (run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(SiamfaceError, match="no training state"):
+        train(tiny.run, run_dir)
+    assert (run_dir / "model.safetensors").read_bytes() == before
 
 
 # ---- schedules and the optimiser ---------------------------------------------------------------------------
