@@ -65,12 +65,13 @@ def main() -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = p.parse_args()
     rows = [one_seed(args, s) for s in args.seeds]
-    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows]))}
+    summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1))}
                for k in (*KEYS, "train_seconds")}
     write_result(args.name, {
         "benchmark": "AT&T faces, subject split 25 train / 5 validation / 10 test",
         "command": command(), "data": str(data_root() / "att_faces"), "model": args.model,
         "config": run_config(args, args.seeds[0]).to_dict(), "seeds": args.seeds, "summary": summary,
+        "summary_std": "sample standard deviation over seeds (ddof=1)",
         "per_seed": rows, "machine": machine(), "results_dir": str(RESULTS),
     })
 
