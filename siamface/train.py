@@ -383,6 +383,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     """Train, validate each epoch, keep the best epoch, calibrate its threshold; returns the model.json dict."""
     out = Path(out)
     cfg = run.train
+    if run.data.pairs_file and cfg.pairing == "all":
+        raise SiamfaceError("--pairing all needs an identity folder (--data); a pairs file gives fixed pairs")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)

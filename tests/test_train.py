@@ -420,3 +420,14 @@ def test_training_from_a_pairs_csv(data_root: Path, tmp_path: Path) -> None:
     assert {identity_of(p) for p in data.train_store.paths} == set(split["train"])
     assert {identity_of(p) for p in data.val_store.paths} == set(split["val"])
     assert data.train_pairs is not None and len(data.train_pairs) == sum(set(p) <= set(split["train"]) for p in ids)
+
+
+def test_all_pairs_batches_need_identity_folders(tmp_path: Path) -> None:
+    from siamface.config import DataConfig, ModelConfig, TrainConfig
+    from siamface.models import default_preprocess
+    from siamface.train import RunConfig
+
+    run = RunConfig(ModelConfig("tiny"), default_preprocess("tiny"), DataConfig(pairs_file=str(tmp_path / "p.csv")),
+                    TrainConfig(pairing="all"))
+    with pytest.raises(SiamfaceError, match="identity folder"):
+        train(run, tmp_path / "out")
