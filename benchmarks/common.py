@@ -106,3 +106,18 @@ def add_lfw_args(p: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+
+
+def lfw_run_config(args: Any, split: Any) -> Any:
+    """The RunConfig of an LFW protocol model from add_lfw_args options and a siamface.data.Split."""
+    from siamface.config import DataConfig, ModelConfig, TrainConfig
+    from siamface.train import RunConfig
+
+    lfw = data_root() / "lfw"
+    data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val, test_ids=split.test)
+    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
+                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
+                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
+                      device=args.device, pairing=args.pairing, classes_per_batch=args.classes_per_batch,
+                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
+    return RunConfig(ModelConfig(args.model), face_preprocess(args.model, args.align, args.crop), data, cfg)

@@ -12,9 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_lfw_args, command, data_root, face_preprocess, machine, train_once, write_result
+from common import add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
 
-from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data.lfw import view1_split
 from siamface.report import run_evaluation
 from siamface.train import RunConfig
@@ -23,16 +22,7 @@ from siamface.train import RunConfig
 def run_config(args: argparse.Namespace) -> RunConfig:
     lfw = data_root() / "lfw"
     split = view1_split(lfw, args.n_val, args.seed)
-    pre = face_preprocess(args.model, args.align, args.crop)
-    data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val,
-                      test_ids=split.test)
-    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
-                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
-                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
-                      device=args.device,
-                      pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model), pre, data, cfg)
+    return lfw_run_config(args, split)
 
 
 def main() -> None:

@@ -17,11 +17,19 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, add_lfw_args, command, data_root, face_preprocess, machine, train_once, write_result
+from common import (
+    RESULTS,
+    add_lfw_args,
+    command,
+    data_root,
+    lfw_run_config,
+    machine,
+    train_once,
+    write_result,
+)
 
 from siamface import metrics
 from siamface.checkpoint import atomic_write_json, load_model
-from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data import pair_identities
 from siamface.data.lfw import view2_pairs, view2_split
 from siamface.evaluate import evaluate_pairs
@@ -34,14 +42,7 @@ FOLDS = RESULTS / "lfw_view2"
 def run_config(args: argparse.Namespace, fold: int) -> RunConfig:
     lfw = data_root() / "lfw"
     split = view2_split(lfw, fold, args.n_val, args.seed)
-    data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val, test_ids=split.test)
-    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
-                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
-                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
-                      device=args.device,
-                      pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model), face_preprocess(args.model, args.align, args.crop), data, cfg)
+    return lfw_run_config(args, split)
 
 
 def one_fold(args: argparse.Namespace, fold: int) -> dict:
