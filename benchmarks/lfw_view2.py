@@ -32,6 +32,7 @@ from siamface import metrics
 from siamface.checkpoint import atomic_write_json, load_model
 from siamface.data import pair_identities
 from siamface.data.lfw import view2_pairs, view2_split
+from siamface.data.prepare import keep_decoded_images
 from siamface.evaluate import evaluate_pairs
 from siamface.report import check_no_leakage
 from siamface.train import RunConfig
@@ -88,6 +89,7 @@ def main() -> None:
     add_lfw_args(p)
     p.add_argument("--runs", default=str(Path("runs") / "bench-lfw-view2"))
     args = p.parse_args()
+    keep_decoded_images()  # the folds share images: detect and align each photo once
     for fold in args.folds:
         if not (FOLDS / f"fold{fold}.json").exists():
             one_fold(args, fold)

@@ -36,3 +36,22 @@ def test_store_errors(tmp_path: Path) -> None:
         ImageStore.from_paths([], channels=1, size=8)
     with pytest.raises(ImageError, match=r"missing\.png"):
         ImageStore.from_paths([tmp_path / "missing.png"], channels=1, size=8, progress=False)
+
+
+def test_kept_decoded_images_are_reused_across_runs(data_root, monkeypatch):
+    import siamface.data.prepare as prep
+    import siamface.preprocess
+    from siamface.config import PreprocessConfig
+
+    monkeypatch.setattr(prep, "_MEMO", None)
+    prep.keep_decoded_images()
+    calls = []
+    real = siamface.preprocess.load_input
+    monkeypatch.setattr(siamface.preprocess, "load_input", lambda p, pre, fallback=False: calls.append(p) or real(p, pre))
+    paths = sorted((data_root / "att_faces" / "s1").glob("*.pgm"))[:3]
+    pre = PreprocessConfig(size=32)
+    a = prep._store(paths, pre, progress=False)
+    b = prep._store(paths, pre, progress=False)
+    assert len(calls) == 3 and (a.images == b.images).all()
+    prep._store(paths, PreprocessConfig(size=40), progress=False)  # other preprocessing: decoded again
+    assert len(calls) == 6

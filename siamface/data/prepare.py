@@ -63,16 +63,39 @@ class Prepared:
         return sample_pairs(self.train_labels, n, rng, groups=groups, within_group=within_group)
 
 
+_MEMO: dict[tuple[Path, str], np.ndarray | None] | None = None
+
+
+def keep_decoded_images() -> None:
+    """Remember every decoded training image in this process (keyed by path and preprocessing), so runs
+    that share images (the ten LFW View 2 folds) detect and align each photo once."""
+    global _MEMO
+    if _MEMO is None:
+        _MEMO = {}
+
+
 def _store(paths: list[Path], pre: PreprocessConfig, progress: bool) -> ImageStore:
     """Decode with the model's preprocessing; training photos where no face is found are left out."""
+    import json
+
+    from ..config import to_dict
     from ..errors import NoFaceError
     from ..preprocess import load_input
 
-    def load(p: Path) -> np.ndarray | None:
+    key = json.dumps(to_dict(pre), sort_keys=True)
+
+    def decode(p: Path) -> np.ndarray | None:
         try:
             return load_input(p, pre)
         except NoFaceError:
             return None
+
+    def load(p: Path) -> np.ndarray | None:
+        if _MEMO is None:
+            return decode(p)
+        if (p, key) not in _MEMO:
+            _MEMO[(p, key)] = decode(p)
+        return _MEMO[(p, key)]
 
     return ImageStore.from_paths(paths, pre.channels, pre.size, crop=pre.crop, progress=progress, loader=load)
 
