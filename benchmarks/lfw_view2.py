@@ -93,8 +93,9 @@ def main() -> None:
     for fold in args.folds:
         if not (FOLDS / f"fold{fold}.json").exists():
             one_fold(args, fold)
-    rows = [json.loads((FOLDS / f"fold{k}.json").read_text()) for k in range(10) if (FOLDS / f"fold{k}.json").exists()]
-    write_result("lfw_view2", summarise(rows, args))
+        rows = [json.loads((FOLDS / f"fold{k}.json").read_text()) for k in range(10)
+                if (FOLDS / f"fold{k}.json").exists()]
+        write_result("lfw_view2", summarise(rows, args))  # after every fold: the summary so far
 
 
 if __name__ == "__main__":
