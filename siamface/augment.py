@@ -24,10 +24,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AffineConfig", "AffineParams", "affine_matrices", "apply_affine", "random_affine", "sample_params"]
+__all__ = [
+    "AffineConfig", "AffineParams", "FixedDistortions", "affine_matrices", "apply_affine", "random_affine",
+    "sample_params",
+]
 
 _PADDING_MODES = ("zeros", "border", "reflection")
 
@@ -227,3 +231,41 @@ def random_affine(
 ) -> torch.Tensor:
     """Distort each image of a (N, C, H, W) float batch with its own random transform drawn from cfg."""
     return apply_affine(images, sample_params(len(images), cfg, generator), padding_mode)
+
+
+def _cat_params(parts: list[AffineParams]) -> AffineParams:
+    return AffineParams(**{f: torch.cat([getattr(p, f) for p in parts]) for f in AffineParams.__dataclass_fields__})
+
+
+def _take_params(params: AffineParams, idx: torch.Tensor) -> AffineParams:
+    return AffineParams(**{f: getattr(params, f)[idx] for f in AffineParams.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class FixedDistortions:
+    """Koch et al.'s fixed distorted training set (section 4.2: "eight transforms for each training example").
+
+    Row r of the epoch's pairs is [i, j, same, r]; image i is warped by `first[r]` and image j by `second[r]`
+    (independent T1, T2). The first N rows are the N fixed pairs undistorted (identity transforms), then k
+    blocks of the same pairs with transforms drawn once and reused in every epoch.
+    """
+
+    rows: np.ndarray
+    first: AffineParams
+    second: AffineParams
+
+    @classmethod
+    def draw(cls, pairs: np.ndarray, k: int, cfg: AffineConfig, generator: torch.Generator) -> FixedDistortions:
+        """The x(1 + k) rows of the (N, 3) [i, j, same] `pairs` and their transforms."""
+        n = len(pairs)
+        rows = np.concatenate([np.tile(pairs[:, :3], (1 + k, 1)), np.arange(n * (1 + k))[:, None]], axis=1)
+        identity = AffineParams.constant(n)
+        first = _cat_params([identity, sample_params(n * k, cfg, generator)])
+        second = _cat_params([identity, sample_params(n * k, cfg, generator)])
+        return cls(rows.astype(np.int64), first, second)
+
+    def apply(self, images: torch.Tensor, batch: np.ndarray) -> torch.Tensor:
+        """uint8 images i then j of the batch rows, scaled to [0, 1] and warped by their rows' transforms."""
+        r = torch.as_tensor(batch[:, 3])
+        params = _cat_params([_take_params(self.first, r), _take_params(self.second, r)])
+        return apply_affine(images.float() / 255.0, params)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import __version__, metrics
-from .augment import AffineConfig, AffineParams, apply_affine, sample_params
+from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
 from .checkpoint import LOG, META, STATE_META, load_state, rewrite_log, save_model, save_state
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .data.batches import ClassBatches
@@ -124,53 +124,13 @@ def affine_for(pre: PreprocessConfig) -> AffineConfig:
     return AffineConfig(translate=2.0 * pre.size / 105.0)
 
 
-@dataclass(frozen=True)
-class FixedDistortions:
-    """Koch et al.'s fixed distorted training set (section 4.2: "eight transforms for each training example").
-
-    Row r of the epoch's pairs is [i, j, same, r]; image i is warped by `first[r]` and image j by `second[r]`
-    (independent T1, T2). The first N rows are the N fixed pairs undistorted (identity transforms), then k
-    blocks of the same pairs with transforms drawn once from the seed and reused in every epoch.
-    """
-
-    rows: np.ndarray
-    first: AffineParams
-    second: AffineParams
-
-
-def _cat_params(parts: list[AffineParams]) -> AffineParams:
-    return AffineParams(**{f: torch.cat([getattr(p, f) for p in parts]) for f in AffineParams.__dataclass_fields__})
-
-
-def _take_params(params: AffineParams, idx: torch.Tensor) -> AffineParams:
-    return AffineParams(**{f: getattr(params, f)[idx] for f in AffineParams.__dataclass_fields__})
-
-
 def fixed_distortions(pairs: np.ndarray | None, cfg: TrainConfig, pre: PreprocessConfig) -> FixedDistortions:
-    """The x(1 + distortions_per_pair) dataset of the fixed `pairs`, its transforms drawn once from `cfg.seed`.
-
-    The stored transforms replace online distortions (`train.distortions` is not applied on top of them).
-    """
+    """The x(1 + distortions_per_pair) dataset of the fixed `pairs` (augment.FixedDistortions), its transforms
+    drawn once from the seed; they replace online distortions (`train.distortions` is not applied on top)."""
     if pairs is None or not cfg.fixed_pairs:
         raise ValueError("train.distortions_per_pair needs train.fixed_pairs (the paper distorts a fixed set)")
-    if cfg.distortions_per_pair < 0 or cfg.flip:
-        raise ValueError(f"train.distortions_per_pair must be >= 0 and excludes train.flip (every transform is "
-                         f"fixed), got {cfg.distortions_per_pair} with flip={cfg.flip}")
-    n, k = len(pairs), cfg.distortions_per_pair
     gen = torch.Generator().manual_seed(seed_for(cfg.seed, -1))  # epochs use seed_for(seed, epoch >= 0)
-    rows = np.concatenate([np.tile(pairs[:, :3], (1 + k, 1)), np.arange(n * (1 + k))[:, None]], axis=1)
-    identity = AffineParams.constant(n)
-    first = _cat_params([identity, sample_params(n * k, affine_for(pre), gen)])
-    second = _cat_params([identity, sample_params(n * k, affine_for(pre), gen)])
-    return FixedDistortions(rows.astype(np.int64), first, second)
-
-
-def _distorted_pairs(images: torch.Tensor, batch: np.ndarray, cfg: TrainConfig,
-                     fixed: FixedDistortions) -> torch.Tensor:
-    """Images i then images j of the batch, each warped by its row's stored transform (one per image)."""
-    r = torch.as_tensor(batch[:, 3])
-    x = images[torch.as_tensor(np.concatenate([batch[:, 0], batch[:, 1]]))].to(cfg.device).float() / 255.0
-    return apply_affine(x, _cat_params([_take_params(fixed.first, r), _take_params(fixed.second, r)]))
+    return FixedDistortions.draw(pairs, cfg.distortions_per_pair, affine_for(pre), gen)
 
 
 def augmented(images: torch.Tensor, idx: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
@@ -200,7 +160,8 @@ def pair_batch_loss(
     of online distortions, so the same image appears with different transforms: every row is embedded.
     """
     if fixed is not None:
-        x, inv = _distorted_pairs(images, batch, cfg, fixed), np.arange(2 * len(batch))
+        x = fixed.apply(images[torch.as_tensor(np.concatenate([batch[:, 0], batch[:, 1]]))].to(cfg.device), batch)
+        inv = np.arange(2 * len(batch))
     else:
         uniq, inv = np.unique(np.concatenate([batch[:, 0], batch[:, 1]]), return_inverse=True)
         x = augmented(images, uniq, pre, cfg, gen)

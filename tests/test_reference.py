@@ -113,7 +113,9 @@ def test_training_reuses_the_same_distorted_pairs_every_epoch(data_root: Path, t
     run = att_run(data_root, epochs=2, pairs_per_epoch=n, batch_size=batch, fixed_pairs=True,
                   distortions_per_pair=k, val_tasks=10, val_pairs=60)
     seen: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []  # (rows, inputs, warped) per step
-    real_loss, real_affine = tr.pair_batch_loss, tr.apply_affine
+    import siamface.augment as aug
+
+    real_loss, real_affine = tr.pair_batch_loss, aug.apply_affine
 
     def loss_spy(model: Any, images: torch.Tensor, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         assert isinstance(args[-1], FixedDistortions)
@@ -127,7 +129,7 @@ def test_training_reuses_the_same_distorted_pairs_every_epoch(data_root: Path, t
         return out
 
     monkeypatch.setattr(tr, "pair_batch_loss", loss_spy)
-    monkeypatch.setattr(tr, "apply_affine", affine_spy)
+    monkeypatch.setattr(aug, "apply_affine", affine_spy)  # FixedDistortions.apply warps through it
     train(run, tmp_path / "run")
     steps = -(-n * (1 + k) // batch)
     assert len(seen) == 2 * steps
