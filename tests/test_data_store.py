@@ -47,7 +47,11 @@ def test_kept_decoded_images_are_reused_across_runs(data_root, monkeypatch):
     prep.keep_decoded_images()
     calls = []
     real = siamface.preprocess.load_input
-    monkeypatch.setattr(siamface.preprocess, "load_input", lambda p, pre, fallback=False: calls.append(p) or real(p, pre))
+    def spy(p, pre, fallback=False):
+        calls.append(p)
+        return real(p, pre)
+
+    monkeypatch.setattr(siamface.preprocess, "load_input", spy)
     paths = sorted((data_root / "att_faces" / "s1").glob("*.pgm"))[:3]
     pre = PreprocessConfig(size=32)
     a = prep._store(paths, pre, progress=False)
