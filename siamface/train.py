@@ -16,6 +16,7 @@ import math
 import platform
 import sys
 import time
+import types
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -472,3 +473,14 @@ def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]
 def replace_train(run: RunConfig, **changes: Any) -> RunConfig:
     """A copy of `run` with TrainConfig fields changed (used by benchmarks and tests)."""
     return replace(run, train=replace(run.train, **changes))
+
+
+class _CallableModule(types.ModuleType):
+    """`siamface.train` is this module and, called, its `train` function: `from siamface import train`
+    gives the module once it is imported (Python binds submodules on their package), so it must run too."""
+
+    def __call__(self, run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+        return train(run, out, resume)
+
+
+sys.modules[__name__].__class__ = _CallableModule
