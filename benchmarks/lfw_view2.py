@@ -70,7 +70,7 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
     cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
     y = np.concatenate([r["labels"] for r in rows])
     s = np.concatenate([r["scores"] for r in rows])
-    se = lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")  # noqa: E731
+    se = lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else None  # noqa: E731
     from siamface.plots import plot_roc
 
     plot_roc(y, s, RESULTS / "lfw_view2_roc.png", title="LFW View 2 (10 folds, 10 models)")
