@@ -327,7 +327,7 @@ def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
 def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool) -> dict[str, Any]:
     fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
     if not (out / STATE_META).exists():
-        if (out / META).exists() or (out / LOG).exists():
+        if (out / META).exists() or ((out / LOG).exists() and (out / LOG).stat().st_size > 0):
             raise SiamfaceError(f"{out}: holds a model or log but no training state; choose a new --out")
         return fresh
     if not resume:

@@ -431,3 +431,10 @@ def test_all_pairs_batches_need_identity_folders(tmp_path: Path) -> None:
                     TrainConfig(pairing="all"))
     with pytest.raises(SiamfaceError, match="identity folder"):
         train(run, tmp_path / "out")
+
+
+def test_a_run_killed_before_its_first_epoch_can_start_again(data_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "log.jsonl").write_text("")  # what a run killed during decoding leaves
+    meta = train(att_run(data_root, epochs=1), tmp_path / "run")
+    assert meta["status"] == "complete"
