@@ -17,8 +17,12 @@ from pathlib import Path
 import numpy as np
 from common import RESULTS, command, data_root, machine, train_once, write_result
 
+from siamface import metrics
+from siamface.checkpoint import load_model
 from siamface.cli import parse_align
 from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.data import filter_identities, label_array, sample_pairs, scan_folder
+from siamface.evaluate import embed_batches, score_indices, store_for
 from siamface.models import default_preprocess
 from siamface.report import run_evaluation
 from siamface.train import RunConfig
@@ -32,8 +36,24 @@ def run_config(args: argparse.Namespace, seed: int) -> RunConfig:
     train_cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
                             weight_decay=args.weight_decay, flip=True, select="eer", val_way=5, val_pairs=2000,
                             patience=args.epochs, seed=seed, pairing=args.pairing, classes_per_batch=25,
-                            images_per_class=4, init=args.init, threads=args.threads, progress=args.progress)
+                            images_per_class=4, init=args.init, id_loss=args.id_loss, id_margin=args.id_margin,
+                            threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model, args.model_kwargs), pre, data, train_cfg)
+
+
+def head_check(out: Path, seed: int) -> dict:
+    """Test EER of the model's L1 head against an unweighted L1 distance of the same embeddings (same
+    seeded pairs): does the learned weighting a_j carry over to new people or only fit the training ones?"""
+    lm = load_model(out)
+    records = filter_identities(scan_folder(data_root() / "att_faces"), lm.meta["split"]["test"])
+    labels, _ = label_array(records)
+    store = store_for([r.path for r in records], lm.preprocess)
+    emb = embed_batches(lm.model, store.images, lm.preprocess)[[store.index[r.path] for r in records]]
+    pairs = sample_pairs(labels, 4000, np.random.default_rng(seed))
+    head = score_indices(lm.model, emb, pairs[:, 0], pairs[:, 1])
+    plain = -(emb[pairs[:, 0]] - emb[pairs[:, 1]]).abs().sum(1).numpy()
+    return {"eer_l1_head": metrics.eer(pairs[:, 2], head)[0], "eer_unweighted_l1": metrics.eer(pairs[:, 2], plain)[0],
+            "head_weights_positive": int((lm.model.head.effective_weight() > 0).sum())}
 
 
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
@@ -44,19 +64,22 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     rep = run_evaluation(str(out), split="test", way=10, tasks=1000, n_pairs=4000, seed=seed)
     return {"seed": seed, "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"],
             "wall_seconds_this_call": round(wall, 1), "test_identities": meta["split"]["test"],
-            "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}}
+            "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}, "head_check": head_check(out, seed)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="resface64")
-    p.add_argument("--model-kwargs", type=lambda s: __import__("json").loads(s), default={})
+    p.add_argument("--model-kwargs", type=lambda s: __import__("json").loads(s), default={},
+                   help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--pairs-per-epoch", type=int, default=4096)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--weight-decay", type=float, default=5e-3)
     p.add_argument("--pairing", choices=("sampled", "all"), default="all")
+    p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
+    p.add_argument("--id-margin", type=float, default=0.35)
     p.add_argument("--init", default="", help="start from this trained model (fine-tuning), e.g. an LFW model")
     p.add_argument("--align", default="", help="face alignment (see siamface train --align); default none")
     p.add_argument("--threads", type=int, default=0)

@@ -90,6 +90,10 @@ def add_lfw_args(p: Any) -> None:
     import argparse
 
     p.add_argument("--model", default="resface64")
+    p.add_argument("--model-kwargs", type=json.loads, default={},
+                   help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
+    p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
+    p.add_argument("--id-margin", type=float, default=0.35)
     p.add_argument("--align", choices=("haar", "none"), default="haar",
                    help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
     p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
@@ -119,5 +123,7 @@ def lfw_run_config(args: Any, split: Any) -> Any:
                       weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
                       val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
                       device=args.device, pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model), face_preprocess(args.model, args.align, args.crop), data, cfg)
+                      images_per_class=args.images_per_class, id_loss=args.id_loss, id_margin=args.id_margin,
+                      threads=args.threads, progress=args.progress)
+    return RunConfig(ModelConfig(args.model, args.model_kwargs), face_preprocess(args.model, args.align, args.crop),
+                     data, cfg)

@@ -83,12 +83,34 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
             "config_fold0": run_config(args, rows[0]["fold"]).to_dict(), "machine": machine()}
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The per-fold table of docs/RESULTS.md, from the fold files."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    lines = ["| fold | training time | best epoch | accuracy, threshold from other folds | "
+             "accuracy, stored threshold | AUC |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['fold']} | {r['train_seconds'] / 60:.1f} min | {r['best_epoch']} | "
+              f"{pct(r['accuracy_threshold_from_other_folds'])} | {pct(r['accuracy_at_calibrated_threshold'])} | "
+              f"{r['auc']:.3f} |" for r in rows]
+    acc = np.array([r["accuracy_threshold_from_other_folds"] for r in rows])
+    cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
+    se = lambda a: 100 * a.std(ddof=1) / np.sqrt(len(a))  # noqa: E731
+    minutes = sum(r["train_seconds"] for r in rows) / 60
+    lines.append(f"| mean over {len(rows)} folds | {minutes:.0f} min total | | **{100 * acc.mean():.1f}% ± "
+                 f"{se(acc):.1f}** | **{100 * cal.mean():.1f}% ± {se(cal):.1f}** | "
+                 f"{np.mean([r['auc'] for r in rows]):.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--folds", type=int, nargs="+", default=list(range(10)))
     add_lfw_args(p)
     p.add_argument("--runs", default=str(Path("runs") / "bench-lfw-view2"))
+    p.add_argument("--table", action="store_true", help="print the markdown table of the finished folds and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown_table([json.loads(f.read_text()) for f in sorted(FOLDS.glob("fold*.json"))]))
+        return
     keep_decoded_images()  # the folds share images: detect and align each photo once
     for fold in args.folds:
         if not (FOLDS / f"fold{fold}.json").exists():

@@ -149,9 +149,13 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
 
 # ---- training state for --resume -----------------------------------------------------------------------
 
-def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON."""
+def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+               extra: dict[str, torch.nn.Module] | None = None) -> None:
+    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON.
+    `extra`: training-only modules (an identity classifier) saved under their own prefix."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for prefix, module in (extra or {}).items():
+        tensors.update({f"extra.{prefix}.{k}": v for k, v in module.state_dict().items()})
     opt_sd = opt.state_dict()
     for idx, st in opt_sd["state"].items():
         for k, v in st.items():
@@ -167,7 +171,8 @@ def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, st
             old.unlink(missing_ok=True)
 
 
-def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               extra: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
     """Restore the last completed epoch; ModelError naming the file when the state is unreadable."""
     try:
         meta = json.loads((out / STATE_META).read_text())
@@ -178,6 +183,9 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) ->
     except (OSError, json.JSONDecodeError, KeyError, SafetensorError) as e:
         raise ModelError(f"{out / STATE_META}: unreadable training state ({e})") from e
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for prefix, module in (extra or {}).items():
+        head = f"extra.{prefix}."
+        module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):

@@ -105,7 +105,8 @@ class TrainConfig:
     is turned by a random multiple of 90 degrees as a whole, a new character shape each time (the class
     augmentation of Santoro et al. 2016 and Vinyals et al. 2016; for characters, never for faces).
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
-    epoch that crosses this training time (0: no limit).
+    epoch that crosses this training time (0: no limit). id_loss: weight of an identity loss on the tower
+    (CosFace with id_margin and id_scale, losses.py) added to the pair loss; 0 turns it off.
     """
 
     regime: str = "adamw"
@@ -129,6 +130,9 @@ class TrainConfig:
     layer_l2: tuple[float, ...] = ()
     select: str = "oneshot"
     label_smoothing: float = 0.0
+    id_loss: float = 0.0
+    id_margin: float = 0.35
+    id_scale: float = 16.0
     distortions: bool = True
     flip: bool = False
     distortions_per_pair: int = 0
@@ -167,6 +171,12 @@ class TrainConfig:
         if self.distortions_per_pair and (not self.fixed_pairs or self.flip or self.pairing != "sampled"):
             raise ValueError("train.distortions_per_pair needs fixed_pairs, sampled pairing and no flip "
                              "(the paper distorts a fixed set of pairs)")
+        if self.id_loss < 0 or self.id_scale <= 0 or not 0 <= self.id_margin < 1:
+            raise ValueError(f"train.id_loss must be >= 0, id_scale > 0 and id_margin in [0, 1); got "
+                             f"{self.id_loss}, {self.id_scale}, {self.id_margin}")
+        if self.id_loss and (self.pairing != "all" or self.regime != "adamw" or self.class_rotations):
+            raise ValueError("train.id_loss needs pairing='all' and regime='adamw', without class_rotations "
+                             "(a rotated class is not its identity)")
         if self.select not in ("oneshot", "auc", "eer"):
             raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
         if self.val_way < 2:

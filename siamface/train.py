@@ -32,7 +32,7 @@ from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
 from .errors import CollapseError, SiamfaceError
 from .evaluate import autocast, embed_batches, evaluate_identities, score_indices
-from .losses import all_pairs_bce, pair_bce
+from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .plots import plot_training
 from .preprocess import normalize
@@ -93,8 +93,10 @@ def _per_layer(values: tuple[float, ...], n: int, default: float, name: str) -> 
     return list(values)
 
 
-def make_optimizer(model: SiameseNet, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only."""
+def make_optimizer(model: SiameseNet, cfg: TrainConfig, classifier: CosineClassifier | None = None
+                   ) -> torch.optim.Optimizer:
+    """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only
+    (the identity prototypes of `classifier`, normalised in the loss, get no decay)."""
     if cfg.regime == "koch":
         layers = _layers(model)
         lrs = _per_layer(cfg.layer_lr, len(layers), cfg.lr, "layer_lr")
@@ -105,8 +107,10 @@ def make_optimizer(model: SiameseNet, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum_start)
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if classifier is not None:
+        groups.append({"params": list(classifier.parameters()), "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def set_epoch_hparams(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
@@ -188,9 +192,10 @@ def rotate_classes(x: torch.Tensor, labels: np.ndarray, gen: torch.Generator | N
 
 def class_batch_loss(
     model: SiameseNet, images: torch.Tensor, idx: np.ndarray, data: Prepared, run: RunConfig,
-    gen: torch.Generator | None, embed: Any = None,
+    gen: torch.Generator | None, embed: Any = None, classifier: CosineClassifier | None = None,
 ) -> torch.Tensor:
-    """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once."""
+    """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once.
+    With a `classifier`, plus id_loss x the CosFace identity loss on the same embeddings."""
     cfg = run.train
     x = augmented(images, idx, run.preprocess, cfg, gen)
     if cfg.class_rotations:
@@ -202,12 +207,15 @@ def class_batch_loss(
         groups = torch.as_tensor(data.train_groups[idx], device=cfg.device)
     with autocast(cfg.device, cfg.bf16):
         emb = (embed or model.embed)(x)
-        return all_pairs_bce(model, emb, labels, groups, cfg.label_smoothing)
+        loss = all_pairs_bce(model, emb, labels, groups, cfg.label_smoothing)
+    if classifier is not None:
+        loss = loss + cfg.id_loss * cosface(emb, labels, classifier, cfg.id_margin, cfg.id_scale)
+    return loss
 
 
 def train_epoch(
     model: SiameseNet, opt: torch.optim.Optimizer, data: Prepared, run: RunConfig, epoch: int,
-    fixed: np.ndarray | FixedDistortions | None, embed: Any = None,
+    fixed: np.ndarray | FixedDistortions | None, embed: Any = None, classifier: CosineClassifier | None = None,
 ) -> float:
     """One pass over the epoch's pairs; `embed` is the tower to run (torch.compile'd with --compile).
 
@@ -239,7 +247,7 @@ def train_epoch(
             for g in opt.param_groups:
                 g["lr"] = lr
         if cfg.pairing == "all":
-            loss = class_batch_loss(model, data.train_images, sampler(rng), data, run, gen, embed)
+            loss = class_batch_loss(model, data.train_images, sampler(rng), data, run, gen, embed, classifier)
         else:
             batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored)
@@ -324,7 +332,8 @@ def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
     return _differences(_comparable(a), _comparable(b))
 
 
-def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool) -> dict[str, Any]:
+def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool,
+           extra: dict[str, torch.nn.Module]) -> dict[str, Any]:
     fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
     if not (out / STATE_META).exists():
         if (out / META).exists() or ((out / LOG).exists() and (out / LOG).stat().st_size > 0):
@@ -336,7 +345,7 @@ def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimi
     diff = run_differences(RunConfig.from_dict(saved["run"]), run)
     if diff:
         raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")
-    return load_state(out, model, opt)
+    return load_state(out, model, opt, extra)
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
@@ -355,9 +364,12 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     lineage = init_from(model, run, cfg.init) if cfg.init else []
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(model, cfg)
+    classifier = CosineClassifier(int(data.train_labels.max()) + 1, model.embed_dim).to(cfg.device) \
+        if cfg.id_loss else None
+    extra = {"classifier": classifier} if classifier is not None else {}
+    opt = make_optimizer(model, cfg, classifier)
     embed = torch.compile(model.embed) if cfg.compile else model.embed
-    state = _start(out, run, model, opt, resume)
+    state = _start(out, run, model, opt, resume, extra)
     rows = rewrite_log(out, state["epoch"])
     pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
@@ -366,7 +378,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else 0):
         t0 = time.perf_counter()
         set_epoch_hparams(opt, cfg, epoch)
-        loss = train_epoch(model, opt, data, run, epoch, fixed, embed)
+        loss = train_epoch(model, opt, data, run, epoch, fixed, embed, classifier)
         summary, labels, scores = validate(model, data, run)
         score = selection_score(summary, cfg.select)
         state["elapsed_s"] += time.perf_counter() - t0
@@ -387,7 +399,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         state["stopped"] = _stop_reason(state, cfg)
-        save_state(out, model, opt, {**state, "run": run.to_dict()})
+        save_state(out, model, opt, {**state, "run": run.to_dict()}, extra)
         plot_training(rows, out / CURVES)
         _report_epoch(row, cfg, improved)
         if state["stopped"] == "collapse":

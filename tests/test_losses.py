@@ -1,4 +1,5 @@
-"""The all-pairs loss and its class-balanced batches, against brute-force loops."""
+"""The all-pairs loss and its class-balanced batches against brute-force loops, and the CosFace identity loss
+against its formula in numpy."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from siamface.config import TrainConfig
 from siamface.data.batches import ClassBatches
-from siamface.losses import all_pairs_bce, pair_bce
+from siamface.losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from siamface.models import create_model
 
 
@@ -98,3 +100,37 @@ def test_rotate_classes_turns_each_class_as_a_whole():
     turns = np.array(turns).reshape(4, 3)
     assert (turns == turns[:, :1]).all()  # one turn per class
     assert len(set(turns[:, 0].tolist())) > 1  # not all classes turned alike (seeded)
+
+
+def test_cosface_matches_its_formula_in_numpy():
+    torch.manual_seed(3)
+    emb, labels = torch.rand(9, 16), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3])
+    clf = CosineClassifier(5, 16)
+    got = cosface(emb, labels, clf, margin=0.35, scale=16.0).item()
+    z = 2 * emb.numpy().astype(np.float64) - 1
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    w = clf.weight.detach().numpy().astype(np.float64)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    logits = 16.0 * (z @ w.T - 0.35 * np.eye(5)[labels.numpy()])
+    logits -= logits.max(1, keepdims=True)
+    nll = -(logits[np.arange(9), labels.numpy()] - np.log(np.exp(logits).sum(1)))
+    assert got == pytest.approx(nll.mean(), rel=1e-5)
+
+
+def test_cosface_margin_makes_the_loss_larger_and_gradients_reach_the_prototypes():
+    torch.manual_seed(4)
+    emb, labels = torch.rand(6, 8, requires_grad=True), torch.tensor([0, 1, 2, 0, 1, 2])
+    clf = CosineClassifier(3, 8)
+    with_margin = cosface(emb, labels, clf, margin=0.35, scale=16.0)
+    assert with_margin.item() > cosface(emb, labels, clf, margin=0.0, scale=16.0).item()
+    with_margin.backward()
+    assert clf.weight.grad is not None and clf.weight.grad.abs().sum() > 0 and emb.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [dict(id_loss=-1.0), dict(id_loss=1.0, id_scale=0.0),
+                                 dict(id_loss=1.0, id_margin=1.0), dict(id_loss=1.0),
+                                 dict(id_loss=1.0, pairing="all", regime="koch"),
+                                 dict(id_loss=1.0, pairing="all", class_rotations=True)])
+def test_identity_loss_settings_are_validated(bad):
+    with pytest.raises(ValueError, match="id_"):
+        TrainConfig(**bad)

@@ -252,3 +252,28 @@ def test_overrides_win_over_registry_defaults() -> None:
     net = create_model("tiny", embed_dim=8)
     assert net.embed_dim == 8
     assert count_parameters(net) < count_parameters(create_model("tiny"))
+
+
+# ---- the non-positive L1 head ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tiny", "resface64", "koch2015"])
+def test_nonpositive_head_keeps_the_paper_formula_with_weights_at_or_below_zero(name: str) -> None:
+    torch.manual_seed(0)
+    net = create_model(name, head_weights="nonpositive").eval()
+    with torch.no_grad():
+        net.head.fc.weight.normal_(0.0, 3.0)  # any raw value, positive or negative
+    e1, e2 = torch.rand(5, net.embed_dim), torch.rand(5, net.embed_dim)
+    a = net.head.effective_weight()
+    assert (a <= 0).all()
+    expected = ((e1 - e2).abs() * a).sum(1) + net.head.fc.bias
+    torch.testing.assert_close(net.score(e1, e2), expected, **LOGIT_TOL)
+    torch.testing.assert_close(net.score(e1, e2), net.score(e2, e1))
+    further = e2 + torch.sign(e2 - e1) * 0.1  # every unit moves further from e1
+    assert (net.score(e1, further) <= net.score(e1, e2) + 1e-6).all()
+
+
+def test_nonpositive_head_starts_uniform_and_a_bad_choice_is_refused() -> None:
+    a = create_model("resface64", head_weights="nonpositive").head.effective_weight()
+    torch.testing.assert_close(a, torch.full_like(a, -12.8 / a.shape[1]))
+    with pytest.raises(ModelError, match="head_weights"):
+        create_model("tiny", head_weights="positive")

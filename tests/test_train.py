@@ -160,9 +160,12 @@ def test_different_seed_gives_different_weights(tiny: TinyRun, tmp_path: Path) -
 
 # ---- resume ----------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("extra", [{}, dict(pairing="all", classes_per_batch=8, id_loss=0.5)],
+                         ids=["pairs", "all-pairs+cosface"])
 def test_resume_after_interruption_equals_an_uninterrupted_run(data_root: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    run = att_run(data_root, epochs=3, **SMALL)
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               extra: dict[str, Any]) -> None:
+    run = att_run(data_root, epochs=3, **{**SMALL, **extra})
     full = train(run, tmp_path / "full")
 
     real, calls = tr.train_epoch, []
@@ -189,6 +192,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(data_root: Path, 
         a, b = weights(run_file(tmp_path / "full", name)), weights(run_file(part, name))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert ("extra.classifier.weight" in weights(run_file(part, "state.safetensors"))) == bool(extra)
     assert log_without_time(part) == log_without_time(tmp_path / "full")
     assert [r["epoch"] for r in read_log(part)] == [1, 2, 3]
     assert resumed["epoch"] == full["epoch"] and resumed["epochs_run"] == 3

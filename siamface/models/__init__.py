@@ -81,7 +81,7 @@ def create_model(name: str, preprocess: PreprocessConfig | None = None, **overri
     kwargs = {**spec.defaults, "in_channels": pre.channels, "input_size": pre.size, **overrides}
     try:
         return spec.factory(**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ModelError(f"bad options for model {name!r}: {e}") from e
 
 

@@ -57,8 +57,11 @@ def koch_init_(model: nn.Module) -> None:
             nn.init.normal_(m.bias, 0.5, 1e-2)
 
 
-def koch_siamese(in_channels: int = 1, input_size: int = 105, **tower_kwargs: object) -> SiameseNet:
+def koch_siamese(in_channels: int = 1, input_size: int = 105, head_weights: str = "free",
+                 **tower_kwargs: object) -> SiameseNet:
     tower = KochTower(in_channels=in_channels, input_size=input_size, **tower_kwargs)  # type: ignore[arg-type]
-    net = SiameseNet(tower, tower.out_features, in_channels, input_size)
+    net = SiameseNet(tower, tower.out_features, in_channels, input_size, head_weights)
     koch_init_(net)
+    if head_weights == "nonpositive":
+        net.head.reset_nonpositive()
     return net

@@ -110,9 +110,10 @@ def conv_siamese(
     widths: tuple[int, ...] = (64, 64, 64, 64),
     embed_dim: int = 256,
     dropout: float = 0.0,
+    head_weights: str = "free",
 ) -> SiameseNet:
     tower = ConvTower(in_channels, input_size, tuple(widths), embed_dim, dropout)
-    return SiameseNet(tower, embed_dim, in_channels, input_size)
+    return SiameseNet(tower, embed_dim, in_channels, input_size, head_weights)
 
 
 def res_siamese(
@@ -122,8 +123,9 @@ def res_siamese(
     blocks: tuple[int, ...] = (1, 1, 1, 1),
     embed_dim: int = 256,
     dropout: float = 0.2,
+    head_weights: str = "free",
 ) -> SiameseNet:
     if len(widths) != len(blocks):
         raise ValueError(f"widths {widths} and blocks {blocks} must have the same length")
     tower = ResTower(in_channels, input_size, tuple(widths), tuple(blocks), embed_dim, dropout)
-    return SiameseNet(tower, embed_dim, in_channels, input_size)
+    return SiameseNet(tower, embed_dim, in_channels, input_size, head_weights)
