@@ -153,7 +153,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
         return
     if not (args.image_a and args.image_b):
         raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
-    v = Verifier(args.model, threshold=args.threshold, device=args.device)
+    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select)
     _print(v.verify(args.image_a, args.image_b).to_dict())
 
 
@@ -166,7 +166,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
     from .data.prepare import read_pairs
     from .verify import Verifier
 
-    v = Verifier(args.model, threshold=args.threshold, device=args.device)
+    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select)
     pairs = read_pairs(args.pairs)
     rows = v.verify_pairs([(p.a, p.b) for p in pairs], progress=True)
     buf = io.StringIO()
@@ -228,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pairs", help="batch mode: a CSV image_a,image_b,label (or LFW pairs file) to score")
     v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    v.add_argument("--no-detect", dest="detect", action="store_false",
+                   help="the images are already face crops: no face detection (centre square, resized)")
+    v.add_argument("--select", choices=("largest", "central"), default=None,
+                   help="which face to use when a photo has several (default: the model's setting)")
     v.add_argument("--device", default="cpu")
     v.set_defaults(func=cmd_verify)
     return p

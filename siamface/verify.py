@@ -8,7 +8,7 @@ explicit override), always reporting where the threshold came from.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedModel, default_model_path, load_model
-from .errors import ModelError
+from .config import PreprocessConfig
+from .errors import ModelError, SiamfaceError
 from .evaluate import embed_batches
 
 Image = str | Path | np.ndarray
@@ -38,14 +39,36 @@ class Verdict:
         return asdict(self)
 
 
+def face_preprocess(pre: PreprocessConfig, detect: bool = True, select: str | None = None) -> PreprocessConfig:
+    """The model's preprocessing with verify-time face options: `detect=False` takes each input as an
+    already cropped face (centre square, no detector); `select` picks among several faces ("largest" or
+    "central"). Alignment geometry is never changed: it must match what the model trained on."""
+    if select is not None and select not in ("largest", "central"):
+        raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
+    if not pre.align or pre.align.get("detector", "none") == "none":
+        if select is not None:
+            raise SiamfaceError("this model takes whole images (no face detection), so --select does not apply")
+        return pre
+    align = dict(pre.align)
+    if not detect:
+        align["detector"] = "none"
+    if select is not None:
+        align["select"] = select
+    return replace(pre, align=align)
+
+
 class Verifier:
-    """Verify pairs of images with one loaded model: `Verifier("runs/att").verify("a.jpg", "b.jpg")`."""
+    """Verify pairs of images with one loaded model: `Verifier("runs/att").verify("a.jpg", "b.jpg")`.
+
+    detect=False: inputs are already face crops (no detector, no NoFaceError); select: which face of a
+    photo with several is used ("largest" or "central"; default: the model's setting)."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, threshold: float | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", detect: bool = True, select: str | None = None) -> None:
         if model is None:
             model = default_model_path()
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
+        self.preprocess = face_preprocess(self.loaded.preprocess, detect, select)
         self.device = device
         if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects NaN
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
@@ -66,13 +89,13 @@ class Verifier:
         """Decode (and align, when the model's preprocessing says so) each image to uint8 (N, C, S, S)."""
         from .preprocess import load_input_with_faces
 
-        arrays, faces = zip(*(load_input_with_faces(im, self.loaded.preprocess) for im in images))
+        arrays, faces = zip(*(load_input_with_faces(im, self.preprocess) for im in images))
         return torch.from_numpy(np.stack(arrays)), list(faces)
 
     def embed(self, images: list[Image]) -> torch.Tensor:
         """Embeddings (N, D) of images, each computed once."""
         x, _ = self.inputs(images)
-        return embed_batches(self.loaded.model, x, self.loaded.preprocess, device=self.device)
+        return embed_batches(self.loaded.model, x, self.preprocess, device=self.device)
 
     @torch.no_grad()
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
@@ -83,8 +106,8 @@ class Verifier:
         from .evaluate import store_for
 
         paths = [Path(p) for pair in pairs for p in pair]
-        store = store_for(paths, self.loaded.preprocess, progress=progress, fallback=False)
-        emb = embed_batches(self.loaded.model, store.images, self.loaded.preprocess, device=self.device)
+        store = store_for(paths, self.preprocess, progress=progress, fallback=False)
+        emb = embed_batches(self.loaded.model, store.images, self.preprocess, device=self.device)
         i = torch.as_tensor([store.index[Path(a)] for a, _ in pairs])
         j = torch.as_tensor([store.index[Path(b)] for _, b in pairs])
         probs = self.probability(emb[i], emb[j])
@@ -95,7 +118,7 @@ class Verifier:
         """Same person or not, with the probability, the threshold and its provenance."""
         t0 = time.perf_counter()
         x, faces = self.inputs([a, b])
-        emb = embed_batches(self.loaded.model, x, self.loaded.preprocess, device=self.device)
+        emb = embed_batches(self.loaded.model, x, self.preprocess, device=self.device)
         p = float(self.probability(emb[:1], emb[1:])[0])
         return Verdict(p >= self.threshold, p, self.threshold, self.threshold_source, self.name,
                        round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f])

@@ -264,6 +264,8 @@ def _new_value(cls: type, f: dataclasses.Field, hint: Any) -> tuple[list[str], A
         return [flag, "8", "--fixed-pairs"], 8
     if (cls.__name__, f.name) == ("TrainConfig", "class_rotations"):  # only valid with all-pairs batches
         return [flag, "--pairing", "all"], True
+    if (cls.__name__, f.name) == ("TrainConfig", "id_loss"):  # only valid with all-pairs batches
+        return [flag, "0.375", "--pairing", "all"], 0.375
     if (cls.__name__, f.name) in _SPECIAL:
         value = _SPECIAL[(cls.__name__, f.name)]
         return [flag, str(value)], value
@@ -304,7 +306,8 @@ def test_each_flag_sets_its_field_with_the_right_type(cls: type, f: dataclasses.
     elems = got if isinstance(got, tuple) else (got,)
     expected = value if isinstance(value, tuple) else (value,)
     assert [type(x) for x in elems] == [type(x) for x in expected]
-    moved = {f.name, {"distortions_per_pair": "fixed_pairs", "class_rotations": "pairing"}.get(f.name, f.name)}
+    moved = {f.name, {"distortions_per_pair": "fixed_pairs", "class_rotations": "pairing",
+                       "id_loss": "pairing"}.get(f.name, f.name)}
     others = {g.name for g in dataclasses.fields(cls)} - moved  # nothing else moved
     ref = base if base is not None else cls()
     assert all(getattr(cfg, n) == getattr(ref, n) for n in others)

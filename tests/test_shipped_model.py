@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -104,3 +105,37 @@ def test_batch_verify_refuses_a_photo_without_a_face(verifier: Verifier, data_ro
     face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
     with pytest.raises(NoFaceError, match="wall.png"):
         verifier.verify_pairs([(face, face), (blank, face)], progress=False)
+
+
+def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp_path) -> None:
+    blank = tmp_path / "wall.png"
+    Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
+    face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    crops = Verifier(detect=False)
+    assert crops.preprocess.align["detector"] == "none" and verifier.preprocess.align["detector"] == "haar"
+    verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
+    assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--no-detect", str(blank), str(face)],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["probability"] == pytest.approx(verdict.probability, abs=1e-5)
+
+
+def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
+    lfw = data_root / "lfw" / "deepfunneled"
+    big = np.asarray(Image.open(lfw / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg").convert("RGB"))
+    small = np.asarray(Image.open(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg").convert("RGB").resize((170, 170)))
+    canvas = np.full((300, 800, 3), 127, np.uint8)
+    canvas[25:275, 0:250] = big  # the largest face, at the left edge
+    canvas[65:235, 315:485] = small  # a smaller face at the centre
+    group = tmp_path / "group.png"
+    Image.fromarray(canvas).save(group)
+    used = {}
+    for select in ("largest", "central"):
+        v = Verifier(select=select)
+        v.preprocess = replace(v.preprocess, align={**v.preprocess.align, "min_size": 0.1})
+        faces = v.verify(group, group).faces[0]
+        assert len(faces["faces"]) >= 2
+        used[select] = faces["used"]
+    assert used["largest"]["x"] < 250 and abs(used["central"]["x"] + used["central"]["w"] / 2 - 400) < 40
+    with pytest.raises(ValueError, match="select"):
+        Verifier(select="leftmost")

@@ -117,3 +117,14 @@ def test_bad_image_raises_image_error_naming_it(verifier: Verifier, images: list
     bad.write_text("not an image")
     with pytest.raises(ImageError, match="photo.jpg"):
         verifier.verify(images[0], bad)
+
+
+def test_face_options_on_a_model_that_takes_whole_images(tiny: TinyRun, images: list[Path]) -> None:
+    from siamface.errors import SiamfaceError
+
+    plain = Verifier(tiny.path, detect=False)  # nothing to switch off: same preprocessing, same answer
+    assert plain.preprocess == plain.loaded.preprocess
+    default = Verifier(tiny.path)
+    assert plain.verify(images[0], images[1]).probability == default.verify(images[0], images[1]).probability
+    with pytest.raises(SiamfaceError, match="--select does not apply"):
+        Verifier(tiny.path, select="central")
