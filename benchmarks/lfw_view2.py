@@ -93,7 +93,7 @@ def markdown_table(rows: list[dict]) -> str:
               f"{r['auc']:.3f} |" for r in rows]
     acc = np.array([r["accuracy_threshold_from_other_folds"] for r in rows])
     cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
-    se = lambda a: 100 * a.std(ddof=1) / np.sqrt(len(a))  # noqa: E731
+    se = lambda a: 100 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0  # noqa: E731
     minutes = sum(r["train_seconds"] for r in rows) / 60
     lines.append(f"| mean over {len(rows)} folds | {minutes:.0f} min total | | **{100 * acc.mean():.1f}% ± "
                  f"{se(acc):.1f}** | **{100 * cal.mean():.1f}% ± {se(cal):.1f}** | "

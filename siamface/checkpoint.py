@@ -137,7 +137,7 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         raise ModelError(f"{run / WEIGHTS}: SHA-256 differs from {META}; the weights were changed or half-written")
     try:
         model = create_model(mcfg.name, preprocess=pre, **mcfg.kwargs)
-    except ValueError as e:
+    except (ModelError, ValueError) as e:
         raise ModelError(f"{run / META}: cannot build model {mcfg.name!r} for this preprocessing ({e})") from e
     try:
         state = load_file(run / WEIGHTS, device="cpu")
@@ -185,7 +185,11 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for prefix, module in (extra or {}).items():
         head = f"extra.{prefix}."
-        module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
+        try:
+            module.load_state_dict({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
+        except RuntimeError as e:  # e.g. identities added to the data folder since the run started
+            raise ModelError(f"{path}: the saved {prefix} does not fit this run ({str(e).splitlines()[0]}); "
+                             "was the training data changed?") from e
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):

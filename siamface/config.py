@@ -8,6 +8,7 @@ fields one to one.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -106,7 +107,8 @@ class TrainConfig:
     augmentation of Santoro et al. 2016 and Vinyals et al. 2016; for characters, never for faces).
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
     epoch that crosses this training time (0: no limit). id_loss: weight of an identity loss on the tower
-    (CosFace with id_margin and id_scale, losses.py) added to the pair loss; 0 turns it off.
+    (CosFace with id_margin and id_scale, losses.py) added to the pair loss; 0 turns it off. It needs
+    pairing='all' (identity-labelled batches) and regime 'adamw'.
     """
 
     regime: str = "adamw"
@@ -171,7 +173,8 @@ class TrainConfig:
         if self.distortions_per_pair and (not self.fixed_pairs or self.flip or self.pairing != "sampled"):
             raise ValueError("train.distortions_per_pair needs fixed_pairs, sampled pairing and no flip "
                              "(the paper distorts a fixed set of pairs)")
-        if self.id_loss < 0 or self.id_scale <= 0 or not 0 <= self.id_margin < 1:
+        if not (self.id_loss >= 0 and self.id_scale > 0 and 0 <= self.id_margin < 1) or not all(
+                math.isfinite(v) for v in (self.id_loss, self.id_scale)):
             raise ValueError(f"train.id_loss must be >= 0, id_scale > 0 and id_margin in [0, 1); got "
                              f"{self.id_loss}, {self.id_scale}, {self.id_margin}")
         if self.id_loss and (self.pairing != "all" or self.regime != "adamw" or self.class_rotations):

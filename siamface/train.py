@@ -96,17 +96,21 @@ def _per_layer(values: tuple[float, ...], n: int, default: float, name: str) -> 
 def make_optimizer(model: SiameseNet, cfg: TrainConfig, classifier: CosineClassifier | None = None
                    ) -> torch.optim.Optimizer:
     """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only
-    (the identity prototypes of `classifier`, normalised in the loss, get no decay)."""
+    (not on the identity prototypes of `classifier`, normalised in the loss, nor on a non-positive head,
+    whose stored w_j give a_j = -softplus(w_j): decay would pull every a_j to -0.69, not to 0)."""
+    constrained = model.head.fc if getattr(model.head, "weights", "free") == "nonpositive" else None
     if cfg.regime == "koch":
         layers = _layers(model)
         lrs = _per_layer(cfg.layer_lr, len(layers), cfg.lr, "layer_lr")
         mus = _per_layer(cfg.layer_momentum, len(layers), cfg.momentum_end, "layer_momentum")
         l2s = _per_layer(cfg.layer_l2, len(layers), cfg.weight_decay, "layer_l2")
+        l2s = [0.0 if m is constrained else l2 for m, l2 in zip(layers, l2s)]
         groups = [{"params": list(m.parameters(recurse=False)), "lr": lr, "base_lr": lr, "momentum": cfg.momentum_start,
                    "final_momentum": mu, "weight_decay": l2} for m, lr, mu, l2 in zip(layers, lrs, mus, l2s)]
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum_start)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    skip = {id(constrained.weight)} if constrained is not None else set()
+    decay = [p for p in model.parameters() if p.ndim > 1 and id(p) not in skip]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1 or id(p) in skip]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if classifier is not None:
         groups.append({"params": list(classifier.parameters()), "weight_decay": 0.0})

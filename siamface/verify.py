@@ -41,10 +41,13 @@ class Verdict:
 
 def face_preprocess(pre: PreprocessConfig, detect: bool = True, select: str | None = None) -> PreprocessConfig:
     """The model's preprocessing with verify-time face options: `detect=False` takes each input as an
-    already cropped face (centre square, no detector); `select` picks among several faces ("largest" or
-    "central"). Alignment geometry is never changed: it must match what the model trained on."""
+    already cropped face (centre square at the model's crop, no detector and no eye alignment, so the
+    input must be framed like the model's aligned faces); `select` picks among several detected faces
+    ("largest" or "central"). The eye positions and margins of alignment are never changed."""
     if select is not None and select not in ("largest", "central"):
         raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
+    if select is not None and not detect:
+        raise SiamfaceError("--select chooses among detected faces; it cannot go with --no-detect")
     if not pre.align or pre.align.get("detector", "none") == "none":
         if select is not None:
             raise SiamfaceError("this model takes whole images (no face detection), so --select does not apply")
@@ -80,6 +83,9 @@ class Verifier:
             self.threshold_source = cal.get("source", "calibrated at the end of training (no provenance recorded)")
         else:
             raise ModelError(f"{self.loaded.path}: the model has no calibrated threshold; pass --threshold")
+        if self.preprocess.align != self.loaded.preprocess.align and not detect:
+            self.threshold_source += ("; note: inputs are taken as face crops (--no-detect), not detected and "
+                                      "aligned as the faces this threshold was calibrated on")
 
     @property
     def name(self) -> str:

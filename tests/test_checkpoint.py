@@ -189,7 +189,7 @@ def test_impossible_geometry_in_model_json_is_a_model_error(saved: tuple[Path, S
     meta = read_meta(run)
     meta["model"] = {"name": "koch2015", "kwargs": {}}  # preprocess stays 32x32: too small for Koch's kernels
     write_meta(run, meta)
-    with pytest.raises(ModelError):
+    with pytest.raises(ModelError, match="model.json"):
         load_model(run)
 
 

@@ -127,7 +127,8 @@ def test_cosface_margin_makes_the_loss_larger_and_gradients_reach_the_prototypes
     assert clf.weight.grad is not None and clf.weight.grad.abs().sum() > 0 and emb.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("bad", [dict(id_loss=-1.0), dict(id_loss=1.0, id_scale=0.0),
+@pytest.mark.parametrize("bad", [dict(id_loss=-1.0), dict(id_loss=1.0, id_scale=0.0), dict(id_loss=float("nan")),
+                                 dict(id_loss=float("inf")), dict(id_scale=float("nan")),
                                  dict(id_loss=1.0, id_margin=1.0), dict(id_loss=1.0),
                                  dict(id_loss=1.0, pairing="all", regime="koch"),
                                  dict(id_loss=1.0, pairing="all", class_rotations=True)])

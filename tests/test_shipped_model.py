@@ -14,7 +14,7 @@ from PIL import Image
 from siamface import metrics
 from siamface.checkpoint import SHIPPED, default_model_path, load_model
 from siamface.data import read_lfw_pairs
-from siamface.errors import NoFaceError
+from siamface.errors import NoFaceError, SiamfaceError
 from siamface.verify import Verifier
 
 
@@ -115,6 +115,9 @@ def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp
     assert crops.preprocess.align["detector"] == "none" and verifier.preprocess.align["detector"] == "haar"
     verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
     assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
+    assert "--no-detect" in verdict.threshold_source and "--no-detect" not in verifier.threshold_source
+    with pytest.raises(SiamfaceError, match="--no-detect"):
+        Verifier(detect=False, select="central")
     out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--no-detect", str(blank), str(face)],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["probability"] == pytest.approx(verdict.probability, abs=1e-5)

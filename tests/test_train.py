@@ -300,6 +300,21 @@ def test_koch_optimizer_takes_per_layer_values() -> None:
         make_optimizer(model, replace(cfg, layer_lr=(0.1, 0.2)))
 
 
+@pytest.mark.parametrize("regime", ["adamw", "koch"])
+def test_a_nonpositive_head_and_the_identity_prototypes_are_not_decayed(regime: str) -> None:
+    from siamface.losses import CosineClassifier
+
+    model = create_model("tiny", head_weights="nonpositive")
+    clf = CosineClassifier(5, model.embed_dim) if regime == "adamw" else None
+    opt = make_optimizer(model, TrainConfig(regime=regime, weight_decay=0.01), clf)
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay_of[id(model.head.fc.weight)] == 0.0
+    assert decay_of[id(model.tower.head.fc.weight)] == 0.01  # the tower still is
+    if clf is not None:
+        assert decay_of[id(clf.weight)] == 0.0
+    assert len(decay_of) == len(list(model.parameters())) + (clf is not None)
+
+
 def test_adamw_decays_weights_only_and_ignores_epoch_hparams() -> None:
     model = create_model("tiny")
     cfg = TrainConfig(regime="adamw", lr=3e-3, weight_decay=0.01)
