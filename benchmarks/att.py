@@ -11,6 +11,7 @@ reused from their run folders, so an interrupted benchmark resumes.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -67,11 +68,30 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
             "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}, "head_check": head_check(out, seed)}
 
 
+def markdown_table(result: dict) -> str:
+    """The per-seed table of docs/RESULTS.md from a results JSON written by this benchmark."""
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    lines = ["| seed | test subjects | train time | val EER | **test EER** | EER, unweighted L1 | test AUC | "
+             "10-fold acc. | acc. at stored threshold | 10-way one-shot | TAR@FAR=1e-2 |", "|---" * 11 + "|"]
+    for r in result["per_seed"]:
+        lines.append(f"| {r['seed']} | {', '.join(r['test_identities'])} | {r['train_seconds'] / 60:.1f} min | "
+                     f"{pct(r['val_eer'])} | **{pct(r['eer'])}** | {pct(r['head_check']['eer_unweighted_l1'])} | "
+                     f"{r['auc']:.3f} | {pct(r['kfold_mean'])} | {pct(r['accuracy_at_calibrated_threshold'])} | "
+                     f"{pct(r['oneshot_accuracy'])} | {pct(r['TAR@FAR=1e-02'])} |")
+    m = {k: v["mean"] for k, v in result["summary"].items()}
+    plain = np.mean([r["head_check"]["eer_unweighted_l1"] for r in result["per_seed"]])
+    lines.append(f"| mean ± sd | | {m['train_seconds'] / 60:.1f} min | | **{pct(m['eer'])} ± "
+                 f"{100 * result['summary']['eer']['std']:.1f}** | {pct(plain)} | {m['auc']:.3f} | "
+                 f"{pct(m['kfold_mean'])} | {pct(m['accuracy_at_calibrated_threshold'])} | "
+                 f"{pct(m['oneshot_accuracy'])} | {pct(m['TAR@FAR=1e-02'])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--model", default="resface64")
-    p.add_argument("--model-kwargs", type=lambda s: __import__("json").loads(s), default={},
+    p.add_argument("--model-kwargs", type=json.loads, default={},
                    help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--pairs-per-epoch", type=int, default=4096)
@@ -86,7 +106,11 @@ def main() -> None:
     p.add_argument("--runs", default=str(Path("runs") / "bench-att"))
     p.add_argument("--name", default="att")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--table", action="store_true", help="print the markdown table of results/<--name>.json and exit")
     args = p.parse_args()
+    if args.table:
+        print(markdown_table(json.loads((RESULTS / f"{args.name}.json").read_text())))
+        return
     rows = [one_seed(args, s) for s in args.seeds]
     summary = {k: {"mean": float(np.mean([r[k] for r in rows])), "std": float(np.std([r[k] for r in rows], ddof=1))}
                for k in (*KEYS, "train_seconds")}

@@ -60,15 +60,14 @@ def train_once(run: Any, out: Path) -> dict[str, Any]:
     returns its model.json. Lets an interrupted benchmark pick up where it stopped."""
     import json
 
-    from siamface.train import RunConfig, train
+    from siamface.train import RunConfig, run_differences, train
 
     meta_path = out / "model.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("status") == "complete":
         meta = json.loads(meta_path.read_text())
-        done = RunConfig.from_dict(meta).train
-        if RunConfig.from_dict(meta).to_dict()["model"] != run.to_dict()["model"] or done.epochs != run.train.epochs \
-                or done.lr != run.train.lr or done.seed != run.train.seed:
-            raise SystemExit(f"{out}: holds a finished run with another configuration; use another --out")
+        diff = run_differences(RunConfig.from_dict(meta), run)
+        if diff:
+            raise SystemExit(f"{out}: holds a finished run that differs in {', '.join(diff)}; use another --out")
         return meta
     train(run, out, resume=(out / "state.json").exists())
     return json.loads(meta_path.read_text())
