@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import RESULTS, command, data_root, machine, train_once, write_result
+from common import RESULTS, command, data_root, machine, pct, train_once, write_result
 
 from siamface import metrics
 from siamface.checkpoint import load_model
@@ -70,7 +70,6 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
 
 def markdown_table(result: dict) -> str:
     """The per-seed table of docs/RESULTS.md from a results JSON written by this benchmark."""
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     lines = ["| seed | test subjects | train time | val EER | **test EER** | EER, unweighted L1 | test AUC | "
              "10-fold acc. | acc. at stored threshold | 10-way one-shot | TAR@FAR=1e-2 |", "|---" * 11 + "|"]
     for r in result["per_seed"]:

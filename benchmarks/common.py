@@ -55,6 +55,19 @@ def command() -> str:
     return " ".join(["python", *sys.argv])
 
 
+def pct(v: float) -> str:
+    """A fraction as a percentage with one decimal, as the RESULTS tables print it."""
+    return f"{100 * v:.1f}%"
+
+
+def std_error(values: Any) -> float | None:
+    """Standard error of the mean (sample sd / sqrt(n)); None for fewer than two values."""
+    import numpy as np
+
+    a = np.asarray(values, dtype=float)
+    return float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else None
+
+
 def train_once(run: Any, out: Path) -> dict[str, Any]:
     """Train `run` into `out` unless a complete model is already there (resuming a crashed run);
     returns its model.json. Lets an interrupted benchmark pick up where it stopped."""

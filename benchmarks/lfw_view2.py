@@ -24,6 +24,8 @@ from common import (
     data_root,
     lfw_run_config,
     machine,
+    pct,
+    std_error,
     train_once,
     write_result,
 )
@@ -70,34 +72,36 @@ def summarise(rows: list[dict], args: argparse.Namespace) -> dict:
     cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
     y = np.concatenate([r["labels"] for r in rows])
     s = np.concatenate([r["scores"] for r in rows])
-    se = lambda a: float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else None  # noqa: E731
     from siamface.plots import plot_roc
 
     plot_roc(y, s, RESULTS / "lfw_view2_roc.png", title="LFW View 2 (10 folds, 10 models)")
     return {"benchmark": "LFW View 2, unrestricted with no outside data, one model per fold",
             "command": command(), "data": str(data_root() / "lfw"), "folds_done": [r["fold"] for r in rows],
-            "mean_accuracy": float(acc.mean()), "std_error": se(acc),
-            "mean_accuracy_calibrated_threshold": float(cal.mean()), "std_error_calibrated": se(cal),
+            "mean_accuracy": float(acc.mean()), "std_error": std_error(acc),
+            "mean_accuracy_calibrated_threshold": float(cal.mean()), "std_error_calibrated": std_error(cal),
             "all_pairs": {k: v for k, v in metrics.verification_summary(y, s).items() if "threshold" not in k},
             "train_seconds_total": float(sum(r["train_seconds"] for r in rows)),
             "config_fold0": run_config(args, rows[0]["fold"]).to_dict(), "machine": machine()}
 
 
+def finished_folds() -> list[dict]:
+    """The committed fold results, in fold order."""
+    return [json.loads((FOLDS / f"fold{k}.json").read_text()) for k in range(10) if (FOLDS / f"fold{k}.json").exists()]
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The per-fold table of docs/RESULTS.md, from the fold files."""
-    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     lines = ["| fold | training time | best epoch | accuracy, threshold from other folds | "
              "accuracy, stored threshold | AUC |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['fold']} | {r['train_seconds'] / 60:.1f} min | {r['best_epoch']} | "
               f"{pct(r['accuracy_threshold_from_other_folds'])} | {pct(r['accuracy_at_calibrated_threshold'])} | "
               f"{r['auc']:.3f} |" for r in rows]
-    acc = np.array([r["accuracy_threshold_from_other_folds"] for r in rows])
-    cal = np.array([r["accuracy_at_calibrated_threshold"] for r in rows])
-    se = lambda a: 100 * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else 0.0  # noqa: E731
+    keys = ("accuracy_threshold_from_other_folds", "accuracy_at_calibrated_threshold")
+    mean_se = [(np.mean(a), std_error(a) or 0.0) for a in ([r[k] for r in rows] for k in keys)]
     minutes = sum(r["train_seconds"] for r in rows) / 60
-    lines.append(f"| mean over {len(rows)} folds | {minutes:.0f} min total | | **{100 * acc.mean():.1f}% ± "
-                 f"{se(acc):.1f}** | **{100 * cal.mean():.1f}% ± {se(cal):.1f}** | "
-                 f"{np.mean([r['auc'] for r in rows]):.3f} |")
+    lines.append(f"| mean over {len(rows)} folds | {minutes:.0f} min total | | "
+                 + " | ".join(f"**{pct(m)} ± {100 * se:.1f}**" for m, se in mean_se)
+                 + f" | {np.mean([r['auc'] for r in rows]):.3f} |")
     return "\n".join(lines)
 
 
@@ -109,15 +113,13 @@ def main() -> None:
     p.add_argument("--table", action="store_true", help="print the markdown table of the finished folds and exit")
     args = p.parse_args()
     if args.table:
-        print(markdown_table([json.loads(f.read_text()) for f in sorted(FOLDS.glob("fold*.json"))]))
+        print(markdown_table(finished_folds()))
         return
     keep_decoded_images()  # the folds share images: detect and align each photo once
     for fold in args.folds:
         if not (FOLDS / f"fold{fold}.json").exists():
             one_fold(args, fold)
-        rows = [json.loads((FOLDS / f"fold{k}.json").read_text()) for k in range(10)
-                if (FOLDS / f"fold{k}.json").exists()]
-        write_result("lfw_view2", summarise(rows, args))  # after every fold: the summary so far
+        write_result("lfw_view2", summarise(finished_folds(), args))  # after every fold: the summary so far
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def make_optimizer(model: SiameseNet, cfg: TrainConfig, classifier: CosineClassi
     """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only
     (not on the identity prototypes of `classifier`, normalised in the loss, nor on a non-positive head,
     whose stored w_j give a_j = -softplus(w_j): decay would pull every a_j to -0.69, not to 0)."""
-    constrained = model.head.fc if getattr(model.head, "weights", "free") == "nonpositive" else None
+    constrained = model.head.fc if model.head.weights == "nonpositive" else None
     if cfg.regime == "koch":
         layers = _layers(model)
         lrs = _per_layer(cfg.layer_lr, len(layers), cfg.lr, "layer_lr")
