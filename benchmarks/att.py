@@ -22,8 +22,8 @@ from siamface import metrics
 from siamface.checkpoint import load_model
 from siamface.cli import parse_align
 from siamface.config import DataConfig, ModelConfig, TrainConfig
-from siamface.data import filter_identities, label_array, sample_pairs, scan_folder
-from siamface.evaluate import embed_batches, score_indices, store_for
+from siamface.data import filter_identities, group_array, label_array, sample_pairs, scan_folder
+from siamface.evaluate import embed_batches, evaluate_identities, score_indices, store_for
 from siamface.models import default_preprocess
 from siamface.report import run_evaluation
 from siamface.train import RunConfig
@@ -57,6 +57,18 @@ def head_check(out: Path, seed: int) -> dict:
             "head_weights_positive": int((lm.model.head.effective_weight() > 0).sum())}
 
 
+def zero_shot(init: str, out: Path, seed: int) -> dict:
+    """The --init model before any AT&T training, on the same test subjects, pairs and one-shot tasks (with
+    this run's preprocessing): what fine-tuning on the 25 training subjects adds."""
+    lm, tuned = load_model(init), load_model(out)
+    records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.meta["split"]["test"])
+    labels, _ = label_array(records)
+    summary, _, _ = evaluate_identities(lm.model, tuned.preprocess, store_for([r.path for r in records],
+                                        tuned.preprocess), labels, n_way=10, n_tasks=1000, n_pairs=4000, seed=seed,
+                                        groups=group_array(records))
+    return {k: summary[k] for k in ("auc", "eer", "oneshot_accuracy", "TAR@FAR=1e-02")}
+
+
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     out = Path(args.runs) / f"seed{seed}"
     t0 = time.perf_counter()
@@ -65,22 +77,29 @@ def one_seed(args: argparse.Namespace, seed: int) -> dict:
     rep = run_evaluation(str(out), split="test", way=10, tasks=1000, n_pairs=4000, seed=seed)
     return {"seed": seed, "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"],
             "wall_seconds_this_call": round(wall, 1), "test_identities": meta["split"]["test"],
-            "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}, "head_check": head_check(out, seed)}
+            "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}, "head_check": head_check(out, seed),
+            **({"init_zero_shot": zero_shot(args.init, out, seed)} if args.init else {})}
 
 
 def markdown_table(result: dict) -> str:
     """The per-seed table of docs/RESULTS.md from a results JSON written by this benchmark."""
-    lines = ["| seed | test subjects | train time | val EER | **test EER** | EER, unweighted L1 | test AUC | "
-             "10-fold acc. | acc. at stored threshold | 10-way one-shot | TAR@FAR=1e-2 |", "|---" * 11 + "|"]
-    for r in result["per_seed"]:
+    rows = result["per_seed"]
+    init = all("init_zero_shot" in r for r in rows)  # fine-tuned runs also show their starting model
+    extra = " | EER of --init, no AT&T training" if init else ""
+    lines = ["| seed | test subjects | train time | val EER | **test EER** | EER, unweighted L1" + extra +
+             " | test AUC | 10-fold acc. | acc. at stored threshold | 10-way one-shot | TAR@FAR=1e-2 |",
+             "|---" * (11 + init) + "|"]
+    for r in rows:
+        zs = f" | {pct(r['init_zero_shot']['eer'])}" if init else ""
         lines.append(f"| {r['seed']} | {', '.join(r['test_identities'])} | {r['train_seconds'] / 60:.1f} min | "
-                     f"{pct(r['val_eer'])} | **{pct(r['eer'])}** | {pct(r['head_check']['eer_unweighted_l1'])} | "
+                     f"{pct(r['val_eer'])} | **{pct(r['eer'])}** | {pct(r['head_check']['eer_unweighted_l1'])}{zs} | "
                      f"{r['auc']:.3f} | {pct(r['kfold_mean'])} | {pct(r['accuracy_at_calibrated_threshold'])} | "
                      f"{pct(r['oneshot_accuracy'])} | {pct(r['TAR@FAR=1e-02'])} |")
     m = {k: v["mean"] for k, v in result["summary"].items()}
-    plain = np.mean([r["head_check"]["eer_unweighted_l1"] for r in result["per_seed"]])
+    plain = np.mean([r["head_check"]["eer_unweighted_l1"] for r in rows])
+    zs = f" | {pct(np.mean([r['init_zero_shot']['eer'] for r in rows]))}" if init else ""
     lines.append(f"| mean ± sd | | {m['train_seconds'] / 60:.1f} min | | **{pct(m['eer'])} ± "
-                 f"{100 * result['summary']['eer']['std']:.1f}** | {pct(plain)} | {m['auc']:.3f} | "
+                 f"{100 * result['summary']['eer']['std']:.1f}** | {pct(plain)}{zs} | {m['auc']:.3f} | "
                  f"{pct(m['kfold_mean'])} | {pct(m['accuracy_at_calibrated_threshold'])} | "
                  f"{pct(m['oneshot_accuracy'])} | {pct(m['TAR@FAR=1e-02'])} |")
     return "\n".join(lines)
@@ -99,7 +118,7 @@ def main() -> None:
     p.add_argument("--pairing", choices=("sampled", "all"), default="all")
     p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
     p.add_argument("--id-margin", type=float, default=0.35)
-    p.add_argument("--init", default="", help="start from this trained model (fine-tuning), e.g. an LFW model")
+    p.add_argument("--init", default="", help="start from this trained model (fine-tuning), e.g. face-prior")
     p.add_argument("--align", default="", help="face alignment (see siamface train --align); default none")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--runs", default=str(Path("runs") / "bench-att"))

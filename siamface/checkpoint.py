@@ -99,7 +99,9 @@ class LoadedModel:
         return cal.get("threshold")
 
 
-SHIPPED = Path(__file__).resolve().parent / "weights" / "lfw-view1"
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = WEIGHTS_DIR / "lfw-view1"  # the default face model of verify
+FACE_PRIOR = WEIGHTS_DIR / "face-prior"  # every LFW person: a starting point for fine-tuning (train --init)
 
 
 def default_model_path() -> Path:
@@ -109,9 +111,17 @@ def default_model_path() -> Path:
     return SHIPPED
 
 
+def shipped_models() -> list[str]:
+    """Names of the models inside the package (siamface/weights/<name>), usable wherever a run folder is."""
+    return sorted(d.name for d in WEIGHTS_DIR.iterdir() if (d / META).is_file()) if WEIGHTS_DIR.is_dir() else []
+
+
 def resolve_run(path: str | Path) -> Path:
-    """Accept a run folder, its model.json or its model.safetensors; return the folder."""
+    """Accept a run folder, its model.json or its model.safetensors, or the bare name of a shipped model
+    ('face-prior', 'lfw-view1') when no such local path exists; return the folder."""
     p = Path(path)
+    if not p.exists() and str(path) in shipped_models():
+        p = WEIGHTS_DIR / str(path)
     if p.is_file() and p.name in (WEIGHTS, META):
         p = p.parent
     if not p.is_dir():

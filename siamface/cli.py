@@ -114,21 +114,29 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from .checkpoint import load_model, resolve_run
+    from .config import from_dict
     from .models import default_preprocess
     from .train import RunConfig, train
 
-    mcfg = config_from_args(ModelConfig, args)
+    tcfg = config_from_args(TrainConfig, args)
+    base_model = base_pre = None
+    if tcfg.init:  # fine-tuning keeps the starting model's architecture and preprocessing unless flags say otherwise
+        src = load_model(tcfg.init)
+        base_model, base_pre = from_dict(ModelConfig, src.meta["model"]), src.preprocess
+        tcfg = dataclasses.replace(tcfg, init=str(resolve_run(tcfg.init).resolve()))
+    mcfg = config_from_args(ModelConfig, args, base_model)
     if args.model_kwargs:
         mcfg = dataclasses.replace(mcfg, kwargs=_json_flag("--model-kwargs", args.model_kwargs))
-    pre = config_from_args(PreprocessConfig, args, default_preprocess(mcfg.name))
+    same_arch = base_model is not None and mcfg.name == base_model.name
+    pre = config_from_args(PreprocessConfig, args, base_pre if same_arch else default_preprocess(mcfg.name))
     if args.align:
         pre = dataclasses.replace(pre, align=parse_align(args.align))
     data = config_from_args(DataConfig, args)
     data = dataclasses.replace(data, **{k: _absolute(getattr(data, k)) for k in
                                         ("root", "val_root", "pairs_file", "val_pairs_file")})
-    tcfg = config_from_args(TrainConfig, args)
     check_device(tcfg.device)
-    run = RunConfig(mcfg, pre, data, dataclasses.replace(tcfg, init=_absolute(tcfg.init)))
+    run = RunConfig(mcfg, pre, data, tcfg)
     meta = train(run, args.out, resume=args.resume)
     _print({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
             "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})

@@ -365,7 +365,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
     torch.manual_seed(cfg.seed)
     model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
-    lineage = init_from(model, run, cfg.init) if cfg.init else []
+    init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     classifier = CosineClassifier(int(data.train_labels.max()) + 1, model.embed_dim).to(cfg.device) \
@@ -378,7 +378,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
     fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
-    base = {**_base_meta(run, data, model), "lineage_identities": lineage}
+    base = {**_base_meta(run, data, model), **init_meta}
     for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else 0):
         t0 = time.perf_counter()
         set_epoch_hparams(opt, cfg, epoch)
@@ -428,9 +428,10 @@ def _stop_reason(state: dict[str, Any], cfg: TrainConfig) -> str:
     return ""
 
 
-def init_from(model: SiameseNet, run: RunConfig, path: str) -> list[str]:
+def init_from(model: SiameseNet, run: RunConfig, path: str) -> dict[str, Any]:
     """Start from a trained model's weights (fine-tuning); it must be the same architecture and input.
-    Returns every identity that model (and its own ancestors) trained or selected on: evaluation refuses them."""
+    Returns its provenance for model.json: the SHA-256 of its weights and every identity that model (and its
+    own ancestors) trained or selected on, which evaluation then refuses."""
     from .checkpoint import load_model
 
     src = load_model(path)
@@ -440,7 +441,8 @@ def init_from(model: SiameseNet, run: RunConfig, path: str) -> list[str]:
                             f"this run is {run.model.name} at {run.preprocess.size}px")
     model.load_state_dict(src.model.state_dict())
     split = src.meta.get("split", {})
-    return sorted(set(split.get("train", ())) | set(split.get("val", ())) | set(src.meta.get("lineage_identities", ())))
+    lineage = set(split.get("train", ())) | set(split.get("val", ())) | set(src.meta.get("lineage_identities", ()))
+    return {"init_weights_sha256": src.meta.get("weights_sha256", ""), "lineage_identities": sorted(lineage)}
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:

@@ -89,6 +89,20 @@ def test_resolve_run_accepts_the_folder_or_either_file(saved: tuple[Path, Siames
     assert torch.equal(_outputs(load_model(run / WEIGHTS).model), _outputs(load_model(run).model))
 
 
+def test_a_shipped_model_resolves_by_name_unless_a_local_folder_has_that_name(
+        saved: tuple[Path, SiameseNet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from siamface.checkpoint import WEIGHTS_DIR, shipped_models
+
+    assert "lfw-view1" in shipped_models()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_run("lfw-view1") == WEIGHTS_DIR / "lfw-view1"
+    run, _ = saved
+    (tmp_path / "lfw-view1").symlink_to(run)  # a user's own folder of that name wins
+    assert resolve_run("lfw-view1") == Path("lfw-view1")
+    with pytest.raises(ModelError, match="no-such-model"):
+        resolve_run("no-such-model")
+
+
 def test_threshold_comes_from_calibration(tmp_path: Path) -> None:
     net = _trained_tiny(0)
     save_model(tmp_path / "a", net, _meta())

@@ -110,6 +110,22 @@ def test_train_evaluate_verify_end_to_end(data_root: Path, tmp_path: Path, capsy
     assert verdict["same"] == (verdict["probability"] >= verdict["threshold"])
 
 
+def test_fine_tuning_keeps_the_init_models_architecture_and_preprocessing(
+        tiny: TinyRun, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ft"
+    rc, _, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--init", str(tiny.path), "--epochs", "1",
+                      "--pairs-per-epoch", "64", "--batch-size", "64", "--val-way", "5", "--val-tasks", "10",
+                      "--val-pairs", "50", "--no-progress", "--no-bf16", "--out", str(out))
+    assert rc == 0, err
+    meta, init = read_meta(out), read_meta(tiny.path)
+    assert meta["model"] == init["model"] and meta["preprocess"] == init["preprocess"]  # no --model given
+    assert meta["init_weights_sha256"] == init["weights_sha256"]
+    assert meta["train"]["init"] == str(tiny.path.resolve())
+    rc, _, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--init", str(tiny.path), "--model",
+                      "conv4", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "bad"))
+    assert rc != 0 and "--init" in err  # another architecture cannot start from these weights
+
+
 def test_verify_in_a_subprocess_prints_json(tiny: TinyRun, faces: tuple[str, str, str]) -> None:
     res = run_module("verify", faces[0], faces[1], "--model", str(tiny.path))
     assert res.returncode == 0, res.stderr

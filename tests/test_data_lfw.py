@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from siamface.data import read_lfw_pairs
-from siamface.data.lfw import view1_split, view2_fold_people, view2_pairs, view2_split
+from siamface.data.lfw import all_people_split, view1_split, view2_fold_people, view2_pairs, view2_split
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +45,12 @@ def test_view1_devtest_people_are_held_out(lfw):
 def test_view2_rejects_bad_fold(lfw):
     with pytest.raises(ValueError, match="fold"):
         view2_split(lfw, 10)
+
+
+def test_all_people_split_covers_everyone_and_tests_no_one(lfw):
+    split = all_people_split(lfw)
+    everyone = {d.name for d in (lfw / "deepfunneled").iterdir() if d.is_dir()}
+    assert set(split.train) | set(split.val) == everyone and not set(split.train) & set(split.val)
+    assert split.test == () and len(split.val) == 150
+    assert all(len(list((lfw / "deepfunneled" / p).glob("*.jpg"))) >= 2 for p in split.val)
+    assert all_people_split(lfw, seed=1).val != split.val

@@ -234,5 +234,6 @@ def test_a_fine_tuned_model_inherits_the_identities_of_its_init(tiny: TinyRun, d
     run = replace(tiny.run, data=data, train=replace(tiny.run.train, init=str(tiny.path), epochs=1))
     meta = train(run, tmp_path / "ft")
     assert set(init_split["train"]) <= set(meta["lineage_identities"])
+    assert meta["init_weights_sha256"] == load_model(tiny.path).meta["weights_sha256"]  # which weights it started from
     with pytest.raises(LeakageError):
         run_evaluation(str(tmp_path / "ft"), split="test", way=5, tasks=10, n_pairs=40)

@@ -277,3 +277,30 @@ def test_nonpositive_head_starts_uniform_and_a_bad_choice_is_refused() -> None:
     torch.testing.assert_close(a, torch.full_like(a, -12.8 / a.shape[1]))
     with pytest.raises(ModelError, match="head_weights"):
         create_model("tiny", head_weights="positive")
+
+
+# ---- the l2 embedding -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["tiny", "resface64"])
+def test_l2_embedding_is_zero_centred_on_a_fixed_sphere_and_keeps_the_contract(name: str) -> None:
+    from siamface.models.small import L2_SPREAD
+
+    torch.manual_seed(0)
+    net = create_model(name, embedding="l2").eval()
+    _randomise_bn(net)
+    x = _inputs(net, 6, seed=1)
+    e = net.embed(x)
+    torch.testing.assert_close(e.norm(dim=1), torch.full((6,), L2_SPREAD * net.embed_dim ** 0.5), **EMB_TOL)
+    assert (e < 0).any()  # not confined to the positive corner like a sigmoid code
+    torch.testing.assert_close(net.embed(x[:1]), e[:1], **EMB_TOL)
+    torch.testing.assert_close(net(x[:3], x[3:]), net.score(e[:3], e[3:]), **LOGIT_TOL)
+    torch.testing.assert_close(net.score(e[:3], e[3:]), net.score(e[3:], e[:3]))
+    sigmoid = create_model(name)
+    assert count_parameters(net) == count_parameters(sigmoid)  # a different output map, no new weights
+
+
+def test_unknown_embedding_is_refused() -> None:
+    with pytest.raises(ModelError, match="embedding"):
+        create_model("resface64", embedding="tanh")
+    with pytest.raises(ModelError):
+        create_model("koch2015", embedding="l2")  # the paper's tower keeps its sigmoid

@@ -37,6 +37,14 @@ def view1_split(lfw: str | Path, n_val: int = 150, seed: int = 0) -> Split:
     return Split(tuple(train), tuple(val), tuple(sorted(dev_test)))
 
 
+def all_people_split(lfw: str | Path, n_val: int = 150, seed: int = 0) -> Split:
+    """Every LFW person: a face prior for other datasets (its test split is empty). A model trained on it has
+    seen every LFW protocol's test people, so it must never be scored on LFW (evaluation refuses: lineage)."""
+    lfw = Path(lfw)
+    train, val = _hold_out(sorted(_image_counts(lfw)), _image_counts(lfw), n_val, seed)
+    return Split(tuple(train), tuple(val), ())
+
+
 def view2_split(lfw: str | Path, fold: int, n_val: int = 150, seed: int = 0) -> Split:
     """Model k: train/val from the people of the nine other folds, test = the people of fold k."""
     lfw = Path(lfw)

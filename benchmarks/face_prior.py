@@ -1,0 +1,68 @@
+"""A face prior: resface64 trained on every LFW person, the starting point for fine-tuning on a few faces.
+
+25 AT&T people are far too few to learn what makes two faces the same person; a model that has seen
+thousands of people first starts from general face features (benchmarks/att.py --init). This trains it:
+all-pairs BCE plus a CosFace identity loss over every LFW person with two or more images, a fixed centred
+crop (no detector, so it fits tight crops such as AT&T's), grey 64 px. 150 people (seed 0) are held out
+to select the epoch and calibrate the threshold. Because it has seen every LFW person, this model must
+never be scored on an LFW protocol: its lineage makes `siamface evaluate` refuse those people.
+
+    python benchmarks/face_prior.py --ship      # trains, writes results/face_prior.json, ships the weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
+
+from siamface.checkpoint import META, WEIGHTS, load_model
+from siamface.data.lfw import all_people_split
+
+SHIPPED = REPO / "siamface" / "weights" / "face-prior"
+
+
+def ship(run: Path, dest: Path = SHIPPED) -> Path:
+    """Copy a finished run's model.json and weights into the package, replacing the folder in one rename."""
+    load_model(run)  # complete and loadable (SHA-256 checked) before anything is replaced
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    for name in (META, WEIGHTS):
+        shutil.copy2(run / name, tmp / name)
+    old = dest.with_name(f".{dest.name}-old")
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_lfw_args(p)
+    p.set_defaults(align="none", crop=0.45, id_loss=1.0, model_kwargs={"head_weights": "nonpositive"}, threads=2)
+    p.add_argument("--out", default=str(Path("runs") / "bench-face-prior"))
+    p.add_argument("--name", default="face_prior")
+    p.add_argument("--ship", action="store_true", help=f"copy the finished model to {SHIPPED.relative_to(REPO)}")
+    args = p.parse_args()
+    run = lfw_run_config(args, all_people_split(data_root() / "lfw", args.n_val, args.seed))
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    meta = train_once(run, out)
+    shipped = str(ship(out).relative_to(REPO)) if args.ship else ""
+    write_result(args.name, {
+        "benchmark": "face prior: every LFW person but 150 held out for selection (no LFW protocol applies)",
+        "command": command(), "data": str(data_root() / "lfw"), "config": run.to_dict(),
+        "train_people": len(run.data.train_ids), "val_people": len(run.data.val_ids),
+        "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"], "epochs_run": meta["epochs_run"],
+        "val": {k: meta["val"][k] for k in ("auc", "eer", "oneshot_accuracy")}, "calibration": meta["calibration"],
+        "shipped_as": shipped, "wall_seconds": round(time.perf_counter() - t0, 1), "machine": machine(),
+    })
+
+
+if __name__ == "__main__":
+    main()
