@@ -52,7 +52,10 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
 
 
 def command() -> str:
-    return " ".join(["python", *sys.argv])
+    """The command line that produced a result, quoted so it can be pasted back into a shell."""
+    import shlex
+
+    return shlex.join(["python", *sys.argv])
 
 
 def pct(v: float) -> str:
@@ -106,6 +109,7 @@ def add_lfw_args(p: Any) -> None:
                    help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
     p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
     p.add_argument("--id-margin", type=float, default=0.35)
+    p.add_argument("--id-scale", type=float, default=16.0)
     p.add_argument("--align", choices=("haar", "none"), default="haar",
                    help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
     p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
@@ -136,6 +140,7 @@ def lfw_run_config(args: Any, split: Any) -> Any:
                       val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
                       device=args.device, pairing=args.pairing, classes_per_batch=args.classes_per_batch,
                       images_per_class=args.images_per_class, id_loss=args.id_loss, id_margin=args.id_margin,
+                      id_scale=args.id_scale,
                       threads=args.threads, progress=args.progress)
     return RunConfig(ModelConfig(args.model, args.model_kwargs), face_preprocess(args.model, args.align, args.crop),
                      data, cfg)

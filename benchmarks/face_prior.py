@@ -3,7 +3,8 @@
 25 AT&T people are far too few to learn what makes two faces the same person; a model that has seen
 thousands of people first starts from general face features (benchmarks/att.py --init). This trains it:
 all-pairs BCE plus a CosFace identity loss over every LFW person with two or more images, a fixed centred
-crop (no detector, so it fits tight crops such as AT&T's), grey 64 px. 150 people (seed 0) are held out
+crop (the centred 55% of the deep-funneled image, framed like an AT&T photo; no detector), grey 64 px, an
+"l2" embedding (models/small.py) and a non-positive L1 head. 150 people (seed 0) are held out
 to select the epoch and calibrate the threshold. Because it has seen every LFW person, this model must
 never be scored on an LFW protocol: its lineage makes `siamface evaluate` refuse those people.
 
@@ -22,6 +23,7 @@ from common import REPO, add_lfw_args, command, data_root, lfw_run_config, machi
 
 from siamface.checkpoint import META, WEIGHTS, load_model
 from siamface.data.lfw import all_people_split
+from siamface.train import RunConfig
 
 SHIPPED = REPO / "siamface" / "weights" / "face-prior"
 
@@ -31,6 +33,7 @@ def ship(run: Path, dest: Path = SHIPPED) -> Path:
     load_model(run)  # complete and loadable (SHA-256 checked) before anything is replaced
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; package data must be readable by every user
     for name in (META, WEIGHTS):
         shutil.copy2(run / name, tmp / name)
     old = dest.with_name(f".{dest.name}-old")
@@ -41,15 +44,24 @@ def ship(run: Path, dest: Path = SHIPPED) -> Path:
     return dest
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_lfw_args(p)
-    p.set_defaults(align="none", crop=0.45, id_loss=1.0, model_kwargs={"head_weights": "nonpositive"}, threads=2)
+    p.set_defaults(align="none", crop=0.55, epochs=20, id_loss=1.0, threads=2,
+                   model_kwargs={"head_weights": "nonpositive", "embedding": "l2"})
     p.add_argument("--out", default=str(Path("runs") / "bench-face-prior"))
     p.add_argument("--name", default="face_prior")
     p.add_argument("--ship", action="store_true", help=f"copy the finished model to {SHIPPED.relative_to(REPO)}")
-    args = p.parse_args()
-    run = lfw_run_config(args, all_people_split(data_root() / "lfw", args.n_val, args.seed))
+    return p
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    return lfw_run_config(args, all_people_split(data_root() / "lfw", args.n_val, args.seed))
+
+
+def main() -> None:
+    args = parser().parse_args()
+    run = run_config(args)
     out = Path(args.out)
     t0 = time.perf_counter()
     meta = train_once(run, out)

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from siamface import metrics
-from siamface.checkpoint import SHIPPED, default_model_path, load_model
+from siamface.checkpoint import FACE_PRIOR, SHIPPED, default_model_path, load_model
 from siamface.data import read_lfw_pairs
-from siamface.errors import NoFaceError, SiamfaceError
+from siamface.errors import LeakageError, NoFaceError, SiamfaceError
 from siamface.verify import Verifier
 
 
@@ -142,3 +142,25 @@ def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
     assert used["largest"]["x"] < 250 and abs(used["central"]["x"] + used["central"]["w"] / 2 - 400) < 40
     with pytest.raises(ValueError, match="select"):
         Verifier(select="leftmost")
+
+
+# ---- the face prior (every LFW person; the start of AT&T and user fine-tuning) -------------------------------
+
+def test_face_prior_is_shipped_complete_and_small() -> None:
+    lm = load_model("face-prior")  # a shipped model by name
+    assert lm.path == FACE_PRIOR and lm.meta["status"] == "complete"
+    assert sum(f.stat().st_size for f in FACE_PRIOR.iterdir()) < 20 * 2**20
+    assert lm.meta["split"]["test"] == [] and len(lm.meta["split"]["val"]) == 150
+    assert not lm.preprocess.align  # a fixed centred crop: it takes face crops such as AT&T's as they are
+    assert lm.meta["model"]["kwargs"].get("embedding") == "l2"
+
+
+def test_face_prior_saw_every_lfw_person_so_lfw_protocols_refuse_it(data_root, tmp_path) -> None:
+    lm = load_model(FACE_PRIOR)
+    seen = set(lm.meta["split"]["train"]) | set(lm.meta["split"]["val"])
+    assert seen == {d.name for d in (data_root / "lfw" / "deepfunneled").iterdir() if d.is_dir()}
+    assert not seen & {d.name for d in (data_root / "att_faces").iterdir()}  # AT&T subjects are not LFW people
+    from siamface.report import run_evaluation
+
+    with pytest.raises(LeakageError):
+        run_evaluation(str(FACE_PRIOR), protocol="lfw-view1", data=str(data_root / "lfw"), out=str(tmp_path / "r"))
