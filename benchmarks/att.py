@@ -25,7 +25,7 @@ from siamface.config import DataConfig, ModelConfig, TrainConfig
 from siamface.data import filter_identities, group_array, label_array, sample_pairs, scan_folder
 from siamface.evaluate import embed_batches, evaluate_identities, score_indices, store_for
 from siamface.models import default_preprocess
-from siamface.report import run_evaluation
+from siamface.report import check_no_leakage, run_evaluation
 from siamface.train import RunConfig
 
 KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot_accuracy", "TAR@FAR=1e-02")
@@ -61,6 +61,7 @@ def zero_shot(init: str, out: Path, seed: int) -> dict:
     """The --init model before any AT&T training, on the same test subjects, pairs and one-shot tasks (with
     this run's preprocessing): what fine-tuning on the 25 training subjects adds."""
     lm, tuned = load_model(init), load_model(out)
+    check_no_leakage(lm, set(tuned.meta["split"]["test"]), "test split")
     records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.meta["split"]["test"])
     labels, _ = label_array(records)
     summary, _, _ = evaluate_identities(lm.model, tuned.preprocess, store_for([r.path for r in records],

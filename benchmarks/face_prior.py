@@ -29,14 +29,16 @@ SHIPPED = REPO / "siamface" / "weights" / "face-prior"
 
 
 def ship(run: Path, dest: Path = SHIPPED) -> Path:
-    """Copy a finished run's model.json and weights into the package, replacing the folder in one rename."""
+    """Copy a finished run's model.json and weights into the package. The new folder is complete before the
+    old one moves aside; between the two renames no model is there, but never a half-copied one."""
     load_model(run)  # complete and loadable (SHA-256 checked) before anything is replaced
     dest.parent.mkdir(parents=True, exist_ok=True)
+    old = dest.with_name(f".{dest.name}-old")
+    shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier ship
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; package data must be readable by every user
     for name in (META, WEIGHTS):
         shutil.copy2(run / name, tmp / name)
-    old = dest.with_name(f".{dest.name}-old")
     if dest.exists():
         dest.rename(old)
     tmp.rename(dest)

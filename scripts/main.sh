@@ -15,7 +15,7 @@ RESUME=""
 .venv/bin/siamface train --data "$DATA/att_faces" --init face-prior --crop 1.0 --flip --n-val 5 --n-test 10 \
     --select eer --val-way 5 --val-pairs 2000 --epochs 12 --pairs-per-epoch 4096 --patience 12 \
     --pairing all --classes-per-batch 25 --images-per-class 4 --id-loss 1.0 \
-    --lr 3e-4 --weight-decay 5e-3 --seed "$SEED" --out "$OUT" $RESUME > "$OUT.train.json"
+    --lr 3e-4 --weight-decay 5e-3 --seed "$SEED" --threads 2 --out "$OUT" $RESUME > "$OUT.train.json"
 .venv/bin/siamface evaluate --model "$OUT" --split test --way 10 --tasks 1000 --n-pairs 4000 --seed "$SEED" \
     | .venv/bin/python -c '
 import json, sys

@@ -20,6 +20,9 @@ from .errors import SiamfaceError
 # Config fields that get a different flag name, or none (set by a dedicated flag).
 RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
 SKIP = {("PreprocessConfig", "align"), ("ModelConfig", "kwargs")}
+HELP = {("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
+                                 "name (face-prior, lfw-view1); its architecture and preprocessing apply unless "
+                                 "flags change them"}
 
 
 def _flag(cls: type, name: str) -> str:
@@ -39,8 +42,10 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
         if (cls.__name__, f.name) in SKIP:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None,
-                              "help": f"{cls.__name__}.{f.name} (default: {default if defaults else 'from the model'})"}
+        help_ = f"{cls.__name__}.{f.name} (default: {default if defaults else 'from the model'})"
+        if (cls.__name__, f.name) in HELP:
+            help_ = f"{help_}: {HELP[cls.__name__, f.name]}"
+        kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_}
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
@@ -114,20 +119,18 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .checkpoint import load_model, resolve_run
-    from .config import from_dict
     from .models import default_preprocess
-    from .train import RunConfig, train
+    from .train import RunConfig, init_defaults, train
 
     tcfg = config_from_args(TrainConfig, args)
     base_model = base_pre = None
     if tcfg.init:  # fine-tuning keeps the starting model's architecture and preprocessing unless flags say otherwise
-        src = load_model(tcfg.init)
-        base_model, base_pre = from_dict(ModelConfig, src.meta["model"]), src.preprocess
-        tcfg = dataclasses.replace(tcfg, init=str(resolve_run(tcfg.init).resolve()))
+        base_model, base_pre, stored = init_defaults(tcfg.init)
+        tcfg = dataclasses.replace(tcfg, init=stored)
     mcfg = config_from_args(ModelConfig, args, base_model)
-    if args.model_kwargs:
-        mcfg = dataclasses.replace(mcfg, kwargs=_json_flag("--model-kwargs", args.model_kwargs))
+    if args.model_kwargs:  # overrides on top of the inherited ones
+        inherited = mcfg.kwargs if base_model is not None and mcfg.name == base_model.name else {}
+        mcfg = dataclasses.replace(mcfg, kwargs={**inherited, **_json_flag("--model-kwargs", args.model_kwargs)})
     same_arch = base_model is not None and mcfg.name == base_model.name
     pre = config_from_args(PreprocessConfig, args, base_pre if same_arch else default_preprocess(mcfg.name))
     if args.align:
@@ -203,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run folder: model.safetensors, model.json, log.jsonl, curves.png")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--model-kwargs", default="",
-                   help='JSON overrides for the model factory, e.g. \'{"embed_dim": 128}\'')
+                   help='JSON overrides for the model factory, e.g. \'{"embed_dim": 128}\' (with --init: on top of '
+                        "the starting model's own)")
     t.add_argument("--align", default=None,
                    help='detect and align faces: "haar", "none" (default) or AlignConfig JSON, e.g. '
                         '\'{"detector": "haar", "on_missing": "center", "fallback_box": 0.8}\'')

@@ -337,8 +337,9 @@ def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
 
 
 def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool,
-           extra: dict[str, torch.nn.Module]) -> dict[str, Any]:
-    fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0}
+           extra: dict[str, torch.nn.Module], init_sha: str = "") -> dict[str, Any]:
+    fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0,
+             "init_weights_sha256": init_sha}
     if not (out / STATE_META).exists():
         if (out / META).exists() or ((out / LOG).exists() and (out / LOG).stat().st_size > 0):
             raise SiamfaceError(f"{out}: holds a model or log but no training state; choose a new --out")
@@ -347,6 +348,9 @@ def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimi
         raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
     saved = json.loads((out / STATE_META).read_text())
     diff = run_differences(RunConfig.from_dict(saved["run"]), run)
+    if saved.get("init_weights_sha256", init_sha) != init_sha:
+        diff.append(f"the weights of --init {run.train.init} (SHA-256 {init_sha[:12]}, started from "
+                    f"{saved['init_weights_sha256'][:12]})")
     if diff:
         raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")
     return load_state(out, model, opt, extra)
@@ -373,7 +377,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     extra = {"classifier": classifier} if classifier is not None else {}
     opt = make_optimizer(model, cfg, classifier)
     embed = torch.compile(model.embed) if cfg.compile else model.embed
-    state = _start(out, run, model, opt, resume, extra)
+    state = _start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
     rows = rewrite_log(out, state["epoch"])
     pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
         if cfg.fixed_pairs else None
@@ -429,20 +433,39 @@ def _stop_reason(state: dict[str, Any], cfg: TrainConfig) -> str:
 
 
 def init_from(model: SiameseNet, run: RunConfig, path: str) -> dict[str, Any]:
-    """Start from a trained model's weights (fine-tuning); it must be the same architecture and input.
-    Returns its provenance for model.json: the SHA-256 of its weights and every identity that model (and its
-    own ancestors) trained or selected on, which evaluation then refuses."""
+    """Start from a trained model's weights (fine-tuning): same architecture and input, and factory options
+    (kwargs) that leave every weight's shape as it was. Returns its provenance for model.json: the SHA-256 of
+    its weights and every identity that model (and its own ancestors) trained or selected on, which
+    evaluation then refuses."""
     from .checkpoint import load_model
 
     src = load_model(path)
-    if src.meta["model"] != to_dict(run.model) or (src.preprocess.size, src.preprocess.channels) != (
+    if src.meta["model"]["name"] != run.model.name or (src.preprocess.size, src.preprocess.channels) != (
             run.preprocess.size, run.preprocess.channels):
-        raise SiamfaceError(f"{path}: --init model is {src.meta['model']['name']} at {src.preprocess.size}px, "
-                            f"this run is {run.model.name} at {run.preprocess.size}px")
-    model.load_state_dict(src.model.state_dict())
+        raise SiamfaceError(f"{path}: --init model is {src.meta['model']['name']} at {src.preprocess.size}px and "
+                            f"{src.preprocess.channels} channel(s), this run is {run.model.name} at "
+                            f"{run.preprocess.size}px and {run.preprocess.channels}")
+    try:
+        model.load_state_dict(src.model.state_dict())
+    except RuntimeError as e:
+        changed = sorted(k for k in {**src.meta["model"]["kwargs"], **run.model.kwargs}
+                         if src.meta["model"]["kwargs"].get(k) != run.model.kwargs.get(k))
+        raise SiamfaceError(f"{path}: its weights do not fit this run's model (model kwargs that differ: "
+                            f"{', '.join(changed) or 'none'}): {str(e).splitlines()[0]}") from e
     split = src.meta.get("split", {})
     lineage = set(split.get("train", ())) | set(split.get("val", ())) | set(src.meta.get("lineage_identities", ()))
     return {"init_weights_sha256": src.meta.get("weights_sha256", ""), "lineage_identities": sorted(lineage)}
+
+
+def init_defaults(path: str) -> tuple[ModelConfig, PreprocessConfig, str]:
+    """What a fine-tuning run inherits from `--init path` unless told otherwise: the model config, the
+    preprocessing, and how to record the path (a shipped model by its name, anything else absolute)."""
+    from .checkpoint import WEIGHTS_DIR, load_model, resolve_run
+
+    src = load_model(path)
+    folder = resolve_run(path).resolve()
+    stored = folder.name if folder.parent == WEIGHTS_DIR.resolve() and str(path) == folder.name else str(folder)
+    return from_dict(ModelConfig, src.meta["model"]), src.preprocess, stored
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:

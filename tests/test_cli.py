@@ -111,19 +111,27 @@ def test_train_evaluate_verify_end_to_end(data_root: Path, tmp_path: Path, capsy
 
 
 def test_fine_tuning_keeps_the_init_models_architecture_and_preprocessing(
-        tiny: TinyRun, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "ft"
-    rc, _, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--init", str(tiny.path), "--epochs", "1",
-                      "--pairs-per-epoch", "64", "--batch-size", "64", "--val-way", "5", "--val-tasks", "10",
-                      "--val-pairs", "50", "--no-progress", "--no-bf16", "--out", str(out))
+        data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    small = ("--epochs", "1", "--pairs-per-epoch", "64", "--batch-size", "64", "--val-way", "5", "--val-tasks", "10",
+             "--val-pairs", "50", "--no-progress", "--no-bf16")
+    att = str(att_dir(data_root))
+    rc, _, err = call(capsys, "train", "--data", att, "--model", "tiny", "--crop", "0.9", "--mean", "0.4",
+                      "--model-kwargs", '{"head_weights": "nonpositive"}', *small, "--out", str(tmp_path / "init"))
     assert rc == 0, err
-    meta, init = read_meta(out), read_meta(tiny.path)
-    assert meta["model"] == init["model"] and meta["preprocess"] == init["preprocess"]  # no --model given
+    rc, _, err = call(capsys, "train", "--data", att, "--init", str(tmp_path / "init"), "--crop", "1.0",
+                      "--model-kwargs", '{"dropout": 0.1}', *small, "--out", str(tmp_path / "ft"))
+    assert rc == 0, err
+    meta, init = read_meta(tmp_path / "ft"), read_meta(tmp_path / "init")
+    assert meta["model"] == {"name": "tiny", "kwargs": {"head_weights": "nonpositive", "dropout": 0.1}}  # merged
+    assert meta["preprocess"] == {**init["preprocess"], "crop": 1.0}  # inherited, one field overridden
     assert meta["init_weights_sha256"] == init["weights_sha256"]
-    assert meta["train"]["init"] == str(tiny.path.resolve())
-    rc, _, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--init", str(tiny.path), "--model",
-                      "conv4", "--epochs", "1", "--no-progress", "--out", str(tmp_path / "bad"))
-    assert rc != 0 and "--init" in err  # another architecture cannot start from these weights
+    assert meta["train"]["init"] == str((tmp_path / "init").resolve())
+    rc, _, err = call(capsys, "train", "--data", att, "--init", str(tmp_path / "init"), "--model", "conv4", *small,
+                      "--out", str(tmp_path / "bad"))
+    assert rc != 0 and "--init model is tiny" in err  # another architecture cannot start from these weights
+    rc, _, err = call(capsys, "train", "--data", att, "--init", str(tmp_path / "init"), "--model-kwargs",
+                      '{"embed_dim": 8}', *small, "--out", str(tmp_path / "bad2"))
+    assert rc != 0 and "embed_dim" in err  # kwargs that change weight shapes are named
 
 
 def test_verify_in_a_subprocess_prints_json(tiny: TinyRun, faces: tuple[str, str, str]) -> None:

@@ -37,6 +37,8 @@ def test_ship_replaces_the_folder_with_a_loadable_readable_model(tiny: TinyRun, 
     dest = tmp_path / "weights" / "face-prior"
     dest.mkdir(parents=True)
     (dest / "stale.txt").write_text("from an older prior")
+    (dest.parent / ".face-prior-old").mkdir()  # left behind by an interrupted ship
+    (dest.parent / ".face-prior-old" / "x").write_text("x")
     assert face_prior.ship(tiny.path, dest) == dest
     assert sorted(p.name for p in dest.iterdir()) == sorted([META, WEIGHTS])  # nothing stale, no state files
     assert load_model(dest).meta["weights_sha256"] == load_model(tiny.path).meta["weights_sha256"]

@@ -213,6 +213,29 @@ def test_resume_with_another_configuration_is_refused(tiny: TinyRun, tmp_path: P
         train(replace_train(tiny.run, lr=0.01), run_dir, resume=True)
 
 
+def test_resume_refuses_when_the_init_weights_changed_since_the_run_began(tiny: TinyRun, tmp_path: Path) -> None:
+    from siamface.checkpoint import save_model
+
+    init = copy_run(tiny.path, tmp_path / "init")
+    run = replace_train(tiny.run, init=str(init), epochs=1)
+    train(run, tmp_path / "ft")
+    lm = load_model(init)
+    with torch.no_grad():
+        next(lm.model.parameters()).add_(0.01)  # the same path now holds other weights (a re-shipped prior)
+    save_model(init, lm.model, lm.meta)
+    with pytest.raises(SiamfaceError, match="weights of --init"):
+        train(run, tmp_path / "ft", resume=True)
+
+
+def test_init_defaults_name_a_shipped_model_by_name_and_a_run_by_its_absolute_path(tiny: TinyRun) -> None:
+    from siamface.train import init_defaults
+
+    model, pre, stored = init_defaults("lfw-view1")
+    assert stored == "lfw-view1" and model.name == "resface64" and pre.align["detector"] == "haar"
+    model, pre, stored = init_defaults(str(tiny.path / "model.json"))
+    assert stored == str(tiny.path.resolve()) and model.name == tiny.run.model.name and pre == tiny.run.preprocess
+
+
 def test_resume_ignores_runtime_only_fields_and_does_not_train_past_a_stop(tiny: TinyRun, tmp_path: Path) -> None:
     run_dir = copy_run(tiny.path, tmp_path / "run")
     before = (run_dir / "model.safetensors").read_bytes()

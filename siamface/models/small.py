@@ -21,8 +21,8 @@ from torch.nn import functional as F
 from .siamese import SiameseNet
 
 EMBEDDINGS = ("sigmoid", "l2")
-# Radius of an "l2" embedding per sqrt(dimension): the per-dimension spread of a trained sigmoid code
-# (0.17 measured on resface64), so the L1 head's initialisation suits either embedding.
+# Radius of an "l2" embedding per sqrt(dimension), so each unit spreads like a trained sigmoid code (0.17
+# measured on resface64, rounded up) and the L1 head's initialisation suits either embedding.
 L2_SPREAD = 0.2
 
 
