@@ -132,9 +132,8 @@ def resolve_run(path: str | Path) -> Path:
     return p
 
 
-def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) -> LoadedModel:
-    """Rebuild a model from a run folder without any flag; refuses mismatched or tampered weights."""
-    run = resolve_run(path)
+def read_model_json(run: Path) -> tuple[dict[str, Any], ModelConfig, PreprocessConfig]:
+    """A run folder's model.json and the model and preprocessing configs it describes (no weights read)."""
     try:
         meta = json.loads((run / META).read_text())
         mcfg = from_dict(ModelConfig, meta["model"])
@@ -143,6 +142,13 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         raise ModelError(f"{run / META}: not a valid siamface model description ({e})") from e
     if not isinstance(mcfg.kwargs, dict):
         raise ModelError(f"{run / META}: model.kwargs must be an object, got {type(mcfg.kwargs).__name__}")
+    return meta, mcfg, pre
+
+
+def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) -> LoadedModel:
+    """Rebuild a model from a run folder without any flag; refuses mismatched or tampered weights."""
+    run = resolve_run(path)
+    meta, mcfg, pre = read_model_json(run)
     if verify_hash and meta.get("weights_sha256") and sha256_file(run / WEIGHTS) != meta["weights_sha256"]:
         raise ModelError(f"{run / WEIGHTS}: SHA-256 differs from {META}; the weights were changed or half-written")
     try:

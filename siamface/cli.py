@@ -128,10 +128,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         base_model, base_pre, stored = init_defaults(tcfg.init)
         tcfg = dataclasses.replace(tcfg, init=stored)
     mcfg = config_from_args(ModelConfig, args, base_model)
-    if args.model_kwargs:  # overrides on top of the inherited ones
-        inherited = mcfg.kwargs if base_model is not None and mcfg.name == base_model.name else {}
-        mcfg = dataclasses.replace(mcfg, kwargs={**inherited, **_json_flag("--model-kwargs", args.model_kwargs)})
     same_arch = base_model is not None and mcfg.name == base_model.name
+    if args.model_kwargs:  # overrides on top of the inherited ones
+        inherited = mcfg.kwargs if same_arch else {}
+        mcfg = dataclasses.replace(mcfg, kwargs={**inherited, **_json_flag("--model-kwargs", args.model_kwargs)})
     pre = config_from_args(PreprocessConfig, args, base_pre if same_arch else default_preprocess(mcfg.name))
     if args.align:
         pre = dataclasses.replace(pre, align=parse_align(args.align))

@@ -460,12 +460,12 @@ def init_from(model: SiameseNet, run: RunConfig, path: str) -> dict[str, Any]:
 def init_defaults(path: str) -> tuple[ModelConfig, PreprocessConfig, str]:
     """What a fine-tuning run inherits from `--init path` unless told otherwise: the model config, the
     preprocessing, and how to record the path (a shipped model by its name, anything else absolute)."""
-    from .checkpoint import WEIGHTS_DIR, load_model, resolve_run
+    from .checkpoint import WEIGHTS_DIR, read_model_json, resolve_run
 
-    src = load_model(path)
     folder = resolve_run(path).resolve()
+    _, mcfg, pre = read_model_json(folder)  # the weights are loaded (and hash-checked) once, by init_from
     stored = folder.name if folder.parent == WEIGHTS_DIR.resolve() and str(path) == folder.name else str(folder)
-    return from_dict(ModelConfig, src.meta["model"]), src.preprocess, stored
+    return mcfg, pre, stored
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:
