@@ -29,3 +29,7 @@ class CollapseError(SiamfaceError):
 
 class NoFaceError(SiamfaceError):
     """No face was found in an image that had to contain one."""
+
+
+class DlibFormatError(SiamfaceError, ValueError):
+    """A dlib model file is truncated, corrupt or of another kind; the message names the byte offset."""
