@@ -176,6 +176,7 @@ def mmod_tensors(net: DlibNet, name: str) -> tuple[dict[str, torch.Tensor], dict
         "convs": convs, "bn_eps": eps_list, "relu_after": [0, 1, 2, 3, 4, 5],
         "input_means_rgb": [inp["avg_red"], inp["avg_green"], inp["avg_blue"]], "input_scale": 256.0,
         "pyramid_down": MMOD_PYRAMID_DOWN, "pyramid_scale": (MMOD_PYRAMID_DOWN - 1) / MMOD_PYRAMID_DOWN,
+        "pyramid_padding": 10, "pyramid_outer_padding": 11,
         "detector_windows": opts["detector_windows"],
         "overlaps_nms": opts["overlaps_nms"], "overlaps_ignore": opts["overlaps_ignore"],
         "loss_per_false_alarm": opts["loss_per_false_alarm"],
@@ -186,7 +187,8 @@ def mmod_tensors(net: DlibNet, name: str) -> tuple[dict[str, torch.Tensor], dict
         "mmod_options_version": opts["version"],
         "adjust_threshold": 0.0,
         "notes": ("from the file: convs, bn, input means, the loss_mmod_ options. From dlib's sources, not "
-                  "stored in the file: pyramid_down (the detector type's template argument), input_scale "
+                  "stored in the file: pyramid_down (the detector type's template argument), pyramid_padding and "
+                  "pyramid_outer_padding (input_rgb_image_pyramid's defaults), input_scale "
                   "(input layers compute (x - mean) / 256), adjust_threshold (the default of "
                   "cnn_face_detection_model_v1 and loss_mmod_::to_label: a detection needs score > 0)."),
     }
