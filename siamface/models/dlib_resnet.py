@@ -19,9 +19,17 @@ The shipped weights (`siamface/weights/dlib/dlib_resnet_v1.safetensors`) are wri
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..errors import ModelError
+from .siamese import SiameseNet
 
 # (channels, blocks, first block downsamples) from the input towards the output
 STAGES: tuple[tuple[int, int, bool], ...] = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True),
@@ -110,3 +118,34 @@ class DlibResNet(nn.Module):
         x = F.max_pool2d(x, 3, 2, padding=dlib_padding(3, 2))
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
+
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "dlib" / "dlib_resnet_v1.safetensors"
+# SHA-256 of the shipped conversion (tests/test_dlib_resnet.py re-converts and compares)
+WEIGHTS_SHA256 = "8cba732849d12fbbb2543679c19db31010cdc93bcaf988cc47857609674849cc"
+
+
+def load_dlib_weights(tower: DlibResNet, path: Path = WEIGHTS, sha256: str | None = WEIGHTS_SHA256) -> None:
+    """Load the converted dlib weights into `tower` (safetensors only), checking the file's SHA-256."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read the dlib descriptor weights: {e.strerror or e}") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelError(f"{path}: SHA-256 differs from the shipped conversion; reinstall siamface or re-run "
+                         "python -m siamface.dlib_convert")
+    try:
+        tower.load_state_dict(safetensors.torch.load(data), strict=True)
+    except (RuntimeError, safetensors.SafetensorError) as e:
+        raise ModelError(f"{path}: not the dlib descriptor's weights: {e}") from None
+
+
+def dlib_siamese(in_channels: int = 3, input_size: int = 150, pretrained: bool = True,
+                 head_weights: str = "free") -> SiameseNet:
+    """dlib's descriptor tower (pretrained: the shipped converted weights) under the paper's L1 head."""
+    if (in_channels, input_size) != (3, 150):
+        raise ValueError(f"dlib_resnet takes 3x150x150 RGB face chips, got {in_channels}x{input_size}x{input_size}")
+    tower = DlibResNet()
+    if pretrained:
+        load_dlib_weights(tower)
+    return SiameseNet(tower, 128, 3, 150, head_weights)
