@@ -167,3 +167,84 @@ def test_mmod_batch_equals_single_and_rejects_bad_upsample(mmod_pairs: list, dat
     assert batch[2] == []  # a blank image has no face
     with pytest.raises(ValueError, match="upsample"):
         port(images, upsample=-1)
+
+
+# ---- the face pipeline: AlignConfig(detector="mmod", alignment="dlib_chip") --------------------------------
+
+def test_dlib_chip_recipe_equals_dlibs_own_pipeline(data_root: Path) -> None:
+    """extract_face with DLIB_CHIP = dlib's CNN box -> dlib's 5 landmarks -> dlib.get_face_chip (what
+    face_recognition feeds dlib's descriptor), within one grey level; the report carries box and landmarks."""
+    import json
+
+    from siamface.faces import DLIB_CHIP, extract_face
+
+    cnn = dlib.cnn_face_detection_model_v1(str(MODELS / "mmod_human_face_detector.dat"))
+    sp = dlib.shape_predictor(str(MODELS / "shape_predictor_5_face_landmarks.dat"))
+    files = _spread(sorted((data_root / "lfw" / "deepfunneled").glob("*/*.jpg")), 3)
+    for f in files:
+        img = _rgb(f)[40:210, 40:210].copy()
+        dets = sorted(cnn(img, 0), key=lambda d: -d.rect.width() * d.rect.height())
+        assert dets, f
+        shape = sp(img, dets[0].rect)
+        want = dlib.get_face_chip(img, shape, 150, 0.25)
+        crop = extract_face(img, 150, DLIB_CHIP, source=f.name)
+        assert crop.image.shape == (150, 150, 3) and crop.eyes_source == "landmarks"
+        assert int(np.abs(crop.image.astype(int) - want.astype(int)).max()) <= 1, f
+        report = json.loads(json.dumps(crop.to_dict()))
+        assert report["used"]["landmarks"] == [[p.x, p.y] for p in shape.parts()]
+        assert abs(report["used"]["confidence"] - dets[0].confidence) < 1e-3
+        assert all(len(face["landmarks"]) == 5 for face in report["faces"])
+
+
+def test_preprocess_and_no_detect_with_the_dlib_recipe(data_root: Path) -> None:
+    from siamface.config import PreprocessConfig
+    from siamface.faces import DLIB_CHIP, extract_face
+    from siamface.preprocess import load_input_with_faces
+    from siamface.verify import face_preprocess
+
+    pre = PreprocessConfig(size=150, channels=3, align=DLIB_CHIP.to_dict())
+    path = sorted((data_root / "lfw" / "deepfunneled").glob("*/*.jpg"))[7]
+    arr, report = load_input_with_faces(path, pre)
+    assert arr.shape == (3, 150, 150) and arr.dtype == np.uint8
+    assert np.array_equal(arr.transpose(1, 2, 0), extract_face(_rgb(path), 150, DLIB_CHIP).image)
+    assert report["used"]["landmarks"] and report["eyes_source"] == "landmarks"
+    crops = face_preprocess(pre, detect=False)  # --no-detect: the input already is a chip
+    arr2, report2 = load_input_with_faces(path, crops)
+    assert arr2.shape == (3, 150, 150) and report2 == {}  # as today: no detector, no face report
+    assert face_preprocess(pre, select="central").align["select"] == "central"
+
+
+def test_mmod_pipeline_no_face_several_faces_and_landmark_eyes(lfw_faces: list) -> None:
+    from siamface.errors import NoFaceError
+    from siamface.faces import AlignConfig, detect_faces, extract_face
+
+    mmod = AlignConfig(detector="mmod")
+    with pytest.raises(NoFaceError, match=r"no face found in the image x\.jpg .*MMOD detector, upsample=0"):
+        extract_face(np.full((120, 160, 3), 128, np.uint8), 64, mmod, source="x.jpg")
+    fallback = extract_face(np.full((120, 160), 128, np.uint8), 64, AlignConfig(detector="mmod", on_missing="center"))
+    assert fallback.faces == [] and fallback.used is not None and fallback.image.shape == (64, 64)
+    big, small = lfw_faces[0][1], cv2.resize(lfw_faces[1][1], (170, 170), interpolation=cv2.INTER_AREA)
+    canvas = np.full((300, 800, 3), 127, np.uint8)
+    canvas[25:275, 0:250], canvas[65:235, 315:485] = big, small
+    largest = detect_faces(canvas, mmod)
+    central = detect_faces(canvas, AlignConfig(detector="mmod", select="central"))
+    assert len(largest) >= 2 and largest[0].center[0] < 250 and abs(central[0].center[0] - 400) < 40
+    assert all(b.landmarks is not None and 0 <= b.x and b.x + b.w <= 800 for b in largest)
+    crop = extract_face(canvas, 64, AlignConfig(detector="mmod", select="central", eyes="landmarks"))
+    assert crop.used == central[0] and crop.eyes_source == "landmarks"
+    (lx, ly), (rx, ry) = crop.eyes
+    assert 315 < lx < rx < 485 and abs(ly - ry) < 0.2 * (rx - lx)
+    haar = extract_face(big, 64, AlignConfig(eyes="landmarks"))  # Haar boxes get landmarks too
+    assert haar.eyes_source == "landmarks" and len(haar.to_dict()["used"]["landmarks"]) == 5
+
+
+def test_align_config_new_fields() -> None:
+    from siamface.faces import DLIB_CHIP, AlignConfig
+
+    assert AlignConfig.from_dict({"detector": "haar"}) == AlignConfig()  # model.json written before them
+    assert AlignConfig.from_dict(DLIB_CHIP.to_dict()) == DLIB_CHIP
+    assert AlignConfig().alignment == "eyes" and AlignConfig().detector == "haar"
+    for bad in ({"alignment": "chip"}, {"upsample": -1}, {"upsample": 4}, {"upsample": 1.5},
+                {"chip_padding": -0.1}, {"eyes": "guess"}, {"detector": "hog"}):
+        with pytest.raises(ValueError):
+            AlignConfig(**bad)
