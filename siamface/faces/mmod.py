@@ -94,7 +94,7 @@ class MMODDetector:
         if len(config["detector_windows"]) != 1 or config.get("use_bounding_box_regression"):
             raise ModelError(f"{source}: only one detector window and no box regression are supported")
         self.device = torch.device(device)
-        self.net.eval().to(self.device)
+        self.net.eval().to(self.device, memory_format=torch.channels_last)  # faster on CPU
         # each score position maps back onto the canvas through the convolutions (con_::map_output_to_input)
         self.step, self.offset = 1.0, 0.0
         for c in reversed(config["convs"]):
@@ -131,7 +131,7 @@ class MMODDetector:
     @torch.no_grad()
     def scores(self, canvases: np.ndarray) -> np.ndarray:
         """Score maps (N, h, w) for a stack of canvases of one size (N, 3, H, W)."""
-        x = torch.from_numpy(np.ascontiguousarray(canvases)).to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(canvases)).to(self.device, memory_format=torch.channels_last)
         return self.net(x)[:, 0].float().cpu().numpy()
 
     def decode(self, scores: np.ndarray, rects: list[IntRect], upsample: int = 0,

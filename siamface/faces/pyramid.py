@@ -58,39 +58,44 @@ def _y_positions(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def _resize(src: np.ndarray, n_rows: int, n_cols: int, to_uint8: bool) -> np.ndarray:
     """dlib's bilinear resize_image of a (C, H, W) float32 stack (or uint8 RGB planes, truncated back)."""
     c, h, w = src.shape
-    out = np.empty((c, n_rows, n_cols), np.float32)
     if n_rows == 0 or n_cols == 0 or h == 0 or w == 0:
-        return out.astype(np.uint8) if to_uint8 else out
+        return np.zeros((c, n_rows, n_cols), np.uint8 if to_uint8 else np.float32)
     left, right, frac, n_simd = _x_positions(w, n_cols)
     top, bottom, tb = _y_positions(h, n_rows)
-    x = src.astype(np.float32)
-    tl, tr = x[:, top][:, :, left], x[:, top][:, :, right]
-    bl, br = x[:, bottom][:, :, left], x[:, bottom][:, :, right]
-    # the SIMD columns: float32 weights, products summed left to right in float32
-    lr = frac[:n_simd].astype(np.float32)[None, None, :]
-    inv_lr = np.float32(1) - lr
-    tbf = tb.astype(np.float32)[None, :, None]
-    inv_tb = (1 - tb).astype(np.float32)[None, :, None]
+    x = src.astype(np.float32, copy=False)
+    rows_t, rows_b = x[:, top], x[:, bottom]  # (C, n_rows, W)
+    # the SIMD columns: float32 weights, the four products summed left to right in float32
     s = slice(0, n_simd)
-    simd = ((inv_tb * inv_lr) * tl[:, :, s] + (inv_tb * lr) * tr[:, :, s]) + (tbf * inv_lr) * bl[:, :, s]
-    simd = simd + (tbf * lr) * br[:, :, s]
+    lr = frac[s].astype(np.float32)[None, :]
+    inv_lr = np.float32(1) - lr
+    tbf, inv_tb = tb.astype(np.float32)[:, None], (1 - tb).astype(np.float32)[:, None]
+    acc = rows_t[:, :, left[s]]
+    acc *= inv_tb * inv_lr
+    for rows, idx, weight in ((rows_t, right[s], inv_tb * lr), (rows_b, left[s], tbf * inv_lr),
+                              (rows_b, right[s], tbf * lr)):
+        part = rows[:, :, idx]
+        part *= weight
+        acc += part
     # the scalar tail: double arithmetic, except that float images blend each row in float32 first
     t = slice(n_simd, n_cols)
+    tl, tr = rows_t[:, :, left[t]], rows_t[:, :, right[t]]
+    bl, br = rows_b[:, :, left[t]], rows_b[:, :, right[t]]
     if to_uint8:
-        lr_d = frac[n_simd:][None, None, :]
-        top_mix = (1 - lr_d) * tl[:, :, t] + lr_d * tr[:, :, t]
-        bot_mix = (1 - lr_d) * bl[:, :, t] + lr_d * br[:, :, t]
+        lr_d = frac[t][None, None, :]
+        top_mix = (1 - lr_d) * tl + lr_d * tr
+        bot_mix = (1 - lr_d) * bl + lr_d * br
     else:
-        lr_t = frac[n_simd:].astype(np.float32)[None, None, :]
-        top_mix = ((np.float32(1) - lr_t) * tl[:, :, t] + lr_t * tr[:, :, t]).astype(np.float64)
-        bot_mix = ((np.float32(1) - lr_t) * bl[:, :, t] + lr_t * br[:, :, t]).astype(np.float64)
+        lr_t = frac[t].astype(np.float32)[None, None, :]
+        top_mix = ((np.float32(1) - lr_t) * tl + lr_t * tr).astype(np.float64)
+        bot_mix = ((np.float32(1) - lr_t) * bl + lr_t * br).astype(np.float64)
     tail = (1 - tb)[None, :, None] * top_mix + tb[None, :, None] * bot_mix
     if to_uint8:
         res = np.empty((c, n_rows, n_cols), np.uint8)
-        res[:, :, s] = simd.astype(np.int32).astype(np.uint8)
+        res[:, :, s] = acc.astype(np.int32).astype(np.uint8)
         res[:, :, t] = np.clip(tail, 0, 255).astype(np.uint8)
         return res
-    out[:, :, s] = simd
+    out = np.empty((c, n_rows, n_cols), np.float32)
+    out[:, :, s] = acc
     out[:, :, t] = tail.astype(np.float32)
     return out
 
