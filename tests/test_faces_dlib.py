@@ -37,7 +37,7 @@ def lfw_faces(data_root: Path) -> list[tuple[str, np.ndarray, dlib.rectangle]]:
     out = []
     for f in files:
         img = _rgb(f)
-        boxes = hog(img, 1)
+        boxes = hog(img, 0)
         if boxes:
             out.append((f.name, img, boxes[0]))
     assert len(out) >= N_FACES
