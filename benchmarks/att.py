@@ -21,12 +21,12 @@ from common import RESULTS, command, data_root, machine, pct, train_once, write_
 from siamface import metrics
 from siamface.checkpoint import load_model
 from siamface.cli import parse_align
-from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import filter_identities, group_array, label_array, sample_pairs, scan_folder
-from siamface.evaluate import embed_batches, evaluate_identities, score_indices, store_for
+from siamface.embed import embed_batches, score_indices, store_for
+from siamface.evaluate import evaluate_identities, run_evaluation
+from siamface.lineage import check_no_leakage
 from siamface.models import default_preprocess
-from siamface.report import check_no_leakage, run_evaluation
-from siamface.train import RunConfig
 
 KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot_accuracy", "TAR@FAR=1e-02")
 
@@ -46,7 +46,7 @@ def head_check(out: Path, seed: int) -> dict:
     """Test EER of the model's L1 head against an unweighted L1 distance of the same embeddings (same
     seeded pairs): does the learned weighting a_j carry over to new people or only fit the training ones?"""
     lm = load_model(out)
-    records = filter_identities(scan_folder(data_root() / "att_faces"), lm.meta["split"]["test"])
+    records = filter_identities(scan_folder(data_root() / "att_faces"), lm.card.identities("test"))
     labels, _ = label_array(records)
     store = store_for([r.path for r in records], lm.preprocess)
     emb = embed_batches(lm.model, store.images, lm.preprocess)[[store.index[r.path] for r in records]]
@@ -61,8 +61,8 @@ def zero_shot(init: str, out: Path, seed: int) -> dict:
     """The --init model before any AT&T training, on the same test subjects, pairs and one-shot tasks (with
     this run's preprocessing): what fine-tuning on the 25 training subjects adds."""
     lm, tuned = load_model(init), load_model(out)
-    check_no_leakage(lm, set(tuned.meta["split"]["test"]), "test split")
-    records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.meta["split"]["test"])
+    check_no_leakage(tuned.card, set(tuned.card.identities("test")), "test split")
+    records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.card.identities("test"))
     labels, _ = label_array(records)
     summary, _, _ = evaluate_identities(lm.model, tuned.preprocess, store_for([r.path for r in records],
                                         tuned.preprocess), labels, n_way=10, n_tasks=1000, n_pairs=4000, seed=seed,

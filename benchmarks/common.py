@@ -43,7 +43,7 @@ def _git_commit() -> str:
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write benchmarks/results/<name>.json atomically and print it."""
-    from siamface.checkpoint import atomic_write_json
+    from siamface.files import atomic_write_json
 
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, result)
@@ -76,7 +76,9 @@ def train_once(run: Any, out: Path) -> dict[str, Any]:
     returns its model.json. Lets an interrupted benchmark pick up where it stopped."""
     import json
 
-    from siamface.train import RunConfig, run_differences, train
+    from siamface import train
+    from siamface.config import RunConfig
+    from siamface.resume import run_differences
 
     meta_path = out / "model.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("status") == "complete":
@@ -130,8 +132,7 @@ def add_lfw_args(p: Any) -> None:
 
 def lfw_run_config(args: Any, split: Any) -> Any:
     """The RunConfig of an LFW protocol model from add_lfw_args options and a siamface.data.Split."""
-    from siamface.config import DataConfig, ModelConfig, TrainConfig
-    from siamface.train import RunConfig
+    from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     lfw = data_root() / "lfw"
     data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val, test_ids=split.test)

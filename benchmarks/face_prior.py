@@ -22,8 +22,8 @@ from pathlib import Path
 from common import REPO, add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
 
 from siamface.checkpoint import META, WEIGHTS, load_model
+from siamface.config import RunConfig
 from siamface.data.lfw import all_people_split
-from siamface.train import RunConfig
 
 SHIPPED = REPO / "siamface" / "weights" / "face-prior"
 

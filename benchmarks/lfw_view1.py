@@ -14,9 +14,9 @@ from pathlib import Path
 
 from common import add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
 
+from siamface.config import RunConfig
 from siamface.data.lfw import view1_split
-from siamface.report import run_evaluation
-from siamface.train import RunConfig
+from siamface.evaluate import run_evaluation
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

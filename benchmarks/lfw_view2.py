@@ -31,13 +31,14 @@ from common import (
 )
 
 from siamface import metrics
-from siamface.checkpoint import atomic_write_json, load_model
+from siamface.checkpoint import load_model
+from siamface.config import RunConfig
 from siamface.data import pair_identities
 from siamface.data.lfw import view2_pairs, view2_split
 from siamface.data.prepare import keep_decoded_images
 from siamface.evaluate import evaluate_pairs
-from siamface.report import check_no_leakage
-from siamface.train import RunConfig
+from siamface.files import atomic_write_json
+from siamface.lineage import check_no_leakage
 
 FOLDS = RESULTS / "lfw_view2"
 
@@ -54,7 +55,7 @@ def one_fold(args: argparse.Namespace, fold: int) -> dict:
     lm = load_model(out, device=args.device)
     pairs = view2_pairs(data_root() / "lfw")
     test = [p for p in pairs if p.fold == fold]
-    check_no_leakage(lm, pair_identities(test), f"fold {fold}", leaf=True)
+    check_no_leakage(lm.card, pair_identities(test), f"fold {fold}", leaf=True)
     _, y, s = evaluate_pairs(lm.model, lm.preprocess, test, device=args.device)
     _, y9, s9 = evaluate_pairs(lm.model, lm.preprocess, [p for p in pairs if p.fold != fold], device=args.device)
     t9, _ = metrics.best_threshold(y9, s9)
