@@ -148,11 +148,11 @@ def check_output_folder(folder: Path, flag: str = "--out", create: bool = True) 
     probe = folder
     while not create and not probe.exists():
         probe = probe.parent
-    if not probe.is_dir():
-        raise SiamfaceError(f"{flag} {folder}: {probe} is not a folder")
     try:
         if create:
             folder.mkdir(parents=True, exist_ok=True)
+        if not probe.is_dir():
+            raise SiamfaceError(f"{flag} {folder}: {probe} is not a folder")
         fd, tmp = _temp_beside(probe / ".write-check")
         os.close(fd)
         os.unlink(tmp)
