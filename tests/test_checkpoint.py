@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +18,9 @@ from siamface.checkpoint import (
     resolve_run,
     save_model,
 )
-from siamface.files import sha256_file
 from siamface.config import ModelConfig, PreprocessConfig, to_dict
 from siamface.errors import ModelError
+from siamface.files import sha256_file
 from siamface.models import SiameseNet, create_model, default_preprocess
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
