@@ -54,7 +54,6 @@ class LoadedModel:
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = WEIGHTS_DIR / "lfw-view1"  # the default face model of verify
-FACE_PRIOR = WEIGHTS_DIR / "face-prior"  # every LFW person: a starting point for fine-tuning (train --init)
 
 
 def default_model_path() -> Path:

@@ -38,17 +38,22 @@ def _element_type(f: dataclasses.Field) -> type:
     return int if "tuple[int" in ann else float if "tuple[float" in ann else str
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
-    """One flag per dataclass field; bools get --x/--no-x; tuples take several values."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True, base: Any = None,
+                     only: tuple[str, ...] = ()) -> None:
+    """One flag per dataclass field (or per field named in `only`); bools get --x/--no-x; tuples take several
+    values. Unset flags stay None, so `config_from_args` keeps `base`'s value (shown as the default)."""
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
-        if (cls.__name__, f.name) in SKIP:
+        if (cls.__name__, f.name) in SKIP or (only and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f"{cls.__name__}.{f.name} (default: {default if defaults else 'from the model'})"
+        shown = getattr(base, f.name) if base is not None else default if defaults else "from the model"
+        help_ = f"{cls.__name__}.{f.name} (default: {shown})"
         if (cls.__name__, f.name) in HELP:
             help_ = f"{help_}: {HELP[cls.__name__, f.name]}"
         kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_}
+        if not isinstance(default, bool):
+            kw["metavar"] = f.name.upper()
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):

@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -164,13 +162,3 @@ def check_output_folder(folder: Path, flag: str = "--out", create: bool = True) 
 def os_reason(e: OSError) -> str:
     """The errno text of an OS error ('Permission denied', 'No space left on device')."""
     return e.strerror or str(e)
-
-
-@contextmanager
-def os_errors_as_one_line() -> Iterator[None]:
-    """Turn an OSError escaping a command into a SiamfaceError naming the path and the errno text."""
-    try:
-        yield
-    except OSError as e:
-        where = e.filename or "(no file)"
-        raise SiamfaceError(f"{where}: {os_reason(e)}") from e

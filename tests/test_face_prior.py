@@ -62,10 +62,10 @@ def test_the_shipped_prior_is_what_this_benchmark_trains_by_default(data_root: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from siamface.checkpoint import FACE_PRIOR
+    from siamface.checkpoint import WEIGHTS_DIR
     from siamface.resume import run_differences
 
     monkeypatch.setenv("SIAMFACE_DATA", str(data_root))
-    shipped = RunConfig.from_dict(json.loads((FACE_PRIOR / META).read_text()))
+    shipped = RunConfig.from_dict(json.loads((WEIGHTS_DIR / "face-prior" / META).read_text()))
     diff = run_differences(face_prior.run_config(face_prior.parser().parse_args([])), shipped)
     assert diff in ([], ["data.root"])  # the data may sit elsewhere on another machine

@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from siamface import metrics
-from siamface.checkpoint import FACE_PRIOR, SHIPPED, default_model_path, load_model
+from siamface.checkpoint import SHIPPED, WEIGHTS_DIR, default_model_path, load_model
 from siamface.data import read_lfw_pairs
 from siamface.errors import LeakageError, NoFaceError, SiamfaceError
 from siamface.verify import Verifier
+
+FACE_PRIOR = WEIGHTS_DIR / "face-prior"
 
 
 @pytest.fixture(scope="module")
