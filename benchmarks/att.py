@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,33 +21,41 @@ from common import RESULTS, command, data_root, machine, pct, train_once, write_
 
 from siamface import metrics
 from siamface.checkpoint import load_model
-from siamface.cli import parse_align
-from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.cli import add_config_flags, config_from_args, parse_align
+from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import filter_identities, group_array, label_array, sample_pairs, scan_folder
-from siamface.evaluate import embed_batches, evaluate_identities, score_indices, store_for
+from siamface.embed import embed_batches, score_indices, store_for
+from siamface.evaluate import evaluate_identities, run_evaluation
+from siamface.lineage import check_no_leakage
 from siamface.models import default_preprocess
-from siamface.report import check_no_leakage, run_evaluation
-from siamface.train import RunConfig
 
 KEYS = ("auc", "eer", "kfold_mean", "accuracy_at_calibrated_threshold", "oneshot_accuracy", "TAR@FAR=1e-02")
 
 
+RECIPE = RunConfig(
+    ModelConfig("resface64"), default_preprocess("resface64"), DataConfig(n_val=5, n_test=10),
+    TrainConfig(epochs=12, pairs_per_epoch=4096, lr=5e-4, weight_decay=5e-3, flip=True, select="eer", val_way=5,
+                val_pairs=2000, pairing="all", classes_per_batch=25, images_per_class=4))
+FLAGS = {ModelConfig: ("name",), TrainConfig: ("epochs", "pairs_per_epoch", "lr", "weight_decay", "pairing",
+                                               "id_loss", "id_margin", "init", "threads", "progress")}
+
+
 def run_config(args: argparse.Namespace, seed: int) -> RunConfig:
-    pre = default_preprocess(args.model, align=parse_align(args.align) if args.align else None)
-    data = DataConfig(root=str(data_root() / "att_faces"), n_val=5, n_test=10)
-    train_cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
-                            weight_decay=args.weight_decay, flip=True, select="eer", val_way=5, val_pairs=2000,
-                            patience=args.epochs, seed=seed, pairing=args.pairing, classes_per_batch=25,
-                            images_per_class=4, init=args.init, id_loss=args.id_loss, id_margin=args.id_margin,
-                            threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model, args.model_kwargs), pre, data, train_cfg)
+    """RECIPE with the flags applied, for one seed (the seed also chooses the subject split)."""
+    model = config_from_args(ModelConfig, args, RECIPE.model)
+    if args.model_kwargs is not None:
+        model = replace(model, kwargs=args.model_kwargs)
+    pre = default_preprocess(model.name, align=parse_align(args.align) if args.align else None)
+    data = replace(RECIPE.data, root=str(data_root() / "att_faces"))
+    train_cfg = config_from_args(TrainConfig, args, RECIPE.train)
+    return RunConfig(model, pre, data, replace(train_cfg, patience=train_cfg.epochs, seed=seed))
 
 
 def head_check(out: Path, seed: int) -> dict:
     """Test EER of the model's L1 head against an unweighted L1 distance of the same embeddings (same
     seeded pairs): does the learned weighting a_j carry over to new people or only fit the training ones?"""
     lm = load_model(out)
-    records = filter_identities(scan_folder(data_root() / "att_faces"), lm.meta["split"]["test"])
+    records = filter_identities(scan_folder(data_root() / "att_faces"), lm.card.identities("test"))
     labels, _ = label_array(records)
     store = store_for([r.path for r in records], lm.preprocess)
     emb = embed_batches(lm.model, store.images, lm.preprocess)[[store.index[r.path] for r in records]]
@@ -61,8 +70,8 @@ def zero_shot(init: str, out: Path, seed: int) -> dict:
     """The --init model before any AT&T training, on the same test subjects, pairs and one-shot tasks (with
     this run's preprocessing): what fine-tuning on the 25 training subjects adds."""
     lm, tuned = load_model(init), load_model(out)
-    check_no_leakage(lm, set(tuned.meta["split"]["test"]), "test split")
-    records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.meta["split"]["test"])
+    check_no_leakage(tuned.card, set(tuned.card.identities("test")), "test split")
+    records = filter_identities(scan_folder(data_root() / "att_faces"), tuned.card.identities("test"))
     labels, _ = label_array(records)
     summary, _, _ = evaluate_identities(lm.model, tuned.preprocess, store_for([r.path for r in records],
                                         tuned.preprocess), labels, n_way=10, n_tasks=1000, n_pairs=4000, seed=seed,
@@ -73,13 +82,14 @@ def zero_shot(init: str, out: Path, seed: int) -> dict:
 def one_seed(args: argparse.Namespace, seed: int) -> dict:
     out = Path(args.runs) / f"seed{seed}"
     t0 = time.perf_counter()
-    meta = train_once(run_config(args, seed), out)
+    run = run_config(args, seed)
+    meta = train_once(run, out)
     wall = time.perf_counter() - t0
     rep = run_evaluation(str(out), split="test", way=10, tasks=1000, n_pairs=4000, seed=seed)
     return {"seed": seed, "train_seconds": meta["train_seconds"], "best_epoch": meta["epoch"],
             "wall_seconds_this_call": round(wall, 1), "test_identities": meta["split"]["test"],
             "val_eer": meta["val"]["eer"], **{k: rep[k] for k in KEYS}, "head_check": head_check(out, seed),
-            **({"init_zero_shot": zero_shot(args.init, out, seed)} if args.init else {})}
+            **({"init_zero_shot": zero_shot(run.train.init, out, seed)} if run.train.init else {})}
 
 
 def markdown_table(result: dict) -> str:
@@ -106,27 +116,22 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--model", default="resface64")
-    p.add_argument("--model-kwargs", type=json.loads, default={},
+    for cls, names in FLAGS.items():  # siamface train's own flags, defaults from RECIPE
+        add_config_flags(p, cls, base=RECIPE.model if cls is ModelConfig else RECIPE.train, only=names)
+    p.add_argument("--model-kwargs", type=json.loads, default=None,
                    help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--pairs-per-epoch", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--weight-decay", type=float, default=5e-3)
-    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
-    p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
-    p.add_argument("--id-margin", type=float, default=0.35)
-    p.add_argument("--init", default="", help="start from this trained model (fine-tuning), e.g. face-prior")
     p.add_argument("--align", default="", help="face alignment (see siamface train --align); default none")
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--runs", default=str(Path("runs") / "bench-att"))
     p.add_argument("--name", default="att")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--table", action="store_true", help="print the markdown table of results/<--name>.json and exit")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.table:
         print(markdown_table(json.loads((RESULTS / f"{args.name}.json").read_text())))
         return
@@ -135,7 +140,7 @@ def main() -> None:
                for k in (*KEYS, "train_seconds")}
     write_result(args.name, {
         "benchmark": "AT&T faces, subject split 25 train / 5 validation / 10 test",
-        "command": command(), "data": str(data_root() / "att_faces"), "model": args.model,
+        "command": command(), "data": str(data_root() / "att_faces"), "model": run_config(args, 0).model.name,
         "config": run_config(args, args.seeds[0]).to_dict(), "seeds": args.seeds, "summary": summary,
         "summary_std": "sample standard deviation over seeds (ddof=1)",
         "per_seed": rows, "machine": machine(), "results_dir": str(RESULTS),

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from siamface.cli import add_config_flags, config_from_args
+from siamface.config import DataConfig, ModelConfig, PreprocessConfig, RunConfig, TrainConfig
+from siamface.data import data_root
+
+__all__ = ["REPO", "RESULTS", "command", "data_root", "machine", "pct", "std_error", "write_result"]
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-
-
-def data_root() -> Path:
-    """SIAMFACE_DATA, default ../shared/data beside the repository."""
-    return Path(os.environ.get("SIAMFACE_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
 def machine() -> dict[str, Any]:
@@ -43,7 +46,7 @@ def _git_commit() -> str:
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Write benchmarks/results/<name>.json atomically and print it."""
-    from siamface.checkpoint import atomic_write_json
+    from siamface.files import atomic_write_json
 
     path = RESULTS / f"{name}.json"
     atomic_write_json(path, result)
@@ -76,7 +79,9 @@ def train_once(run: Any, out: Path) -> dict[str, Any]:
     returns its model.json. Lets an interrupted benchmark pick up where it stopped."""
     import json
 
-    from siamface.train import RunConfig, run_differences, train
+    from siamface import train
+    from siamface.config import RunConfig
+    from siamface.resume import run_differences
 
     meta_path = out / "model.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("status") == "complete":
@@ -100,47 +105,47 @@ def face_preprocess(model: str, align: str, crop: float) -> Any:
     return default_preprocess(model, crop=crop)
 
 
-def add_lfw_args(p: Any) -> None:
-    """Training options shared by the LFW protocol benchmarks (defaults: the published View 1 run)."""
-    import argparse
-
-    p.add_argument("--model", default="resface64")
-    p.add_argument("--model-kwargs", type=json.loads, default={},
-                   help='factory overrides as JSON, e.g. \'{"head_weights": "nonpositive"}\'')
-    p.add_argument("--id-loss", type=float, default=0.0, help="weight of the CosFace identity loss (0: off)")
-    p.add_argument("--id-margin", type=float, default=0.35)
-    p.add_argument("--id-scale", type=float, default=16.0)
-    p.add_argument("--align", choices=("haar", "none"), default="haar",
-                   help="detect and align faces (haar) or take a fixed centred crop (none, see --crop)")
-    p.add_argument("--crop", type=float, default=0.45, help="centred square of the 250 px deep-funneled image")
-    p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--pairs-per-epoch", type=int, default=20_000)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=5e-3)
-    p.add_argument("--pairing", choices=("sampled", "all"), default="all")
-    p.add_argument("--classes-per-batch", type=int, default=32)
-    p.add_argument("--images-per-class", type=int, default=4)
-    p.add_argument("--n-val", type=int, default=150)
-    p.add_argument("--max-minutes", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+# The published View 1 recipe; the LFW benchmarks vary these fields by flags generated from the config classes.
+LFW_RECIPE = RunConfig(
+    ModelConfig("resface64"), PreprocessConfig(crop=0.45), DataConfig(n_val=150),
+    TrainConfig(epochs=16, pairs_per_epoch=20_000, lr=1e-3, weight_decay=5e-3, flip=True, select="eer",
+                val_way=20, val_tasks=320, val_pairs=4000, pairing="all"))
+LFW_ALIGN = "haar"
+LFW_FLAGS = {
+    ModelConfig: ("name",), PreprocessConfig: ("crop",), DataConfig: ("n_val",),
+    TrainConfig: ("epochs", "pairs_per_epoch", "lr", "weight_decay", "pairing", "classes_per_batch",
+                  "images_per_class", "id_loss", "id_margin", "id_scale", "max_minutes", "seed", "device",
+                  "threads", "progress"),
+}
 
 
-def lfw_run_config(args: Any, split: Any) -> Any:
-    """The RunConfig of an LFW protocol model from add_lfw_args options and a siamface.data.Split."""
-    from siamface.config import DataConfig, ModelConfig, TrainConfig
-    from siamface.train import RunConfig
+def add_lfw_args(p: argparse.ArgumentParser, recipe: RunConfig = LFW_RECIPE, align: str = LFW_ALIGN) -> None:
+    """The LFW protocol benchmarks' options: one flag per varied config field (siamface train's own flags),
+    defaults from `recipe`; --align haar | none (a fixed centred crop, see --crop)."""
+    for cls, names in LFW_FLAGS.items():
+        section = {ModelConfig: recipe.model, PreprocessConfig: recipe.preprocess, DataConfig: recipe.data,
+                   TrainConfig: recipe.train}[cls]
+        add_config_flags(p, cls, base=section, only=names)
+    p.add_argument("--model-kwargs", type=json.loads, default=None,
+                   help=f"factory overrides as JSON (default: {json.dumps(recipe.model.kwargs)})")
+    p.add_argument("--align", choices=("haar", "none"), default=align,
+                   help=f"detect and align faces (haar) or take a fixed centred crop (none) (default: {align})")
 
-    lfw = data_root() / "lfw"
+
+def lfw_options(args: argparse.Namespace, recipe: RunConfig = LFW_RECIPE) -> RunConfig:
+    """The recipe with the flags applied (data still without its split: see lfw_run_config)."""
+    model = config_from_args(ModelConfig, args, recipe.model)
+    if args.model_kwargs is not None:
+        model = replace(model, kwargs=args.model_kwargs)
+    train = config_from_args(TrainConfig, args, recipe.train)
+    train = replace(train, patience=train.epochs)  # every epoch runs; the best on validation is kept
+    pre = config_from_args(PreprocessConfig, args, recipe.preprocess)
+    return RunConfig(model, face_preprocess(model.name, args.align, pre.crop),
+                     config_from_args(DataConfig, args, recipe.data), train)
+
+
+def lfw_run_config(options: RunConfig, split: Any) -> RunConfig:
+    """An LFW protocol run: `lfw_options` with the identity split of a siamface.data.Split."""
+    lfw = data_root() / "lfw"  # the explicit split replaces n_val (it only chose the split's size)
     data = DataConfig(root=str(lfw / "deepfunneled"), train_ids=split.train, val_ids=split.val, test_ids=split.test)
-    cfg = TrainConfig(epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
-                      weight_decay=args.weight_decay, flip=True, select="eer", val_way=20, val_tasks=320,
-                      val_pairs=4000, patience=args.epochs, max_minutes=args.max_minutes, seed=args.seed,
-                      device=args.device, pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, id_loss=args.id_loss, id_margin=args.id_margin,
-                      id_scale=args.id_scale,
-                      threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model, args.model_kwargs), face_preprocess(args.model, args.align, args.crop),
-                     data, cfg)
+    return replace(options, data=data)

@@ -17,15 +17,31 @@ import argparse
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from common import REPO, add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
+from common import (
+    LFW_RECIPE,
+    REPO,
+    add_lfw_args,
+    command,
+    data_root,
+    lfw_options,
+    lfw_run_config,
+    machine,
+    train_once,
+    write_result,
+)
 
 from siamface.checkpoint import META, WEIGHTS, load_model
+from siamface.config import RunConfig
 from siamface.data.lfw import all_people_split
-from siamface.train import RunConfig
 
 SHIPPED = REPO / "siamface" / "weights" / "face-prior"
+RECIPE = replace(
+    LFW_RECIPE, model=replace(LFW_RECIPE.model, kwargs={"head_weights": "nonpositive", "embedding": "l2"}),
+    preprocess=replace(LFW_RECIPE.preprocess, crop=0.55),
+    train=replace(LFW_RECIPE.train, epochs=20, id_loss=1.0, threads=2))
 
 
 def ship(run: Path, dest: Path = SHIPPED) -> Path:
@@ -48,9 +64,7 @@ def ship(run: Path, dest: Path = SHIPPED) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_lfw_args(p)
-    p.set_defaults(align="none", crop=0.55, epochs=20, id_loss=1.0, threads=2,
-                   model_kwargs={"head_weights": "nonpositive", "embedding": "l2"})
+    add_lfw_args(p, RECIPE, align="none")
     p.add_argument("--out", default=str(Path("runs") / "bench-face-prior"))
     p.add_argument("--name", default="face_prior")
     p.add_argument("--ship", action="store_true", help=f"copy the finished model to {SHIPPED.relative_to(REPO)}")
@@ -58,7 +72,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    return lfw_run_config(args, all_people_split(data_root() / "lfw", args.n_val, args.seed))
+    options = lfw_options(args, RECIPE)
+    return lfw_run_config(options, all_people_split(data_root() / "lfw", options.data.n_val, options.train.seed))
 
 
 def main() -> None:

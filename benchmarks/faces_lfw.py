@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from siamface import __version__
+from siamface.data import data_root
 from siamface.errors import NoFaceError
 from siamface.faces import AlignConfig, extract_face
 
@@ -35,9 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    default_data = os.environ.get("SIAMFACE_DATA", str(REPO.parent / "shared" / "data"))
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=Path(default_data), help="root holding lfw/deepfunneled")
+    p.add_argument("--data", type=Path, default=data_root(), help="root holding lfw/deepfunneled")
     p.add_argument("--limit", type=int, default=0, help="random sample of N images (0 = all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit sample")
     p.add_argument("--size", type=int, default=105, help="aligned output side in pixels")

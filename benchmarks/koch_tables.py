@@ -13,7 +13,7 @@ accuracy on 320 validation tasks, then:
   alphabets, drawers 13-16), as stored in the checkpoint; accuracy at p = 0.5, the oracle best-threshold
   accuracy, AUC and the validation accuracy are reported beside it.
 * Table 2 (20-way one-shot on the 20 official runs, 400 trials): the 150k + x8 model, through
-  `siamface.report.run_evaluation(..., omniglot_runs=...)` (with its leakage check).
+  `siamface.evaluate.run_evaluation(..., omniglot_runs=...)` (with its leakage check).
 
 Results: benchmarks/results/koch_tables.json and koch_tables.md (the paper's layout, the paper's numbers
 beside siamface's).
@@ -50,13 +50,14 @@ import common
 import numpy as np
 from common import REPO, command, data_root, machine, write_result
 
-from siamface import metrics
+from siamface import metrics, train
 from siamface.checkpoint import load_model
+from siamface.config import RunConfig
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, group_array, label_array, omniglot_drawer, sample_pairs, scan_folder
+from siamface.embed import embed_batches, score_indices, store_for
 from siamface.errors import CollapseError
-from siamface.evaluate import embed_batches, score_indices, store_for
-from siamface.report import check_no_leakage, run_evaluation
-from siamface.train import RunConfig, train
+from siamface.evaluate import run_evaluation
+from siamface.lineage import check_no_leakage
 
 CONFIGS = REPO / "configs" / "koch2015"
 ORDER = ("30k", "30k-x8", "90k", "90k-x8", "150k", "150k-x8")
@@ -69,7 +70,6 @@ PAPER_TABLE2 = {"Humans": 95.5, "Hierarchical Bayesian Program Learning": 95.2, 
 TABLE2_CONFIG = "150k-x8"
 TEST_DRAWERS = (17, 18, 19, 20)
 TEST_PAIRS, TEST_SEED = 10_000, 0
-PATH_FIELDS = ("root", "val_root", "pairs_file", "val_pairs_file")
 ASSUMED_H200_TFLOPS = 150.0
 SMOKE = {"max_epochs": 1, "max_steps": 2, "batch_size": 8, "val_tasks": 10, "val_pairs": 100, "test_pairs": 200,
          "official_runs": 1}
@@ -87,11 +87,7 @@ def load_run(name_or_path: str | Path, root: Path | None = None) -> RunConfig:
     """A config of configs/koch2015 (by name or path) as a RunConfig, data paths resolved against `root`."""
     path = Path(name_or_path)
     path = path if path.suffix == ".json" else CONFIGS / f"{name_or_path}.json"
-    d = json.loads(path.read_text())
-    base = root or data_root()
-    d["data"] = {k: (str(base / v) if k in PATH_FIELDS and v and not Path(v).is_absolute() else v)
-                 for k, v in d["data"].items()}
-    return RunConfig.from_dict(d)
+    return RunConfig.read(path, root or data_root())
 
 
 def shrink(run: RunConfig, *, device: str | None = None, max_epochs: int | None = None,
@@ -149,7 +145,7 @@ def evaluate_table1(run_dir: Path, run: RunConfig, n_pairs: int = TEST_PAIRS, de
     """Verification accuracy of the best checkpoint on the Table 1 test pairs (see the module docstring)."""
     lm = load_model(run_dir, device=device)
     records = table1_test_records(run)
-    check_no_leakage(lm, {r.identity for r in records}, "Table 1 test pairs")
+    check_no_leakage(lm.card, {r.identity for r in records}, "Table 1 test pairs")
     labels, _ = label_array(records)
     pairs = sample_pairs(labels, n_pairs, TEST_SEED, groups=group_array(records), within_group=True)
     store = store_for([r.path for r in records], lm.preprocess)
@@ -158,7 +154,7 @@ def evaluate_table1(run_dir: Path, run: RunConfig, n_pairs: int = TEST_PAIRS, de
     summary = metrics.verification_summary(y, scores)
     threshold = float(lm.threshold if lm.threshold is not None else 0.5)
     return {"accuracy": metrics.accuracy_at(y, scores, threshold), "threshold": threshold,
-            "threshold_source": (lm.meta.get("calibration") or {}).get("source", "none stored: 0.5"),
+            "threshold_source": lm.card.calibration.source if lm.card.calibration else "none stored: 0.5",
             "accuracy_at_0.5": metrics.accuracy_at(y, scores, 0.5), "oracle_best_accuracy": summary["best_accuracy"],
             "auc": summary["auc"], "eer": summary["eer"], "n_pairs": summary["n_pairs"],
             "n_same": summary["n_same"], "identities": int(len(np.unique(labels))), "images": len(store),

@@ -12,17 +12,16 @@ import argparse
 import time
 from pathlib import Path
 
-from common import add_lfw_args, command, data_root, lfw_run_config, machine, train_once, write_result
+from common import add_lfw_args, command, data_root, lfw_options, lfw_run_config, machine, train_once, write_result
 
+from siamface.config import RunConfig
 from siamface.data.lfw import view1_split
-from siamface.report import run_evaluation
-from siamface.train import RunConfig
+from siamface.evaluate import run_evaluation
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
-    lfw = data_root() / "lfw"
-    split = view1_split(lfw, args.n_val, args.seed)
-    return lfw_run_config(args, split)
+    options = lfw_options(args)
+    return lfw_run_config(options, view1_split(data_root() / "lfw", options.data.n_val, options.train.seed))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from common import (
     add_lfw_args,
     command,
     data_root,
+    lfw_options,
     lfw_run_config,
     machine,
     pct,
@@ -31,32 +32,34 @@ from common import (
 )
 
 from siamface import metrics
-from siamface.checkpoint import atomic_write_json, load_model
+from siamface.checkpoint import load_model
+from siamface.config import RunConfig
 from siamface.data import pair_identities
 from siamface.data.lfw import view2_pairs, view2_split
 from siamface.data.prepare import keep_decoded_images
 from siamface.evaluate import evaluate_pairs
-from siamface.report import check_no_leakage
-from siamface.train import RunConfig
+from siamface.files import atomic_write_json
+from siamface.lineage import check_no_leakage
 
 FOLDS = RESULTS / "lfw_view2"
 
 
 def run_config(args: argparse.Namespace, fold: int) -> RunConfig:
-    lfw = data_root() / "lfw"
-    split = view2_split(lfw, fold, args.n_val, args.seed)
-    return lfw_run_config(args, split)
+    options = lfw_options(args)
+    return lfw_run_config(options, view2_split(data_root() / "lfw", fold, options.data.n_val, options.train.seed))
 
 
 def one_fold(args: argparse.Namespace, fold: int) -> dict:
     out = Path(args.runs) / f"fold{fold}"
-    meta = train_once(run_config(args, fold), out)
-    lm = load_model(out, device=args.device)
+    run = run_config(args, fold)
+    meta = train_once(run, out)
+    device = run.train.device
+    lm = load_model(out, device=device)
     pairs = view2_pairs(data_root() / "lfw")
     test = [p for p in pairs if p.fold == fold]
-    check_no_leakage(lm, pair_identities(test), f"fold {fold}", leaf=True)
-    _, y, s = evaluate_pairs(lm.model, lm.preprocess, test, device=args.device)
-    _, y9, s9 = evaluate_pairs(lm.model, lm.preprocess, [p for p in pairs if p.fold != fold], device=args.device)
+    check_no_leakage(lm.card, pair_identities(test), f"fold {fold}", leaf=True)
+    _, y, s = evaluate_pairs(lm.model, lm.preprocess, test, device=device)
+    _, y9, s9 = evaluate_pairs(lm.model, lm.preprocess, [p for p in pairs if p.fold != fold], device=device)
     t9, _ = metrics.best_threshold(y9, s9)
     row = {"fold": fold, "accuracy_threshold_from_other_folds": metrics.accuracy_at(y, s, t9),
            "threshold_from_other_folds": t9,

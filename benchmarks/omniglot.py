@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from common import command, data_root, machine, train_once, write_result
 
-from siamface.config import DataConfig, ModelConfig, TrainConfig
+from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import OMNIGLOT_VAL_ALPHABETS
+from siamface.evaluate import run_evaluation
 from siamface.models import create_model, default_preprocess
-from siamface.report import run_evaluation
-from siamface.train import RunConfig, affine_for, pair_batch_loss
+from siamface.training import affine_for, pair_batch_loss
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

@@ -1,9 +1,9 @@
 """How fast siamface trains and answers, against a plain implementation and against the machine itself.
 
 In one run on one machine:
-  (a) training pairs/s of each model in the plain reference mode (siamface.reference: fp32, NCHW, one tower
+  (a) training pairs/s of each model in the plain reference mode (benchmarks/reference.py: fp32, NCHW, one tower
       pass per side, per-image augmentation in a Python loop) and in siamface's default mode
-      (siamface.train.pair_batch_loss: bf16 autocast, channels_last, each distinct image embedded once,
+      (siamface.training.pair_batch_loss: bf16 autocast, channels_last, each distinct image embedded once,
       batched augmentation), batch 128, median of --steps timed steps after --warmup; the ratio; and with
       --compile the default mode with torch.compile(model.embed), reported separately;
   (b) the measured matmul peak of the machine (fp32 and bf16 torch.matmul of square matrices), GFLOP/s;
@@ -35,15 +35,16 @@ from typing import Any
 import numpy as np
 import torch
 from common import command, data_root, machine, write_result
+from reference import reference_step
 from torch import nn
 
 from siamface.checkpoint import save_model
 from siamface.config import ModelConfig, TrainConfig, to_dict
 from siamface.data import read_omniglot_runs
-from siamface.evaluate import embed_batches, evaluate_oneshot
+from siamface.embed import embed_batches
+from siamface.evaluate import evaluate_oneshot
 from siamface.models import SiameseNet, create_model, default_preprocess
-from siamface.reference import reference_step
-from siamface.train import make_optimizer, pair_batch_loss
+from siamface.training import make_optimizer, pair_batch_loss
 from siamface.verify import Verifier
 
 TARGETS = {"koch2015_speedup_over_reference": 4.0, "koch2015_fraction_of_bf16_peak": 0.5}

@@ -12,9 +12,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "create_model": "siamface.models", "list_models": "siamface.models", "load_model": "siamface.checkpoint",
-    "Verifier": "siamface.verify", "train": "siamface.train", "RunConfig": "siamface.train",
+    "Verifier": "siamface.verify", "train": "siamface.training", "RunConfig": "siamface.config",
     "evaluate_pairs": "siamface.evaluate", "evaluate_oneshot": "siamface.evaluate",
-    "run_evaluation": "siamface.report", "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
+    "run_evaluation": "siamface.evaluate", "ModelCard": "siamface.card",
+    "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
 }

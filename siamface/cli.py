@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig
+from .config import PATH_FIELDS, DataConfig, ModelConfig, PreprocessConfig, RunConfig, TrainConfig
 from .errors import SiamfaceError
+from .files import os_reason
 
 # Config fields that get a different flag name, or none (set by a dedicated flag).
 RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
@@ -35,17 +38,22 @@ def _element_type(f: dataclasses.Field) -> type:
     return int if "tuple[int" in ann else float if "tuple[float" in ann else str
 
 
-def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True) -> None:
-    """One flag per dataclass field; bools get --x/--no-x; tuples take several values."""
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool = True, base: Any = None,
+                     only: tuple[str, ...] = ()) -> None:
+    """One flag per dataclass field (or per field named in `only`); bools get --x/--no-x; tuples take several
+    values. Unset flags stay None, so `config_from_args` keeps `base`'s value (shown as the default)."""
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):
-        if (cls.__name__, f.name) in SKIP:
+        if (cls.__name__, f.name) in SKIP or (only and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f"{cls.__name__}.{f.name} (default: {default if defaults else 'from the model'})"
+        shown = getattr(base, f.name) if base is not None else default if defaults else "from the model"
+        help_ = f"{cls.__name__}.{f.name} (default: {shown})"
         if (cls.__name__, f.name) in HELP:
             help_ = f"{help_}: {HELP[cls.__name__, f.name]}"
         kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_}
+        if not isinstance(default, bool):
+            kw["metavar"] = f.name.upper()
         if isinstance(default, bool):
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
@@ -96,8 +104,19 @@ def _absolute(path: str) -> str:
     return str(Path(path).expanduser().resolve()) if path else path
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities are not JSON numbers: print them as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _print(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
 
 
 # ---- commands ------------------------------------------------------------------------------------------
@@ -118,12 +137,16 @@ def cmd_models(args: argparse.Namespace) -> None:
         print(f"{r['name']:<10} {r['parameters']:>12,}  {r['input']:<10} {r['description']}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run a `train` command line describes: `--config FILE` (or defaults), then `--init`'s architecture
+    and preprocessing, then each flag on top, one field at a time."""
+    from .data import data_root
+    from .lineage import init_defaults
     from .models import default_preprocess
-    from .train import RunConfig, init_defaults, train
 
-    tcfg = config_from_args(TrainConfig, args)
-    base_model = base_pre = None
+    base = RunConfig.read(args.config, data_root()) if args.config else None
+    tcfg = config_from_args(TrainConfig, args, base.train if base else None)
+    base_model, base_pre = (base.model, base.preprocess) if base else (None, None)
     if tcfg.init:  # fine-tuning keeps the starting model's architecture and preprocessing unless flags say otherwise
         base_model, base_pre, stored = init_defaults(tcfg.init)
         tcfg = dataclasses.replace(tcfg, init=stored)
@@ -135,18 +158,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     pre = config_from_args(PreprocessConfig, args, base_pre if same_arch else default_preprocess(mcfg.name))
     if args.align:
         pre = dataclasses.replace(pre, align=parse_align(args.align))
-    data = config_from_args(DataConfig, args)
-    data = dataclasses.replace(data, **{k: _absolute(getattr(data, k)) for k in
-                                        ("root", "val_root", "pairs_file", "val_pairs_file")})
+    data = config_from_args(DataConfig, args, base.data if base else None)
+    data = dataclasses.replace(data, **{k: _absolute(getattr(data, k)) for k in PATH_FIELDS})
     check_device(tcfg.device)
-    run = RunConfig(mcfg, pre, data, tcfg)
-    meta = train(run, args.out, resume=args.resume)
+    return RunConfig(mcfg, pre, data, tcfg)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .training import train
+
+    meta = train(run_config_from_args(args), args.out, resume=args.resume)
     _print({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
             "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .report import run_evaluation
+    from .evaluate import run_evaluation
 
     check_device(args.device)
     report = run_evaluation(args.model, split=args.split, pairs=args.pairs, protocol=args.protocol,
@@ -164,7 +191,8 @@ def cmd_verify(args: argparse.Namespace) -> None:
         return
     if not (args.image_a and args.image_b):
         raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
-    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select)
+    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
+                 far=args.far)
     _print(v.verify(args.image_a, args.image_b).to_dict())
 
 
@@ -173,11 +201,12 @@ def _verify_batch(args: argparse.Namespace) -> None:
     import csv
     import io
 
-    from .checkpoint import atomic_write_bytes
     from .data.prepare import read_pairs
+    from .files import atomic_write_bytes
     from .verify import Verifier
 
-    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select)
+    v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
+                 far=args.far)
     pairs = read_pairs(args.pairs)
     rows = v.verify_pairs([(p.a, p.b) for p in pairs], progress=True)
     buf = io.StringIO()
@@ -188,7 +217,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
     out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
     atomic_write_bytes(out, buf.getvalue().encode())
     _print({"pairs": len(rows), "out": str(out), "threshold": v.threshold, "threshold_source": v.threshold_source,
-            "model": v.name, "same": sum(r["same"] for r in rows)})
+            "operating_point": v.operating_point, "model": v.name, "same": sum(r["same"] for r in rows)})
 
 
 # ---- parser --------------------------------------------------------------------------------------------
@@ -205,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)")
     t.add_argument("--out", required=True, help="run folder: model.safetensors, model.json, log.jsonl, curves.png")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    t.add_argument("--config", default=None,
+                   help="a run config JSON (model/preprocess/data/train sections, as in model.json or configs/); "
+                        "flags override its fields; relative data paths are under the data root (SIAMFACE_DATA)")
     t.add_argument("--model-kwargs", default="",
                    help='JSON overrides for the model factory, e.g. \'{"embed_dim": 128}\' (with --init: on top of '
                         "the starting model's own)")
@@ -240,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--pairs", help="batch mode: a CSV image_a,image_b,label (or LFW pairs file) to score")
     v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+    v.add_argument("--far", type=float, default=None,
+                   help="decide at the threshold calibrated for this false-accept rate (1e-2, 1e-3 or 1e-4, where "
+                        "the model's validation pairs could resolve it) instead of the equal-error point")
     v.add_argument("--no-detect", dest="detect", action="store_false",
                    help="the images are already face crops: no face detection (centre square, resized)")
     v.add_argument("--select", choices=("largest", "central"), default=None,
@@ -249,13 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"siamface: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _warn  # library warnings as one line, not Python's file:line form
     try:
         args.func(args)
     except (SiamfaceError, ValueError) as e:  # library errors and bad values: one line, no traceback
         print(f"siamface: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a read-only folder, a full disk: the path and the errno text
+        print(f"siamface: error: {e.filename or ''}{': ' if e.filename else ''}{os_reason(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("siamface: interrupted", file=sys.stderr)
         return 130

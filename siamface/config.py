@@ -8,11 +8,14 @@ fields one to one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+PATH_FIELDS = ("root", "val_root", "pairs_file", "val_pairs_file")  # DataConfig fields that name files
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -184,3 +187,34 @@ class TrainConfig:
             raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
         if self.val_way < 2:
             raise ValueError(f"train.val_way must be >= 2, got {self.val_way}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run; saved in model.json and state.json, read by `train --config`."""
+
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    data: DataConfig
+    train: TrainConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: to_dict(getattr(self, k)) for k in ("model", "preprocess", "data", "train")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls(from_dict(ModelConfig, d["model"]), from_dict(PreprocessConfig, d["preprocess"]),
+                   from_dict(DataConfig, d["data"]), from_dict(TrainConfig, d["train"]))
+
+    @classmethod
+    def read(cls, path: str | Path, data_root: Path) -> RunConfig:
+        """A run config file (`siamface train --config`, `configs/`): the four sections of model.json; other
+        keys ("about") are ignored. Relative data paths are taken relative to `data_root`."""
+        d = json.loads(Path(path).read_text())
+        d["data"] = {k: (str(data_root / v) if k in PATH_FIELDS and v and not Path(v).is_absolute() else v)
+                     for k, v in d.get("data", {}).items()}
+        return cls.from_dict({k: d.get(k, {}) for k in ("model", "preprocess", "data", "train")})
+
+    def replace_train(self, **changes: Any) -> RunConfig:
+        """A copy with TrainConfig fields changed."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))

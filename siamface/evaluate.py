@@ -1,14 +1,20 @@
-"""Verification and one-shot evaluation: each image is embedded once, pairs are scored from embeddings.
+"""Verification and one-shot evaluation, and the `siamface evaluate` command that reports them.
 
 `evaluate_pairs` scores a list of `Pair`s (LFW protocol files, CSV) and summarises them with
 `metrics.verification_summary` (k-fold accuracy when the pairs carry folds). `evaluate_oneshot` runs
 N-way one-shot tasks: 400 official Omniglot trials cost ~800 tower passes, not 16,000.
+
+`run_evaluation` first checks for leakage: no identity the model (or an ancestor) trained or selected on
+may appear in what it is evaluated on. The calibrated threshold is applied as stored (never re-tuned on
+test data), so the report shows the accuracy a user would actually get, beside threshold-free metrics.
 """
 
 from __future__ import annotations
 
+import sys
+import time
+import warnings
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,51 +22,28 @@ import numpy as np
 import torch
 
 from . import metrics
+from .checkpoint import LoadedModel, load_model
 from .config import PreprocessConfig
-from .data import ImageStore, OneShotTask, Pair
+from .data import (
+    OMNIGLOT_RUN_ALPHABETS,
+    ImageStore,
+    OneShotTask,
+    Pair,
+    assert_disjoint,
+    data_root,
+    filter_identities,
+    group_array,
+    label_array,
+    pair_identities,
+    read_omniglot_runs,
+    scan_folder,
+)
+from .data.prepare import read_pairs
+from .embed import embed_batches, score_indices, store_for
+from .errors import DataError
+from .files import atomic_write_bytes, atomic_write_json, check_output_folder
+from .lineage import check_no_leakage
 from .models import SiameseNet
-from .preprocess import load_input, normalize
-
-
-def autocast(device: str, enabled: bool) -> Any:
-    """bf16 autocast on CPU (AVX-512 BF16 / AMX), bf16 on CUDA; a no-op when disabled."""
-    if not enabled:
-        return nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-
-
-@torch.no_grad()
-def embed_batches(
-    model: SiameseNet, images: torch.Tensor, pre: PreprocessConfig, batch_size: int = 256,
-    device: str = "cpu", bf16: bool = False,
-) -> torch.Tensor:
-    """Embed uint8 (N, C, H, W) images in batches, in eval mode; returns float32 (N, D) on the CPU."""
-    model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = normalize(images[start : start + batch_size].to(device), pre)
-        with autocast(device, bf16):
-            out.append(model.embed(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
-
-
-@torch.no_grad()
-def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """p(same) for rows i[k], j[k] of an embedding matrix."""
-    head_device = next(model.head.parameters()).device
-    e = emb.to(head_device)
-    logits = model.score(e[torch.as_tensor(i)], e[torch.as_tensor(j)])
-    return torch.sigmoid(logits.float()).cpu().numpy()
-
-
-def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,
-              fallback: bool = True) -> ImageStore:
-    """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
-    not drop pairs, so by default a central box stands in where no face is found (faces.central_box);
-    fallback=False raises NoFaceError instead (verify)."""
-    unique = list(dict.fromkeys(Path(p) for p in paths))
-    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre, fallback=fallback))
 
 
 def evaluate_pairs(
@@ -123,3 +106,134 @@ def evaluate_identities(
     summary.update(oneshot_way=n_way, oneshot_tasks=len(q), identities=int(len(np.unique(labels))),
                    images=len(store))
     return summary, y, scores
+
+
+# ---- the `siamface evaluate` command -------------------------------------------------------------------
+
+def _lfw_root(data: str | None) -> Path:
+    root = Path(data) if data else data_root() / "lfw"
+    root = root / "lfw" if (root / "lfw").is_dir() else root
+    if not (root / "pairs.txt").is_file():
+        raise DataError(f"{root}: not an LFW folder (pairs.txt missing); pass --data")
+    return root
+
+
+def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int, tasks: int, n_pairs: int,
+                         seed: int, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    card = lm.card
+    ids = card.identities(split)
+    if not ids:
+        raise DataError(f"{card.file}: the model records no {split!r} identities to evaluate on")
+    root = data or (card.data.root if card.data else "")
+    records = filter_identities(scan_folder(root), ids)
+    if split == "test":
+        check_no_leakage(card, set(ids), "test split")
+    store = store_for([r.path for r in records], lm.preprocess)
+    labels, _ = label_array(records)
+    within = bool(card.data and card.data.within_group)
+    summary, y, s = evaluate_identities(lm.model, lm.preprocess, store, labels, n_way=way, n_tasks=tasks,
+                                        n_pairs=n_pairs, seed=seed, groups=group_array(records),
+                                        within_group=within, device=device)
+    summary["data"] = f"{root}: {split} split, {len(ids)} identities"
+    return summary, y, s
+
+
+def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    pairs = read_pairs(pairs_file)
+    check_no_leakage(lm.card, pair_identities(pairs), str(pairs_file), leaf=True)
+    summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True)
+    summary["data"] = str(pairs_file)
+    return summary, y, s
+
+
+def _eval_omniglot(lm: LoadedModel, runs: str, device: str) -> dict[str, Any]:
+    used = {part for i in lm.card.seen_identities() for part in i.split("/")}  # any component may be an alphabet
+    assert_disjoint(**{"model training/validation alphabets": used, "official run alphabets": OMNIGLOT_RUN_ALPHABETS})
+    out = evaluate_oneshot(lm.model, lm.preprocess, read_omniglot_runs(runs), device=device)
+    out["data"] = f"{runs}: 20 official runs, 20-way within-alphabet"
+    return out
+
+
+def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = None, protocol: str | None = None,
+                   omniglot_runs: str | None = None, data: str | None = None, out: str | None = None,
+                   way: int = 20, tasks: int = 400, n_pairs: int = 4000, seed: int = 0,
+                   device: str = "cpu") -> dict[str, Any]:
+    """Evaluate one model on one source and write the report folder; returns the report dict."""
+    t0 = time.perf_counter()
+    folder = check_output_folder(Path(out), "--out", create=False) if out else None  # before any work
+    lm = load_model(model, device=device)
+    warning = _model_warning(lm)
+    y = s = None
+    if omniglot_runs:
+        what, summary = "omniglot-runs", _eval_omniglot(lm, omniglot_runs, device)
+    elif pairs or protocol:
+        if protocol:
+            root = _lfw_root(data)
+            pairs = str(root / ("pairsDevTest.txt" if protocol == "lfw-view1" else "pairs.txt"))
+        what = protocol or Path(pairs).stem  # type: ignore[arg-type]
+        summary, y, s = _eval_pairs(lm, Path(pairs), device)  # type: ignore[arg-type]
+    else:
+        what = split or "test"
+        summary, y, s = _eval_identity_split(lm, what, data, way, tasks, n_pairs, seed, device)
+    report = _report(lm, what, summary, y, s, time.perf_counter() - t0)
+    if warning:
+        report["warning"] = warning
+    folder = folder or check_output_folder(lm.path / f"eval-{what}", "report folder", create=False)
+    _write(folder, report, y, s)
+    report["out"] = str(folder)
+    return report
+
+
+def _model_warning(lm: LoadedModel) -> str:
+    """A model still training, or one that ended with a warning, is evaluated, but never silently."""
+    card = lm.card
+    text = ""
+    if card.status != "complete":
+        text = (f"{card.file}: status {card.status!r}: training has not finished, these are the weights of its "
+                f"best epoch so far ({card.epoch})")
+    elif card.warning:
+        text = f"{card.file}: {card.warning}"
+    if text:
+        warnings.warn(text, stacklevel=3)
+    return text
+
+
+def _report(lm: LoadedModel, what: str, summary: dict[str, Any], y: np.ndarray | None, s: np.ndarray | None,
+            seconds: float) -> dict[str, Any]:
+    rep: dict[str, Any] = {"model": str(lm.path), "architecture": lm.card.model.name, "evaluated": what,
+                           **summary, "seconds": round(seconds, 2), "command": " ".join(sys.argv)}
+    cal = lm.card.calibration
+    if y is not None and s is not None and cal is not None:
+        rep["calibrated_threshold"] = cal.threshold
+        rep["threshold_source"] = cal.source
+        rep["accuracy_at_calibrated_threshold"] = metrics.accuracy_at(y, s, cal.threshold)
+        pred = s >= cal.threshold
+        rep["false_accept_rate_at_calibrated_threshold"] = float(pred[y == 0].mean())
+        rep["false_reject_rate_at_calibrated_threshold"] = float((~pred[y == 1]).mean())
+    return rep
+
+
+def _markdown(rep: dict[str, Any]) -> str:
+    lines = [f"# siamface evaluation: {rep['evaluated']}", "", f"- model: `{rep['model']}` ({rep['architecture']})",
+             f"- data: {rep.get('data', '')}", f"- command: `{rep['command']}`", "", "| metric | value |", "|---|---|"]
+    for k, v in rep.items():
+        if isinstance(v, float):
+            lines.append(f"| {k} | {v:.4f} |")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            lines.append(f"| {k} | {v} |")
+    if "threshold_source" in rep:
+        lines += ["", f"Threshold provenance: {rep['threshold_source']}"]
+    if "warning" in rep:
+        lines += ["", f"Warning: {rep['warning']}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write(folder: Path, rep: dict[str, Any], y: np.ndarray | None, s: np.ndarray | None) -> None:
+    from .plots import plot_histogram, plot_roc
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if y is not None and s is not None:
+        plot_roc(y, s, folder / "roc.png", title=f"ROC: {rep['evaluated']}")
+        plot_histogram(y, s, folder / "hist.png", rep.get("calibrated_threshold"), title=f"scores: {rep['evaluated']}")
+    atomic_write_bytes(folder / "report.md", _markdown(rep).encode())
+    atomic_write_json(folder / "report.json", rep)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics
-from .checkpoint import atomic_write_bytes
+from .files import atomic_write_bytes
 
 
 def _figure() -> Any:

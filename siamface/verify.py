@@ -7,6 +7,7 @@ explicit override), always reporting where the threshold came from.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,10 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .card import EER
 from .checkpoint import LoadedModel, default_model_path, load_model
 from .config import PreprocessConfig
+from .embed import embed_batches, store_for
 from .errors import ModelError, SiamfaceError
-from .evaluate import embed_batches
 
 Image = str | Path | np.ndarray
 
@@ -34,6 +36,7 @@ class Verdict:
     model: str
     elapsed_ms: float
     faces: list[dict[str, Any]] = field(default_factory=list)
+    operating_point: str = EER
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,23 +67,31 @@ class Verifier:
     """Verify pairs of images with one loaded model: `Verifier("runs/att").verify("a.jpg", "b.jpg")`.
 
     detect=False: inputs are already face crops (no detector, no NoFaceError); select: which face of a
-    photo with several is used ("largest" or "central"; default: the model's setting)."""
+    photo with several is used ("largest" or "central"; default: the model's setting); far: decide at the
+    threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4) instead of the EER point."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, threshold: float | None = None,
-                 device: str = "cpu", detect: bool = True, select: str | None = None) -> None:
+                 device: str = "cpu", detect: bool = True, select: str | None = None,
+                 far: float | None = None) -> None:
         if model is None:
             model = default_model_path()
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
         self.preprocess = face_preprocess(self.loaded.preprocess, detect, select)
         self.device = device
+        if threshold is not None and far is not None:
+            raise SiamfaceError("give a threshold or an operating point (--far), not both")
         if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects NaN
             raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+        cal = self.loaded.card.calibration
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "given on the command line (--threshold)"
-        elif self.loaded.threshold is not None:
-            cal = self.loaded.meta["calibration"]
-            self.threshold = float(cal["threshold"])
-            self.threshold_source = cal.get("source", "calibrated at the end of training (no provenance recorded)")
+            self.operating_point = "given threshold"
+        elif cal is not None:
+            try:
+                point = cal.point(far)
+            except ModelError as e:
+                raise ModelError(f"{self.loaded.card.file}: {e}") from None
+            self.threshold, self.threshold_source, self.operating_point = point.threshold, point.source, point.name
         else:
             raise ModelError(f"{self.loaded.path}: the model has no calibrated threshold; pass --threshold")
         if self.preprocess.align != self.loaded.preprocess.align and not detect:
@@ -99,9 +110,14 @@ class Verifier:
         return torch.from_numpy(np.stack(arrays)), list(faces)
 
     def embed(self, images: list[Image]) -> torch.Tensor:
-        """Embeddings (N, D) of images, each computed once."""
-        x, _ = self.inputs(images)
-        return embed_batches(self.loaded.model, x, self.preprocess, device=self.device)
+        """Embeddings (N, D) of images; a file named twice is decoded and embedded once."""
+        keys = [str(Path(im).resolve()) if isinstance(im, (str, Path)) else i for i, im in enumerate(images)]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        unique = sorted(set(first.values()))
+        x, _ = self.inputs([images[i] for i in unique])
+        emb = embed_batches(self.loaded.model, x, self.preprocess, device=self.device)
+        row = {i: r for r, i in enumerate(unique)}
+        return emb[torch.as_tensor([row[first[k]] for k in keys])]
 
     @torch.no_grad()
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
@@ -109,8 +125,6 @@ class Verifier:
 
     def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True) -> list[dict[str, Any]]:
         """Score many pairs, embedding each distinct image once; one row per pair, in order."""
-        from .evaluate import store_for
-
         paths = [Path(p) for pair in pairs for p in pair]
         store = store_for(paths, self.preprocess, progress=progress, fallback=False)
         emb = embed_batches(self.loaded.model, store.images, self.preprocess, device=self.device)
@@ -126,5 +140,7 @@ class Verifier:
         x, faces = self.inputs([a, b])
         emb = embed_batches(self.loaded.model, x, self.preprocess, device=self.device)
         p = float(self.probability(emb[:1], emb[1:])[0])
+        if not math.isfinite(p):
+            raise ModelError(f"{self.name}: the model gave a non-finite probability ({p}); its weights are broken")
         return Verdict(p >= self.threshold, p, self.threshold, self.threshold_source, self.name,
-                       round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f])
+                       round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f], self.operating_point)

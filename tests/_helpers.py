@@ -20,11 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 import siamface.preprocess
-import siamface.train
-from siamface.config import DataConfig, ModelConfig, TrainConfig
+import siamface.training
+from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data.prepare import Prepared
 from siamface.models import default_preprocess
-from siamface.train import RunConfig
 
 FAST_TRAIN: dict[str, Any] = dict(
     epochs=2, pairs_per_epoch=256, batch_size=64, val_way=5, val_tasks=50, val_pairs=200, progress=False, bf16=False
@@ -105,8 +104,8 @@ _CACHE: dict[str, TinyRun] = {}
 
 def _train_with_spies(run: RunConfig, out: Path) -> TinyRun:
     result = TinyRun(out, run, {})
-    real_load, real_prepare, real_loss = (siamface.preprocess.load_image, siamface.train.prepare_data,
-                                          siamface.train.pair_batch_loss)
+    real_load, real_prepare, real_loss = (siamface.preprocess.load_image, siamface.training.prepare_data,
+                                          siamface.training.pair_batch_loss)
 
     def load_image(path: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         result.decoded.append(Path(path))
@@ -125,9 +124,9 @@ def _train_with_spies(run: RunConfig, out: Path) -> TinyRun:
     with pytest.MonkeyPatch.context() as mp:
         torch.set_num_threads(1)  # as in every module of these tests (see one_thread): bitwise-equal reruns
         mp.setattr(siamface.preprocess, "load_image", load_image)
-        mp.setattr(siamface.train, "prepare_data", prepare_data)
-        mp.setattr(siamface.train, "pair_batch_loss", pair_batch_loss)
-        result.meta = siamface.train.train(run, out)
+        mp.setattr(siamface.training, "prepare_data", prepare_data)
+        mp.setattr(siamface.training, "pair_batch_loss", pair_batch_loss)
+        result.meta = siamface.training.train(run, out)
     torch.set_num_threads(threads)
     return result
 

@@ -1,14 +1,14 @@
-"""Shared fixtures: real data by path (SIAMFACE_DATA, default ../shared/data) and a sandboxed home."""
+"""Shared fixtures: real data by path (SIAMFACE_DATA, default ../shared/data) and a headless plotting backend."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SIAMFACE_DATA", REPO.parent / "shared" / "data")).resolve()
+from siamface.data import data_root as _data_root
+
+DATA = _data_root()
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,5 @@ def data_root() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _sandbox_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep any user or cache directory a test touches inside its tmp_path."""
-    monkeypatch.setenv("SIAMFACE_HOME", str(tmp_path / "siamface_home"))
+def _headless_plots(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -1,6 +1,6 @@
 """Evaluation: cached embeddings give the naive pairwise answers; reports; leakage refusals.
 
-Covers siamface.evaluate (one-shot and pair scoring) and siamface.report (run_evaluation, check_no_leakage).
+Covers siamface.evaluate (one-shot and pair scoring) (run_evaluation) and siamface.lineage (check_no_leakage).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from siamface.checkpoint import load_model
 from siamface.config import PreprocessConfig
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, read_lfw_pairs, read_omniglot_runs
 from siamface.errors import LeakageError
-from siamface.evaluate import embed_batches, evaluate_oneshot, evaluate_pairs, oneshot_scores, store_for
+from siamface.evaluate import embed_batches, evaluate_oneshot, evaluate_pairs, oneshot_scores, run_evaluation, store_for
+from siamface.lineage import check_no_leakage
 from siamface.models import SiameseNet, create_model
 from siamface.preprocess import load_input, normalize
-from siamface.report import check_no_leakage, run_evaluation
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 PRE = PreprocessConfig(size=32)
@@ -149,13 +149,13 @@ def test_evaluation_is_deterministic_for_a_seed(tiny: TinyRun, tmp_path: Path) -
 # ---- leakage ----------------------------------------------------------------------------------------------
 
 def test_check_no_leakage_refuses_training_and_validation_identities(tiny: TinyRun) -> None:
-    lm = load_model(tiny.path)
-    split = lm.meta["split"]
+    card = load_model(tiny.path).card
+    split = card.split
     with pytest.raises(LeakageError, match=split["train"][0]):
-        check_no_leakage(lm, {split["train"][0], split["test"][0]}, "evaluation set")
+        check_no_leakage(card, {split["train"][0], split["test"][0]}, "evaluation set")
     with pytest.raises(LeakageError, match=split["val"][0]):
-        check_no_leakage(lm, set(split["val"]), "evaluation set")
-    check_no_leakage(lm, set(split["test"]), "evaluation set")  # held-out identities are fine
+        check_no_leakage(card, set(split["val"]), "evaluation set")
+    check_no_leakage(card, set(split["test"]), "evaluation set")  # held-out identities are fine
 
 
 def _att_pairs_csv(path: Path, att: Path, ids: Sequence[str]) -> Path:
@@ -216,16 +216,20 @@ def test_omniglot_runs_refused_for_identities_with_a_set_prefix(tiny: TinyRun, o
 
 
 def test_pairs_leakage_compares_folder_names_with_the_last_path_component(tiny: TinyRun) -> None:
-    lm = load_model(tiny.path)
-    lm.meta["split"]["train"] = ["deepfunneled/" + i for i in lm.meta["split"]["train"]]  # trained from --data lfw
+    from dataclasses import replace
+
+    card = load_model(tiny.path).card
+    # trained from --data lfw: identities are 'deepfunneled/Name'
+    lfw_split = {**card.split, "train": tuple("deepfunneled/" + i for i in card.split["train"])}
+    card = replace(card, split=lfw_split)
     with pytest.raises(LeakageError):
-        check_no_leakage(lm, {lm.meta["split"]["train"][0].split("/")[-1]}, "pairs", leaf=True)
+        check_no_leakage(card, {lfw_split["train"][0].split("/")[-1]}, "pairs", leaf=True)
 
 
 def test_a_fine_tuned_model_inherits_the_identities_of_its_init(tiny: TinyRun, data_root: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from siamface.train import train
+    from siamface.training import train
 
     init_split = tiny.meta["split"]
     # B holds out other subjects, some of which trained A: evaluation must refuse them
@@ -234,6 +238,6 @@ def test_a_fine_tuned_model_inherits_the_identities_of_its_init(tiny: TinyRun, d
     run = replace(tiny.run, data=data, train=replace(tiny.run.train, init=str(tiny.path), epochs=1))
     meta = train(run, tmp_path / "ft")
     assert set(init_split["train"]) <= set(meta["lineage_identities"])
-    assert meta["init_weights_sha256"] == load_model(tiny.path).meta["weights_sha256"]  # which weights it started from
+    assert meta["init_weights_sha256"] == load_model(tiny.path).card.weights_sha256  # which weights it started from
     with pytest.raises(LeakageError):
         run_evaluation(str(tmp_path / "ft"), split="test", way=5, tasks=10, n_pairs=40)

@@ -10,8 +10,8 @@ import pytest
 from _helpers import TinyRun, tiny_run
 
 from siamface.checkpoint import META, WEIGHTS, load_model
+from siamface.config import RunConfig
 from siamface.errors import ModelError
-from siamface.train import RunConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import face_prior  # noqa: E402
@@ -41,7 +41,7 @@ def test_ship_replaces_the_folder_with_a_loadable_readable_model(tiny: TinyRun, 
     (dest.parent / ".face-prior-old" / "x").write_text("x")
     assert face_prior.ship(tiny.path, dest) == dest
     assert sorted(p.name for p in dest.iterdir()) == sorted([META, WEIGHTS])  # nothing stale, no state files
-    assert load_model(dest).meta["weights_sha256"] == load_model(tiny.path).meta["weights_sha256"]
+    assert load_model(dest).card.weights_sha256 == load_model(tiny.path).card.weights_sha256
     assert stat.S_IMODE(dest.stat().st_mode) == 0o755
     assert [p.name for p in dest.parent.iterdir()] == ["face-prior"]  # no temporary or old folder left
 
@@ -62,10 +62,10 @@ def test_the_shipped_prior_is_what_this_benchmark_trains_by_default(data_root: P
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    from siamface.checkpoint import FACE_PRIOR
-    from siamface.train import run_differences
+    from siamface.checkpoint import WEIGHTS_DIR
+    from siamface.resume import run_differences
 
     monkeypatch.setenv("SIAMFACE_DATA", str(data_root))
-    shipped = RunConfig.from_dict(json.loads((FACE_PRIOR / META).read_text()))
+    shipped = RunConfig.from_dict(json.loads((WEIGHTS_DIR / "face-prior" / META).read_text()))
     diff = run_differences(face_prior.run_config(face_prior.parser().parse_args([])), shipped)
     assert diff in ([], ["data.root"])  # the data may sit elsewhere on another machine

@@ -17,11 +17,13 @@ import pytest
 import torch
 from _helpers import one_thread
 
-import siamface.train as tr
+import siamface.training as tr
+from siamface.config import RunConfig
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, OMNIGLOT_VAL_ALPHABETS
 from siamface.data.prepare import Prepared, prepare_data
 from siamface.models import create_model
-from siamface.train import RunConfig, fixed_distortions, make_optimizer, set_epoch_hparams, train_epoch
+from siamface.preprocess import load_input
+from siamface.training import fixed_distortions, make_optimizer, set_epoch_hparams, train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import koch_tables as kt  # noqa: E402
@@ -45,7 +47,7 @@ def omniglot_subset(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def prepared(omniglot_subset: Path) -> Prepared:
     run = kt.load_run("30k", omniglot_subset)
-    return prepare_data(run.data, run.preprocess, run.train.seed, progress=False)
+    return prepare_data(run.data, run.preprocess, run.train.seed, load_input, progress=False)
 
 
 def test_the_configs_are_table_1(omniglot_subset: Path) -> None:

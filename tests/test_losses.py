@@ -87,7 +87,7 @@ def test_class_batches_need_two_identities_with_pairs():
 
 
 def test_rotate_classes_turns_each_class_as_a_whole():
-    from siamface.train import rotate_classes
+    from siamface.training import rotate_classes
 
     x = torch.rand(12, 1, 8, 8)
     labels = np.repeat(np.arange(4), 3)

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from _helpers import att_run, one_thread
+from reference import reference_pair_loss, reference_step
 
-import siamface.train as tr
+import siamface.training as tr
 from siamface.augment import AffineParams
 from siamface.config import TrainConfig
 from siamface.models import SiameseNet, create_model, default_preprocess
-from siamface.reference import reference_pair_loss, reference_step
-from siamface.train import FixedDistortions, fixed_distortions, pair_batch_loss, train
+from siamface.training import FixedDistortions, fixed_distortions, pair_batch_loss, train
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 

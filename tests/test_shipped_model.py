@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from siamface import metrics
-from siamface.checkpoint import FACE_PRIOR, SHIPPED, default_model_path, load_model
+from siamface.checkpoint import SHIPPED, WEIGHTS_DIR, default_model_path, load_model
 from siamface.data import read_lfw_pairs
 from siamface.errors import LeakageError, NoFaceError, SiamfaceError
 from siamface.verify import Verifier
+
+FACE_PRIOR = WEIGHTS_DIR / "face-prior"
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +31,10 @@ def test_shipped_model_is_complete_small_and_calibrated() -> None:
     size = sum(f.stat().st_size for f in path.iterdir())
     assert size < 20 * 2**20
     lm = load_model(path)  # safetensors + SHA-256 check, no network
-    assert lm.meta["status"] == "complete"
+    assert lm.card.status == "complete"
     assert lm.preprocess.align and lm.preprocess.align["detector"] == "haar"
     assert lm.preprocess.align["on_missing"] == "error"
-    assert "never used for training" in lm.meta["calibration"]["source"]
+    assert "never used for training" in lm.card.calibration.source
 
 
 def test_shipped_model_never_saw_devtest_people(data_root) -> None:
@@ -40,7 +42,7 @@ def test_shipped_model_never_saw_devtest_people(data_root) -> None:
     lfw = data_root / "lfw"
     pairs = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")
     people = {p.parent.name for pair in pairs for p in (pair.a, pair.b)}
-    assert not people & (set(lm.meta["split"]["train"]) | set(lm.meta["split"]["val"]))
+    assert not people & (set(lm.card.identities("train")) | set(lm.card.identities("val")))
 
 
 def test_shipped_model_beats_chance_on_devtest_pairs(verifier: Verifier, data_root) -> None:
@@ -148,18 +150,18 @@ def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
 
 def test_face_prior_is_shipped_complete_and_small() -> None:
     lm = load_model("face-prior")  # a shipped model by name
-    assert lm.path == FACE_PRIOR and lm.meta["status"] == "complete"
+    assert lm.path == FACE_PRIOR and lm.card.status == "complete"
     assert sum(f.stat().st_size for f in FACE_PRIOR.iterdir()) < 20 * 2**20
-    assert lm.meta["split"]["test"] == [] and len(lm.meta["split"]["val"]) == 150
+    assert lm.card.identities("test") == () and len(lm.card.identities("val")) == 150
     assert not lm.preprocess.align  # a fixed centred crop: it takes face crops such as AT&T's as they are
-    assert lm.meta["model"]["kwargs"].get("embedding") == "l2"
+    assert lm.card.model.kwargs.get("embedding") == "l2"
 
 
 def test_face_prior_saw_every_lfw_person_so_lfw_protocols_refuse_it(data_root, tmp_path) -> None:
     lm = load_model(FACE_PRIOR)
-    seen = set(lm.meta["split"]["train"]) | set(lm.meta["split"]["val"])
+    seen = set(lm.card.identities("train")) | set(lm.card.identities("val"))
     assert seen == {d.name for d in (data_root / "lfw" / "deepfunneled").iterdir() if d.is_dir()}
-    from siamface.report import run_evaluation
+    from siamface.evaluate import run_evaluation
 
     with pytest.raises(LeakageError):
         run_evaluation(str(FACE_PRIOR), protocol="lfw-view1", data=str(data_root / "lfw"), out=str(tmp_path / "r"))

@@ -29,19 +29,19 @@ from _helpers import (
     weights,
 )
 
-import siamface.train as tr
+import siamface.training as tr
 from siamface import metrics
 from siamface.checkpoint import load_model
 from siamface.config import DataConfig, TrainConfig
 from siamface.data.prepare import prepare_data
 from siamface.errors import CollapseError, SiamfaceError
 from siamface.models import count_parameters, create_model, default_preprocess
-from siamface.train import (
+from siamface.preprocess import load_input
+from siamface.training import (
     RunConfig,
     cosine_lr,
     koch_momentum,
     make_optimizer,
-    replace_train,
     set_epoch_hparams,
     train,
 )
@@ -148,7 +148,7 @@ def test_different_seed_gives_different_weights(tiny: TinyRun, tmp_path: Path) -
     split = read_meta(tiny.path)["split"]
     data = replace(tiny.run.data, train_ids=tuple(split["train"]), val_ids=tuple(split["val"]),
                    test_ids=tuple(split["test"]))
-    run = replace(replace_train(tiny.run, seed=1), data=data)
+    run = replace(tiny.run.replace_train(seed=1), data=data)
     with contextlib.suppress(CollapseError):  # whether 2 short epochs beat chance is not the point here
         train(run, tmp_path)
     assert json.loads((tmp_path / "state.json").read_text())["run"]["data"]["val_ids"] == split["val"]
@@ -210,25 +210,25 @@ def test_existing_run_without_resume_is_refused(tiny: TinyRun, tmp_path: Path) -
 def test_resume_with_another_configuration_is_refused(tiny: TinyRun, tmp_path: Path) -> None:
     run_dir = copy_run(tiny.path, tmp_path / "run")
     with pytest.raises(SiamfaceError, match=r"differs in train\.lr"):
-        train(replace_train(tiny.run, lr=0.01), run_dir, resume=True)
+        train(tiny.run.replace_train(lr=0.01), run_dir, resume=True)
 
 
 def test_resume_refuses_when_the_init_weights_changed_since_the_run_began(tiny: TinyRun, tmp_path: Path) -> None:
     from siamface.checkpoint import save_model
 
     init = copy_run(tiny.path, tmp_path / "init")
-    run = replace_train(tiny.run, init=str(init), epochs=1)
+    run = tiny.run.replace_train(init=str(init), epochs=1)
     train(run, tmp_path / "ft")
     lm = load_model(init)
     with torch.no_grad():
         next(lm.model.parameters()).add_(0.01)  # the same path now holds other weights (a re-shipped prior)
-    save_model(init, lm.model, lm.meta)
+    save_model(init, lm.model, read_meta(init))
     with pytest.raises(SiamfaceError, match="weights of --init"):
         train(run, tmp_path / "ft", resume=True)
 
 
 def test_init_defaults_name_a_shipped_model_by_name_and_a_run_by_its_absolute_path(tiny: TinyRun) -> None:
-    from siamface.train import init_defaults
+    from siamface.lineage import init_defaults
 
     model, pre, stored = init_defaults("lfw-view1")
     assert stored == "lfw-view1" and model.name == "resface64" and pre.align["detector"] == "haar"
@@ -239,7 +239,7 @@ def test_init_defaults_name_a_shipped_model_by_name_and_a_run_by_its_absolute_pa
 def test_resume_ignores_runtime_only_fields_and_does_not_train_past_a_stop(tiny: TinyRun, tmp_path: Path) -> None:
     run_dir = copy_run(tiny.path, tmp_path / "run")
     before = (run_dir / "model.safetensors").read_bytes()
-    meta = train(replace_train(tiny.run, progress=True, threads=1), run_dir, resume=True)  # finished: no epoch more
+    meta = train(tiny.run.replace_train(progress=True, threads=1), run_dir, resume=True)  # finished: no epoch more
     assert meta["epochs_run"] == read_meta(tiny.path)["epochs_run"]
     assert (run_dir / "model.safetensors").read_bytes() == before
 
@@ -458,16 +458,15 @@ def test_training_from_a_pairs_csv(data_root: Path, tmp_path: Path) -> None:
     log = read_log(tmp_path / "run")
     assert len(log) == 1 and "val_oneshot_accuracy" not in log[0]  # pairs validation: verification only
 
-    data = prepare_data(run.data, default_preprocess("tiny"), seed=0, progress=False)
+    data = prepare_data(run.data, default_preprocess("tiny"), seed=0, loader=load_input, progress=False)
     assert {identity_of(p) for p in data.train_store.paths} == set(split["train"])
     assert {identity_of(p) for p in data.val_store.paths} == set(split["val"])
     assert data.train_pairs is not None and len(data.train_pairs) == sum(set(p) <= set(split["train"]) for p in ids)
 
 
 def test_all_pairs_batches_need_identity_folders(tmp_path: Path) -> None:
-    from siamface.config import DataConfig, ModelConfig, TrainConfig
+    from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
     from siamface.models import default_preprocess
-    from siamface.train import RunConfig
 
     run = RunConfig(ModelConfig("tiny"), default_preprocess("tiny"), DataConfig(pairs_file=str(tmp_path / "p.csv")),
                     TrainConfig(pairing="all"))

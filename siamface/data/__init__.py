@@ -6,6 +6,7 @@ Everything here works on paths and integer index arrays; ImageStore decodes a da
 from siamface.data.folders import (
     IMAGE_EXTS,
     ImageRecord,
+    data_root,
     filter_identities,
     group_array,
     identities,
@@ -40,6 +41,7 @@ __all__ = [
     "OMNIGLOT_VAL_ALPHABETS",
     "ImageRecord",
     "ImageStore",
+    "data_root",
     "OneShotTask",
     "Pair",
     "Split",

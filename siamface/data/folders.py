@@ -7,6 +7,7 @@ root = deepfunneled (identity "Aaron_Eckhart"), and Omniglot ``Latin/character01
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,9 +18,17 @@ import numpy as np
 
 from siamface.errors import DataError
 
+SOURCE_TREE = Path(__file__).resolve().parents[2]  # the repository, for a source checkout
+
+
+def data_root() -> Path:
+    """Where the real datasets live: $SIAMFACE_DATA, else `shared/data` beside the source checkout."""
+    return Path(os.environ.get("SIAMFACE_DATA") or SOURCE_TREE.parent / "shared" / "data").resolve()
+
 __all__ = [
     "IMAGE_EXTS",
     "ImageRecord",
+    "data_root",
     "filter_identities",
     "group_array",
     "identities",

@@ -8,6 +8,9 @@ training (pairs that straddle the two sides are dropped).
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, NoFaceError
 from .folders import (
     ImageRecord,
     filter_identities,
@@ -31,6 +34,8 @@ from .store import ImageStore
 
 if TYPE_CHECKING:
     from ..config import DataConfig, PreprocessConfig
+
+Loader = Callable[[Path, "PreprocessConfig"], np.ndarray]  # preprocess.load_input: a path -> the model's uint8 input
 
 
 @dataclass
@@ -74,19 +79,13 @@ def keep_decoded_images() -> None:
         _MEMO = {}
 
 
-def _store(paths: list[Path], pre: PreprocessConfig, progress: bool) -> ImageStore:
-    """Decode with the model's preprocessing; training photos where no face is found are left out."""
-    import json
-
-    from ..config import to_dict
-    from ..errors import NoFaceError
-    from ..preprocess import load_input
-
-    key = json.dumps(to_dict(pre), sort_keys=True)
+def _store(paths: list[Path], pre: PreprocessConfig, loader: Loader, progress: bool) -> ImageStore:
+    """Decode with the model's preprocessing (`loader`); training photos where no face is found are left out."""
+    key = json.dumps(dataclasses.asdict(pre), sort_keys=True)
 
     def decode(p: Path) -> np.ndarray | None:
         try:
-            return load_input(p, pre)
+            return loader(p, pre)
         except NoFaceError:
             return None
 
@@ -137,10 +136,10 @@ def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[
     return merged, Split(tuple(train_ids), tuple(val_ids), tuple(sorted(cfg.test_ids)))
 
 
-def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool = True) -> Prepared:
-    """Split, decode and index the data of one run."""
+def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool = True) -> Prepared:
+    """Split, decode (with `loader`, the model's preprocessing) and index the data of one run."""
     if cfg.pairs_file:
-        return _prepare_pairs(cfg, pre, seed, progress)
+        return _prepare_pairs(cfg, pre, seed, loader, progress)
     if not cfg.root:
         raise DataError("no training data: give an identity folder (root) or a pairs file")
     records = scan_folder(cfg.root)
@@ -152,8 +151,8 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
         raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
     train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
     val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
-    train_store = _store([r.path for r in train_rec], pre, progress)
-    val_store = _store([r.path for r in val_rec], pre, progress)
+    train_store = _store([r.path for r in train_rec], pre, loader, progress)
+    val_store = _store([r.path for r in val_rec], pre, loader, progress)
     train_rec, val_rec = _kept(train_rec, train_store), _kept(val_rec, val_store)
     return Prepared(split, train_store, label_array(train_rec)[0], group_array(train_rec),
                     val_store, label_array(val_rec)[0], group_array(val_rec))
@@ -172,15 +171,16 @@ def _pair_id(path: Path) -> str:
     return path.parent.name
 
 
-def _index_pairs(pairs: list[Pair], pre: PreprocessConfig, progress: bool) -> tuple[ImageStore, np.ndarray]:
+def _index_pairs(pairs: list[Pair], pre: PreprocessConfig, loader: Loader, progress: bool
+                 ) -> tuple[ImageStore, np.ndarray]:
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
-    store = _store(paths, pre, progress)
+    store = _store(paths, pre, loader, progress)
     rows = np.array([[store.index[p.a], store.index[p.b], int(p.same)] for p in pairs
                      if p.a in store.index and p.b in store.index], dtype=np.int64).reshape(-1, 3)
     return store, rows
 
 
-def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool) -> Prepared:
+def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool) -> Prepared:
     pairs = read_pairs(cfg.pairs_file)
     ids = sorted({_pair_id(p) for pair in pairs for p in (pair.a, pair.b)})
     if cfg.val_pairs_file:
@@ -197,7 +197,7 @@ def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: 
         raise DataError(f"{cfg.pairs_file}: too few pairs left after holding out validation identities")
     split = Split(tuple(train_ids), tuple(val_ids), ())
     assert_disjoint(train=train_ids, val=val_ids)
-    train_store, train_rows = _index_pairs(train, pre, progress)
-    val_store, val_rows = _index_pairs(val, pre, progress)
+    train_store, train_rows = _index_pairs(train, pre, loader, progress)
+    val_store, val_rows = _index_pairs(val, pre, loader, progress)
     empty = np.zeros(0, dtype=np.int64)
     return Prepared(split, train_store, empty, None, val_store, empty, None, train_rows, val_rows)

@@ -3,7 +3,7 @@
 Public reimplementations of "Siamese Neural Networks for One-shot Image Recognition" train like this: fp32,
 contiguous NCHW tensors, each image distorted on its own (a Python loop, as in a DataLoader worker), and the
 twin towers run once per side of each pair (`model.embed(x1)`, `model.embed(x2)`). `reference_pair_loss`
-computes the loss of `siamface.train.pair_batch_loss` that way; `benchmarks/speed.py` times both and
+computes the loss of `siamface.training.pair_batch_loss` that way; `benchmarks/speed.py` times both and
 `tests/test_reference.py` checks that, distortions off, they compute the same loss.
 
 Differences by design: the reference ignores `cfg.bf16` and `cfg.channels_last` (always fp32, contiguous)
@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import apply_affine, sample_params
-from .config import PreprocessConfig, TrainConfig
-from .models import SiameseNet
-from .preprocess import normalize
-from .train import affine_for
+from siamface.augment import apply_affine, sample_params
+from siamface.config import PreprocessConfig, TrainConfig
+from siamface.models import SiameseNet
+from siamface.preprocess import normalize
+from siamface.training import affine_for
 
 __all__ = ["reference_pair_loss", "reference_step"]
 

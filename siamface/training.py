@@ -11,13 +11,11 @@ crash continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import sys
 import time
-import types
-from dataclasses import dataclass, replace
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +24,24 @@ import torch
 
 from . import __version__, metrics
 from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
-from .checkpoint import LOG, META, STATE_META, load_state, rewrite_log, save_model, save_state
-from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
+from .card import EER, STANDARD_FARS, Calibration, far_name
+from .checkpoint import load_model, save_model
+from .config import PreprocessConfig, RunConfig, TrainConfig
 from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
+from .embed import autocast, embed_batches, score_indices
 from .errors import CollapseError, SiamfaceError
-from .evaluate import autocast, embed_batches, evaluate_identities, score_indices
+from .evaluate import evaluate_identities
+from .files import FolderLock, check_output_folder
+from .lineage import init_from
 from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .plots import plot_training
-from .preprocess import normalize
+from .preprocess import load_input, normalize
+from .resume import LOG, TrainState, append_log, rewrite_log, save_state, start
 
 CURVES = "curves.png"
 COLLAPSE_EPOCHS = 3
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a run; saved in model.json and state.json."""
-
-    model: ModelConfig
-    preprocess: PreprocessConfig
-    data: DataConfig
-    train: TrainConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: to_dict(getattr(self, k)) for k in ("model", "preprocess", "data", "train")}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        return cls(from_dict(ModelConfig, d["model"]), from_dict(PreprocessConfig, d["preprocess"]),
-                   from_dict(DataConfig, d["data"]), from_dict(TrainConfig, d["train"]))
 
 
 # ---- schedules: pure functions of the step or epoch ---------------------------------------------------
@@ -297,175 +282,116 @@ def selection_score(summary: dict[str, Any], select: str) -> float:
     return float(summary["auc"])
 
 
-def calibration(labels: np.ndarray, scores: np.ndarray, data: Prepared, run: RunConfig) -> dict[str, Any]:
-    """The observed score nearest the equal-error point on the validation pairs, with its provenance."""
+def calibration(labels: np.ndarray, scores: np.ndarray, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Operating points on the validation pairs, each with its provenance: the observed score nearest the
+    equal-error point (the default decision), and the thresholds for FAR 1e-2, 1e-3 and 1e-4 where there
+    are enough different-person pairs to resolve them (at least 1/FAR)."""
     threshold, far, frr = metrics.eer_operating_point(labels, scores)
-    n_ids = len(data.split.val)
-    ids = ", ".join(data.split.val[:8]) + (" ..." if n_ids > 8 else "")
-    return {
+    n_ids, n_neg = len(split_val), int((labels == 0).sum())
+    ids = ", ".join(split_val[:8]) + (" ..." if n_ids > 8 else "")
+    pairs = f"{len(labels)} validation pairs ({n_neg} different-person) of {n_ids} identities never used for " \
+            f"training ({ids}); seed {seed}"
+    points = {EER: {"threshold": threshold, "far": far, "frr": frr, "source": f"EER point of {pairs}"}}
+    for target in STANDARD_FARS:
+        if n_neg * target < 1:
+            continue
+        tar, thr = metrics.tar_at_far(labels, scores, target)
+        if not 0.0 <= thr <= 1.0:  # nothing can be accepted at this FAR
+            continue
+        points[far_name(target)] = {"threshold": thr, "far": float((scores[labels == 0] >= thr).mean()),
+                                    "frr": 1.0 - tar, "source": f"FAR <= {target:g} on {pairs}"}
+    cal = {
         "threshold": threshold,
         "rule": "equal error rate: the validation score minimising max(FAR, FRR)",
-        "source": f"EER point of {len(labels)} validation pairs of {n_ids} identities never used for "
-                  f"training ({ids}); seed {run.train.seed}",
-        "val_identities": list(data.split.val),
+        "source": points[EER]["source"],
+        "val_identities": list(split_val),
         "n_pairs": int(len(labels)),
         "val_far": far, "val_frr": frr,
         "val_accuracy_at_threshold": metrics.accuracy_at(labels, scores, threshold),
+        "operating_points": points,
     }
-
-
-# ---- resume --------------------------------------------------------------------------------------------
-
-RUNTIME_ONLY = ("progress", "threads", "device", "compile")  # may change between a run and its resume
-
-
-def _comparable(run: RunConfig) -> dict[str, Any]:
-    d = run.to_dict()
-    d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_ONLY}
-    return d
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
-    """Config fields (dotted) in which two runs differ, ignoring the runtime-only ones."""
-    return _differences(_comparable(a), _comparable(b))
-
-
-def _start(out: Path, run: RunConfig, model: SiameseNet, opt: torch.optim.Optimizer, resume: bool,
-           extra: dict[str, torch.nn.Module], init_sha: str = "") -> dict[str, Any]:
-    fresh = {"epoch": 0, "best": -math.inf, "best_epoch": 0, "bad_epochs": 0, "collapsed": 0, "elapsed_s": 0.0,
-             "init_weights_sha256": init_sha}
-    if not (out / STATE_META).exists():
-        if (out / META).exists() or ((out / LOG).exists() and (out / LOG).stat().st_size > 0):
-            raise SiamfaceError(f"{out}: holds a model or log but no training state; choose a new --out")
-        return fresh
-    if not resume:
-        raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
-    saved = json.loads((out / STATE_META).read_text())
-    diff = run_differences(RunConfig.from_dict(saved["run"]), run)
-    if saved.get("init_weights_sha256", init_sha) != init_sha:
-        diff.append(f"the weights of --init {run.train.init} (SHA-256 {init_sha[:12]}, started from "
-                    f"{saved['init_weights_sha256'][:12]})")
-    if diff:
-        raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")
-    return load_state(out, model, opt, extra)
+    Calibration.from_dict(cal, "calibration")  # what verify will read back must validate
+    return cal
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
 
 def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train, validate each epoch, keep the best epoch, calibrate its threshold; returns the model.json dict."""
-    out = Path(out)
-    cfg = run.train
-    if run.data.pairs_file and cfg.pairing == "all":
-        raise SiamfaceError("--pairing all needs an identity folder (--data); a pairs file gives fixed pairs")
+    """Train, validate each epoch, keep the best epoch, calibrate its threshold; returns the model.json dict.
+
+    The run folder is locked for the whole run: a second process training into it fails at once."""
+    out, cfg = Path(out), run.train
+    _check_before_work(run, out, resume)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
-    torch.manual_seed(cfg.seed)
-    model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
-    init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    classifier = CosineClassifier(int(data.train_labels.max()) + 1, model.embed_dim).to(cfg.device) \
-        if cfg.id_loss else None
-    extra = {"classifier": classifier} if classifier is not None else {}
-    opt = make_optimizer(model, cfg, classifier)
-    embed = torch.compile(model.embed) if cfg.compile else model.embed
-    state = _start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
-    rows = rewrite_log(out, state["epoch"])
-    pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed), run.data.within_group) \
-        if cfg.fixed_pairs else None
-    fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
-    base = {**_base_meta(run, data, model), **init_meta}
-    for epoch in range(state["epoch"], cfg.epochs if not state.get("stopped") else 0):
-        t0 = time.perf_counter()
-        set_epoch_hparams(opt, cfg, epoch)
-        loss = train_epoch(model, opt, data, run, epoch, fixed, embed, classifier)
-        summary, labels, scores = validate(model, data, run)
-        score = selection_score(summary, cfg.select)
-        state["elapsed_s"] += time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "loss": loss, **{f"val_{k}": v for k, v in summary.items()},
-               "lr": opt.param_groups[0]["lr"], "elapsed_s": round(state["elapsed_s"], 2)}
-        rows.append(row)
-        with open(out / LOG, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        collapsed = metrics.is_collapsed(scores, labels)
-        state["collapsed"] = state["collapsed"] + 1 if collapsed else 0
-        if collapsed and float(np.std(scores)) < 1e-6:  # constant output: no point in waiting
-            state["collapsed"] = COLLAPSE_EPOCHS
-        improved = score > state["best"] and not collapsed
-        if improved:
-            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-            save_model(out, model, {**base, "status": "training", "epoch": epoch + 1, "val": summary})
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        state["stopped"] = _stop_reason(state, cfg)
-        save_state(out, model, opt, {**state, "run": run.to_dict()}, extra)
-        plot_training(rows, out / CURVES)
-        _report_epoch(row, cfg, improved)
-        if state["stopped"] == "collapse":
-            if state["best_epoch"] == 0:
-                raise CollapseError(_collapse_message(state, summary, out))
-            warning = (f"training stopped at epoch {state['epoch']} after a collapse "
-                       f"({_collapse_message(state, summary, out)}); kept epoch {state['best_epoch']}")
-            return _finish(out, run, data, rows, state, base, warning)
-        if state["stopped"]:
-            break
-    return _finish(out, run, data, rows, state, base)
+    with FolderLock(out, "training run"):
+        data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress)
+        torch.manual_seed(cfg.seed)
+        model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
+        init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        classifier = CosineClassifier(int(data.train_labels.max()) + 1, model.embed_dim).to(cfg.device) \
+            if cfg.id_loss else None
+        extra = {"classifier": classifier} if classifier is not None else {}
+        opt = make_optimizer(model, cfg, classifier)
+        embed = torch.compile(model.embed) if cfg.compile else model.embed
+        state = start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
+        rows = rewrite_log(out, state.epoch)
+        pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed),
+                                        run.data.within_group) if cfg.fixed_pairs else None
+        fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
+        base = {**_base_meta(run, data, model), **init_meta}
+        for epoch in range(state.epoch, cfg.epochs if not state.stopped else 0):
+            t0 = time.perf_counter()
+            set_epoch_hparams(opt, cfg, epoch)
+            loss = train_epoch(model, opt, data, run, epoch, fixed, embed, classifier)
+            summary, labels, scores = validate(model, data, run)
+            score = selection_score(summary, cfg.select)
+            state.elapsed_s += time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "loss": loss, **{f"val_{k}": v for k, v in summary.items()},
+                   "lr": opt.param_groups[0]["lr"], "elapsed_s": round(state.elapsed_s, 2)}
+            rows.append(row)
+            append_log(out, row)
+            collapsed = metrics.is_collapsed(scores, labels)
+            state.collapsed = state.collapsed + 1 if collapsed else 0
+            if collapsed and float(np.std(scores)) < 1e-6:  # constant output: no point in waiting
+                state.collapsed = COLLAPSE_EPOCHS
+            improved = score > state.best and not collapsed
+            if improved:
+                state.best, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
+                save_model(out, model, {**base, "status": "training", "epoch": epoch + 1, "val": summary})
+            else:
+                state.bad_epochs += 1
+            state.epoch = epoch + 1
+            state.stopped = _stop_reason(state, cfg)
+            save_state(out, model, opt, state, run, extra)
+            plot_training(rows, out / CURVES)
+            _report_epoch(row, cfg, improved)
+            if state.stopped:
+                break
+        return _finish(out, run, data, state, base, rows)
 
 
-def _stop_reason(state: dict[str, Any], cfg: TrainConfig) -> str:
+def _check_before_work(run: RunConfig, out: Path, resume: bool) -> None:
+    """Refuse what would fail later, before any data is read: an unusable --out, --resume with nothing to
+    resume, options that cannot go together."""
+    if run.data.pairs_file and run.train.pairing == "all":
+        raise SiamfaceError("--pairing all needs an identity folder (--data); a pairs file gives fixed pairs")
+    if resume and not out.is_dir():
+        raise SiamfaceError(f"--resume {out}: no such run folder (nothing to resume); leave out --resume to start")
+    check_output_folder(out)
+
+
+def _stop_reason(state: TrainState, cfg: TrainConfig) -> str:
     """Why training stops after this epoch ('' to go on); saved so a resumed run does not train past it."""
-    if state["collapsed"] >= COLLAPSE_EPOCHS:
+    if state.collapsed >= COLLAPSE_EPOCHS:
         return "collapse"
-    if state["bad_epochs"] >= cfg.patience:
+    if state.bad_epochs >= cfg.patience:
         return "patience"
-    if cfg.max_minutes and state["elapsed_s"] > 60 * cfg.max_minutes:
+    if cfg.max_minutes and state.elapsed_s > 60 * cfg.max_minutes:
         return "max_minutes"
     return ""
-
-
-def init_from(model: SiameseNet, run: RunConfig, path: str) -> dict[str, Any]:
-    """Start from a trained model's weights (fine-tuning): same architecture and input, and factory options
-    (kwargs) that leave every weight's shape as it was. Returns its provenance for model.json: the SHA-256 of
-    its weights and every identity that model (and its own ancestors) trained or selected on, which
-    evaluation then refuses."""
-    from .checkpoint import load_model
-
-    src = load_model(path)
-    if src.meta["model"]["name"] != run.model.name or (src.preprocess.size, src.preprocess.channels) != (
-            run.preprocess.size, run.preprocess.channels):
-        raise SiamfaceError(f"{path}: --init model is {src.meta['model']['name']} at {src.preprocess.size}px and "
-                            f"{src.preprocess.channels} channel(s), this run is {run.model.name} at "
-                            f"{run.preprocess.size}px and {run.preprocess.channels}")
-    try:
-        model.load_state_dict(src.model.state_dict())
-    except RuntimeError as e:
-        changed = sorted(k for k in {**src.meta["model"]["kwargs"], **run.model.kwargs}
-                         if src.meta["model"]["kwargs"].get(k) != run.model.kwargs.get(k))
-        raise SiamfaceError(f"{path}: its weights do not fit this run's model (model kwargs that differ: "
-                            f"{', '.join(changed) or 'none'}): {str(e).splitlines()[0]}") from e
-    split = src.meta.get("split", {})
-    lineage = set(split.get("train", ())) | set(split.get("val", ())) | set(src.meta.get("lineage_identities", ()))
-    return {"init_weights_sha256": src.meta.get("weights_sha256", ""), "lineage_identities": sorted(lineage)}
-
-
-def init_defaults(path: str) -> tuple[ModelConfig, PreprocessConfig, str]:
-    """What a fine-tuning run inherits from `--init path` unless told otherwise: the model config, the
-    preprocessing, and how to record the path (a shipped model by its name, anything else absolute)."""
-    from .checkpoint import WEIGHTS_DIR, read_model_json, resolve_run
-
-    folder = resolve_run(path).resolve()
-    _, mcfg, pre = read_model_json(folder)  # the weights are loaded (and hash-checked) once, by init_from
-    stored = folder.name if folder.parent == WEIGHTS_DIR.resolve() and str(path) == folder.name else str(folder)
-    return mcfg, pre, stored
 
 
 def _report_epoch(row: dict[str, Any], cfg: TrainConfig, improved: bool) -> None:
@@ -486,42 +412,44 @@ def _base_meta(run: RunConfig, data: Prepared, model: SiameseNet) -> dict[str, A
     }
 
 
-def _collapse_message(state: dict[str, Any], summary: dict[str, Any], out: Path) -> str:
-    return (f"training collapsed by epoch {state['epoch']}: validation scores are constant or at chance "
-            f"(AUC {summary['auc']:.3f}); lower the learning rate or check the data. Log: {out / LOG}")
+def _collapse_message(state: TrainState, rows: list[dict[str, Any]], out: Path) -> str:
+    return (f"training collapsed by epoch {state.epoch}: validation scores are constant or at chance "
+            f"(AUC {rows[-1]['val_auc']:.3f}); lower the learning rate or check the data. Log: {out / LOG}")
 
 
-def _finish(out: Path, run: RunConfig, data: Prepared, rows: list[dict[str, Any]], state: dict[str, Any],
-            base: dict[str, Any], warning: str = "") -> dict[str, Any]:
-    """Reload the best epoch, calibrate its threshold on validation pairs, write the final model.json."""
-    from .checkpoint import load_model
+def below_chance(summary: dict[str, Any]) -> str:
+    """Why validation says the model is no better than guessing ('' when it is)."""
+    if summary.get("auc", 1.0) <= 0.5:
+        return f"validation AUC {summary['auc']:.3f} is at or below chance (0.5)"
+    way = summary.get("oneshot_way")
+    if way and summary.get("oneshot_accuracy", 1.0) <= 1.0 / way:
+        return (f"validation {way}-way one-shot accuracy {summary['oneshot_accuracy']:.3f} is at or below "
+                f"chance ({1.0 / way:.3f})")
+    return ""
 
-    if state["best_epoch"] == 0:
+
+def _finish(out: Path, run: RunConfig, data: Prepared, state: TrainState, base: dict[str, Any],
+            rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Reload the best epoch, calibrate its threshold on validation pairs, write the final model.json.
+    A model that collapsed, or whose validation is no better than chance, is kept with a warning."""
+    collapsed = state.stopped == "collapse"
+    if collapsed and state.best_epoch == 0:
+        raise CollapseError(_collapse_message(state, rows, out))
+    if state.best_epoch == 0:
         raise CollapseError(f"no epoch beat chance on validation; see {out / LOG}")
     # no hash check: a crash between the best weights and their JSON must not block the resume that
     # finishes the run; the JSON written below names the weights' hash again
     model = load_model(out, device=run.train.device, verify_hash=False).model
-    summary, labels, scores = validate(model, data, replace_train(run, bf16=False))  # fp32, as verify scores
-    meta = {**base, "status": "complete", "epoch": state["best_epoch"], "epochs_run": state["epoch"],
-            "train_seconds": round(state["elapsed_s"], 1), "val": summary,
-            "calibration": calibration(labels, scores, data, run)}
+    summary, labels, scores = validate(model, data, run.replace_train(bf16=False))  # fp32, as verify scores
+    meta = {**base, "status": "complete", "epoch": state.best_epoch, "epochs_run": state.epoch,
+            "train_seconds": round(state.elapsed_s, 1), "val": summary,
+            "calibration": calibration(labels, scores, data.split.val, run.train.seed)}
+    warning = below_chance(summary)
+    if collapsed:
+        warning = (f"training stopped at epoch {state.epoch} after a collapse "
+                   f"({_collapse_message(state, rows, out)}); kept epoch {state.best_epoch}")
     if warning:
         meta["warning"] = warning
+        warnings.warn(f"{out}: {warning}", stacklevel=3)
     save_model(out, model, meta)
     return meta
-
-
-def replace_train(run: RunConfig, **changes: Any) -> RunConfig:
-    """A copy of `run` with TrainConfig fields changed (used by benchmarks and tests)."""
-    return replace(run, train=replace(run.train, **changes))
-
-
-class _CallableModule(types.ModuleType):
-    """`siamface.train` is this module and, called, its `train` function: `from siamface import train`
-    gives the module once it is imported (Python binds submodules on their package), so it must run too."""
-
-    def __call__(self, run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
-        return train(run, out, resume)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,179 @@
+"""The model card: `model.json` read into typed, validated dataclasses.
+
+A run folder's `model.json` records how the model was made (configs, identity split, lineage), what it
+scored on validation, and its calibrated operating points. Everything that reads a model reads it through
+`ModelCard`, which refuses a card that cannot be trusted (no weights hash, a threshold that is not a
+probability, configs that do not parse), naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict
+from .errors import ModelError
+
+META = "model.json"
+EER = "EER"
+STANDARD_FARS = (1e-2, 1e-3, 1e-4)
+
+
+def far_name(far: float) -> str:
+    """The name of the operating point at a false-accept rate: 1e-3 -> 'FAR=1e-03'."""
+    return f"FAR={far:.0e}"
+
+
+def _probability(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0.0 <= value <= 1.0:
+        raise ModelError(f"{where} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """One calibrated decision threshold: "same" when p(same) >= threshold.
+
+    far/frr: the false-accept and false-reject rates it had on the validation pairs it was chosen on."""
+
+    name: str
+    threshold: float
+    far: float
+    frr: float
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "far": self.far, "frr": self.frr, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds chosen on validation identities never trained on, with their provenance.
+
+    `threshold` is the EER point (the default decision); `points` also holds the thresholds for the
+    standard false-accept rates that the validation pairs could resolve."""
+
+    threshold: float
+    source: str
+    rule: str = ""
+    n_pairs: int = 0
+    val_identities: tuple[str, ...] = ()
+    points: dict[str, OperatingPoint] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def point(self, far: float | None = None) -> OperatingPoint:
+        """The EER point (far=None) or the calibrated point at that false-accept rate."""
+        name = EER if far is None else far_name(far)
+        if name not in self.points:
+            have = ", ".join(self.points) or "none"
+            raise ModelError(f"no operating point {name} was calibrated for this model (available: {have})")
+        return self.points[name]
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Calibration:
+        if not isinstance(d, dict):
+            raise ModelError(f"{where} must be an object, got {type(d).__name__}")
+        threshold = _probability(d.get("threshold"), f"{where}.threshold")
+        source = str(d.get("source") or "calibrated at the end of training (no provenance recorded)")
+        points = {EER: OperatingPoint(EER, threshold, float(d.get("val_far", math.nan)),
+                                      float(d.get("val_frr", math.nan)), source)}
+        stored = d.get("operating_points") or {}
+        if not isinstance(stored, dict):
+            raise ModelError(f"{where}.operating_points must be an object")
+        for name, p in stored.items():
+            if not isinstance(p, dict) or not re.fullmatch(r"EER|FAR=\d(\.\d+)?e[+-]\d+", name):
+                raise ModelError(f"{where}.operating_points: {name!r} is not an operating point")
+            points[name] = OperatingPoint(name, _probability(p.get("threshold"), f"{where}.operating_points.{name}"),
+                                          float(p.get("far", math.nan)), float(p.get("frr", math.nan)),
+                                          str(p.get("source", source)))
+        return cls(threshold, source, str(d.get("rule", "")), int(d.get("n_pairs", 0)),
+                   tuple(d.get("val_identities", ())), points, d)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a fine-tuned model started, and every identity its ancestors trained or selected on."""
+
+    init: str = ""
+    init_weights_sha256: str = ""
+    identities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated `model.json`. `raw` keeps the whole JSON for fields that only reports print."""
+
+    path: Path
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    weights_sha256: str
+    status: str = "complete"
+    epoch: int = 0
+    data: DataConfig | None = None
+    train: TrainConfig | None = None
+    split: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    lineage: Lineage = Lineage()
+    val: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    warning: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def file(self) -> Path:
+        return self.path / META
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.threshold if self.calibration else None
+
+    def identities(self, split: str) -> tuple[str, ...]:
+        return self.split.get(split, ())
+
+    def seen_identities(self) -> set[str]:
+        """Identities this model (or a model it was fine-tuned from) trained or selected on: evaluation
+        refuses every one of them."""
+        return set(self.identities("train")) | set(self.identities("val")) | set(self.lineage.identities)
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelCard:
+        """Parse and validate `folder/model.json`; ModelError naming the file and the field otherwise."""
+        path = folder / META
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ModelError(f"{path}: not a readable model description ({e})") from e
+        return cls.from_dict(raw, folder)
+
+    @classmethod
+    def from_dict(cls, raw: Any, folder: Path) -> ModelCard:
+        where = str(folder / META)
+        if not isinstance(raw, dict):
+            raise ModelError(f"{where}: expected a JSON object")
+        try:
+            model = from_dict(ModelConfig, raw["model"])
+            pre = from_dict(PreprocessConfig, raw["preprocess"])
+            data = from_dict(DataConfig, raw["data"]) if isinstance(raw.get("data"), dict) else None
+            train = from_dict(TrainConfig, raw["train"]) if isinstance(raw.get("train"), dict) else None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ModelError(f"{where}: not a valid siamface model description ({e})") from e
+        if not isinstance(model.kwargs, dict):
+            raise ModelError(f"{where}: model.kwargs must be an object, got {type(model.kwargs).__name__}")
+        digest = raw.get("weights_sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ModelError(f"{where}: weights_sha256 is missing or not a SHA-256; the weights cannot be "
+                             "checked, so they are not loaded")
+        split = raw.get("split") or {}
+        if not isinstance(split, dict) or any(not isinstance(v, list) for v in split.values()):
+            raise ModelError(f"{where}: split must map train/val/test to lists of identities")
+        cal = raw.get("calibration")
+        lineage = Lineage(str(train.init) if train else "", str(raw.get("init_weights_sha256", "")),
+                          tuple(raw.get("lineage_identities", ())))
+        return cls(folder, model, pre, digest, str(raw.get("status", "complete")), int(raw.get("epoch", 0)),
+                   data, train, {k: tuple(v) for k, v in split.items()}, lineage, dict(raw.get("val") or {}),
+                   Calibration.from_dict(cal, f"{where}: calibration") if cal is not None else None,
+                   str(raw.get("warning", "")), raw)

@@ -1,0 +1,61 @@
+"""Images -> embeddings -> scores: the one place a model's tower and head run at inference.
+
+Every caller (verify, evaluate, training's validation, the gallery) decodes each distinct image once into
+an `ImageStore`, embeds it once, and scores pairs from the embedding matrix with the Siamese head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import PreprocessConfig
+from .data import ImageStore
+from .models import SiameseNet
+from .preprocess import load_input, normalize
+
+
+def autocast(device: str, enabled: bool) -> Any:
+    """bf16 autocast on CPU (AVX-512 BF16 / AMX), bf16 on CUDA; a no-op when disabled."""
+    if not enabled:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def embed_batches(
+    model: SiameseNet, images: torch.Tensor, pre: PreprocessConfig, batch_size: int = 256,
+    device: str = "cpu", bf16: bool = False,
+) -> torch.Tensor:
+    """Embed uint8 (N, C, H, W) images in batches, in eval mode; returns float32 (N, D) on the CPU."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start : start + batch_size].to(device), pre)
+        with autocast(device, bf16):
+            out.append(model.embed(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, model.embed_dim)
+
+
+@torch.no_grad()
+def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """p(same) for rows i[k], j[k] of an embedding matrix."""
+    head_device = next(model.head.parameters()).device
+    e = emb.to(head_device)
+    logits = model.score(e[torch.as_tensor(i)], e[torch.as_tensor(j)])
+    return torch.sigmoid(logits.float()).cpu().numpy()
+
+
+def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,
+              fallback: bool = True) -> ImageStore:
+    """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
+    not drop pairs, so by default a central box stands in where no face is found (faces.central_box);
+    fallback=False raises NoFaceError instead (verify)."""
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
+                                 loader=lambda p: load_input(p, pre, fallback=fallback))
