@@ -248,3 +248,27 @@ def test_align_config_new_fields() -> None:
                 {"chip_padding": -0.1}, {"eyes": "guess"}, {"detector": "hog"}):
         with pytest.raises(ValueError):
             AlignConfig(**bad)
+
+
+def test_mmod_on_a_large_image_maps_boxes_and_landmarks_back(lfw_faces: list) -> None:
+    """Images over max_side are detected downscaled; boxes return to full size, landmarks come from it."""
+    from siamface.faces import AlignConfig, detect_faces
+
+    img = lfw_faces[2][1]
+    small = detect_faces(img, AlignConfig(detector="mmod"))[0]
+    big = detect_faces(cv2.resize(img, (1500, 1500), interpolation=cv2.INTER_LINEAR),
+                       AlignConfig(detector="mmod", max_side=500))[0]
+    assert abs(big.center[0] / 6 - small.center[0]) < 4 and abs(big.w / 6 - small.w) < 6
+    assert np.abs(np.array(big.landmarks) / 6 - np.array(small.landmarks)).max() < 4
+
+
+def test_missing_or_corrupt_model_files_raise_model_error(tmp_path: Path) -> None:
+    from siamface.errors import ModelError
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    for loader in (ShapePredictor.load, MMODDetector.load):
+        with pytest.raises(ModelError, match="nowhere.safetensors"):
+            loader(tmp_path / "nowhere.safetensors")
+        with pytest.raises(ModelError, match="bad.safetensors"):
+            loader(bad)
