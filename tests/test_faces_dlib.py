@@ -161,10 +161,10 @@ def test_mmod_batch_equals_single_and_rejects_bad_upsample(mmod_pairs: list, dat
     port = MMODDetector.load()
     files = _spread(sorted((data_root / "att_faces").glob("s*/*.pgm")), 4)[:2]
     images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
-    batch = port(images + [np.zeros((50, 70, 3), np.uint8)], upsample=1)
+    batch = port(images + [np.zeros((50, 70, 3), np.uint8), np.zeros((2, 3), np.uint8)], upsample=1)
     for im, dets in zip(images, batch):
         assert dets == port([im], upsample=1)[0]
-    assert batch[2] == []  # a blank image has no face
+    assert batch[2] == [] and batch[3] == []  # a blank image and one too small for the network: no face
     with pytest.raises(ValueError, match="upsample"):
         port(images, upsample=-1)
 
