@@ -8,7 +8,14 @@ class SiamfaceError(Exception):
 
 
 class ImageError(SiamfaceError, ValueError):
-    """An image file is missing, unreadable, corrupt or not an image."""
+    """An image file is missing, unreadable, corrupt or not an image.
+
+    `reason`: a short label for per-pair reports ('missing', 'unreadable', 'not a regular file', 'too large').
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DataError(SiamfaceError, ValueError):

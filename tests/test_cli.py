@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import TinyRun, att_dir, copy_run, one_thread, read_meta, tiny_run
+from _helpers import TinyRun, att_dir, copy_run, one_thread, png_header, read_meta, tiny_run
 
 from siamface.cli import RENAME, SKIP, build_parser, config_from_args, main
 from siamface.config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig
@@ -168,12 +168,25 @@ def _bad_image(kind: str, tmp_path: Path, data_root: Path) -> Path:
     if kind == "text":
         (tmp_path / "x.jpg").write_text("this is not a picture\n")
         return tmp_path / "x.jpg"
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe.jpg")
+        return tmp_path / "pipe.jpg"
+    if kind == "dev-zero":
+        (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+        return tmp_path / "zero.jpg"
+    if kind == "symlink-loop":
+        (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+        return tmp_path / "loop.jpg"
+    if kind == "huge":
+        (tmp_path / "huge.png").write_bytes(png_header(13000, 13000))
+        return tmp_path / "huge.png"
     jpeg = next((data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart").glob("*.jpg")).read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     return tmp_path / "truncated.jpg"
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "truncated"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "truncated", "fifo", "dev-zero",
+                                  "symlink-loop", "huge"])
 @pytest.mark.parametrize("side", [0, 1])
 def test_verify_bad_image_is_a_one_line_error_naming_the_file(kind: str, side: int, tiny: TinyRun,
                                                                tmp_path: Path, data_root: Path,
