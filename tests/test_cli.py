@@ -144,14 +144,18 @@ def test_verify_in_a_subprocess_prints_json(tiny: TinyRun, faces: tuple[str, str
     assert verdict["elapsed_ms"] >= 0
 
 
-def test_verify_error_in_a_subprocess_is_one_line(tiny: TinyRun, faces: tuple[str, str, str],
+@pytest.mark.parametrize("kind", ["missing", "huge"])
+def test_verify_error_in_a_subprocess_is_one_line(kind: str, tiny: TinyRun, faces: tuple[str, str, str],
                                                   tmp_path: Path) -> None:
-    missing = tmp_path / "nope.jpg"
-    res = run_module("verify", str(missing), faces[1], "--model", str(tiny.path))
+    """'huge': a 10000x10000 PNG header, above Pillow's own warning limit (89 Mpx): no warning gets out."""
+    bad = tmp_path / "nope.jpg"
+    if kind == "huge":
+        bad.write_bytes(png_header(10_000, 10_000))
+    res = run_module("verify", str(bad), faces[1], "--model", str(tiny.path))
     assert res.returncode != 0
     assert res.stdout == ""
-    assert len(res.stderr.strip().splitlines()) == 1 and str(missing) in res.stderr
-    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and str(bad) in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "Warning" not in res.stderr
 
 
 # ---- verify errors -------------------------------------------------------------------------------------------
