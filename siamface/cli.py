@@ -103,12 +103,12 @@ def _print(obj: Any) -> None:
 # ---- commands ------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from .models import count_parameters, create_model, list_models, model_spec
+    from .models import list_models, model_spec, parameter_count
 
     rows = []
     for name in list_models():
         spec = model_spec(name)
-        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+        rows.append({"name": name, "parameters": parameter_count(name),
                      "input": f"{spec.preprocess.channels}x{spec.preprocess.size}x{spec.preprocess.size}",
                      "description": spec.description})
     if args.json:
