@@ -36,6 +36,7 @@ from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .plots import plot_training
 from .preprocess import normalize
+from .progress import on_terminal, progress_bar
 
 CURVES = "curves.png"
 COLLAPSE_EPOCHS = 3
@@ -265,11 +266,10 @@ def train_epoch(
 
 
 def _progress(it: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
+    """A bar on a terminal only; elsewhere `_report_epoch` prints one line per epoch."""
+    if not (enabled and on_terminal()):
         return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
 # ---- validation and selection --------------------------------------------------------------------------

@@ -110,6 +110,21 @@ def test_train_evaluate_verify_end_to_end(data_root: Path, tmp_path: Path, capsy
     assert verdict["same"] == (verdict["probability"] >= verdict["threshold"])
 
 
+def test_train_with_stderr_to_a_file_writes_one_line_per_epoch_and_no_progress_bar(data_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    """Issue 11, fault 11: bars only on a terminal; a log gets one plain line per epoch."""
+    out, log = tmp_path / "run", tmp_path / "stderr.log"
+    with log.open("w") as err:
+        res = subprocess.run([sys.executable, "-m", "siamface", "train", "--data", str(att_dir(data_root)), "--model",
+                              "tiny", "--epochs", "3", "--pairs-per-epoch", "256", "--batch-size", "32", "--val-way",
+                              "5", "--val-tasks", "10", "--val-pairs", "100", "--no-bf16", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=err, text=True, timeout=300, env=SUBPROCESS_ENV)
+    text = log.read_text()
+    assert res.returncode == 0, text
+    assert "\r" not in text
+    assert [line.split()[:2] for line in text.splitlines()] == [["epoch", str(k)] for k in (1, 2, 3)]
+
+
 def test_fine_tuning_keeps_the_init_models_architecture_and_preprocessing(
         data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     small = ("--epochs", "1", "--pairs-per-epoch", "64", "--batch-size", "64", "--val-way", "5", "--val-tasks", "10",
