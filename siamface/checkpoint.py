@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import ModelConfig, PreprocessConfig, from_dict
 from .errors import ModelError
-from .models import SiameseNet, create_model
+from .models import SiameseNet, create_model, state_dict_mismatch
 
 WEIGHTS, META = "model.safetensors", "model.json"
 STATE, STATE_META, LOG = "state.safetensors", "state.json", "log.jsonl"  # training state for --resume
@@ -157,6 +157,9 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         raise ModelError(f"{run / META}: cannot build model {mcfg.name!r} for this preprocessing ({e})") from e
     try:
         state = load_file(run / WEIGHTS, device="cpu")
+        if problem := state_dict_mismatch(model, state):
+            raise ModelError(f"{run / META}: the architecture it describes ({mcfg.name} {mcfg.kwargs} at {pre.size}px, "
+                             f"{pre.channels} channel(s)) does not fit the weights in {WEIGHTS}: {problem}")
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
         raise ModelError(f"{run / WEIGHTS}: incompatible with model {mcfg.name!r} ({str(e).splitlines()[0]})") from e

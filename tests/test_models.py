@@ -22,6 +22,7 @@ from siamface.models import (
     list_models,
     model_spec,
     parameter_count,
+    state_dict_mismatch,
 )
 
 MODELS = list_models()
@@ -349,3 +350,18 @@ def test_siamface_models_builds_no_model(monkeypatch: pytest.MonkeyPatch, capsys
     assert cli.main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["name"]: r["parameters"] for r in rows}["koch2015"] == 38_951_745  # the paper's network (README)
+
+
+def test_state_dict_mismatch_lists_missing_unexpected_and_reshaped_tensors() -> None:
+    model = create_model("tiny")
+    state = model.state_dict()
+    assert state_dict_mismatch(model, state) == ""
+    other = create_model("tiny", embed_dim=8).state_dict()
+    problem = state_dict_mismatch(model, other)
+    assert problem.startswith("shapes differ: tower.head.fc.weight is (16, 1024) in the model, (8, 1024) in the "
+                              "weights")
+    extra = {**state, "tower.extra.weight": torch.zeros(1)}
+    del extra["head.fc.bias"]
+    assert state_dict_mismatch(model, extra) == "missing head.fc.bias; unexpected tower.extra.weight"
+    many = state_dict_mismatch(model, {}, limit=2)
+    assert many.startswith("missing ") and f"and {len(state) - 2} more" in many

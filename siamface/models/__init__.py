@@ -6,9 +6,12 @@ a default `PreprocessConfig` (input size, channels, normalisation) that is saved
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+import torch
+from torch import nn
 
 from ..config import PreprocessConfig
 from ..errors import ModelError
@@ -95,6 +98,23 @@ def create_model(name: str, preprocess: PreprocessConfig | None = None, **overri
         raise ModelError(f"bad options for model {name!r}: {e}") from e
 
 
+def state_dict_mismatch(model: nn.Module, state: Mapping[str, torch.Tensor], limit: int = 4) -> str:
+    """How a state dict does not fit a model ('' when it does): missing and unexpected keys and the
+    tensors whose shapes differ, first `limit` of each. torch's own message is several lines long."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k} is {tuple(own[k].shape)} in the model, {tuple(state[k].shape)} in the weights"
+              for k in own if k in state and own[k].shape != state[k].shape]
+
+    def some(items: list[str]) -> str:
+        return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+    parts = [f"missing {some(missing)}" if missing else "", f"unexpected {some(extra)}" if extra else "",
+             f"shapes differ: {some(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def count_parameters(model: SiameseNet) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -111,5 +131,5 @@ def parameter_count(name: str, preprocess: PreprocessConfig | None = None, **ove
 
 __all__ = [
     "KochTower", "L1Head", "ModelSpec", "SiameseNet", "count_parameters", "create_model",
-    "default_preprocess", "list_models", "model_spec", "parameter_count",
+    "default_preprocess", "list_models", "model_spec", "parameter_count", "state_dict_mismatch",
 ]
