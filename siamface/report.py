@@ -20,6 +20,7 @@ from .checkpoint import LoadedModel, atomic_write_bytes, atomic_write_json, load
 from .data import (
     OMNIGLOT_RUN_ALPHABETS,
     assert_disjoint,
+    check_pairable,
     filter_identities,
     group_array,
     label_array,
@@ -68,8 +69,9 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     records = filter_identities(scan_folder(root), ids)
     if split == "test":
         check_no_leakage(lm, set(ids), "test split")
-    store = store_for([r.path for r in records], lm.preprocess)
     labels, _ = label_array(records)
+    check_pairable(labels, root, f"{split}-split")
+    store = store_for([r.path for r in records], lm.preprocess)
     within = bool(lm.meta["data"].get("within_group"))
     summary, y, s = evaluate_identities(lm.model, lm.preprocess, store, labels, n_way=way, n_tasks=tasks,
                                         n_pairs=n_pairs, seed=seed, groups=group_array(records),

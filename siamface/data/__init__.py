@@ -24,6 +24,7 @@ from siamface.data.oneshot import (
 from siamface.data.pairs import (
     Pair,
     check_exists,
+    check_pairable,
     pair_identities,
     read_csv_pairs,
     read_lfw_pairs,
@@ -45,6 +46,7 @@ __all__ = [
     "Split",
     "assert_disjoint",
     "check_exists",
+    "check_pairable",
     "filter_identities",
     "group_array",
     "identities",

@@ -25,7 +25,7 @@ from .folders import (
     omniglot_drawer,
     scan_folder,
 )
-from .pairs import Pair, read_csv_pairs, read_lfw_pairs, sample_pairs
+from .pairs import Pair, check_pairable, read_csv_pairs, read_lfw_pairs, sample_pairs
 from .splits import Split, assert_disjoint, split_identities
 from .store import ImageStore
 
@@ -155,8 +155,11 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
     train_store = _store([r.path for r in train_rec], pre, progress)
     val_store = _store([r.path for r in val_rec], pre, progress)
     train_rec, val_rec = _kept(train_rec, train_store), _kept(val_rec, val_store)
-    return Prepared(split, train_store, label_array(train_rec)[0], group_array(train_rec),
-                    val_store, label_array(val_rec)[0], group_array(val_rec))
+    train_labels, val_labels = label_array(train_rec)[0], label_array(val_rec)[0]
+    check_pairable(train_labels, cfg.root, "training")
+    check_pairable(val_labels, cfg.val_root or cfg.root, "validation")
+    return Prepared(split, train_store, train_labels, group_array(train_rec),
+                    val_store, val_labels, group_array(val_rec))
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -199,5 +202,8 @@ def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: 
     assert_disjoint(train=train_ids, val=val_ids)
     train_store, train_rows = _index_pairs(train, pre, progress)
     val_store, val_rows = _index_pairs(val, pre, progress)
+    if len(set(val_rows[:, 2].tolist())) < 2:
+        raise DataError(f"{cfg.val_pairs_file or cfg.pairs_file}: the validation pairs need both same and different "
+                        f"pairs, got {int(val_rows[:, 2].sum())} same of {len(val_rows)}")
     empty = np.zeros(0, dtype=np.int64)
     return Prepared(split, train_store, empty, None, val_store, empty, None, train_rows, val_rows)
