@@ -28,7 +28,7 @@ def _folder(root: Path, images_per_identity: dict[str, int]) -> Path:
 def test_training_identities_with_one_image_each_name_the_folder(tmp_path: Path) -> None:
     root = _folder(tmp_path / "faces", {f"p{k}": 1 for k in range(6)} | {"v0": 2, "v1": 2})
     cfg = DataConfig(root=str(root), val_ids=("v0", "v1"))
-    with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: no training identity has two images; same pairs need two photos"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: no training identity has two images; same pairs"):
         prepare_data(cfg, PRE, seed=0, progress=False)
 
 
@@ -36,7 +36,7 @@ def test_validation_identities_with_one_image_each_name_the_folder(tmp_path: Pat
     root = _folder(tmp_path / "faces", {"p0": 2, "p1": 2, "v0": 1, "v1": 1})
     with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: no validation identity has two images"):
         prepare_data(DataConfig(root=str(root), val_ids=("v0", "v1")), PRE, seed=0, progress=False)
-    with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: 1 validation identity; different pairs need at least two"):
+    with pytest.raises(DataError, match=rf"^{re.escape(str(root))}: 1 validation identity; different pairs need"):
         prepare_data(DataConfig(root=str(root), val_ids=("p0",)), PRE, seed=0, progress=False)
 
 
