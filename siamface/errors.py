@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class SiamfaceError(Exception):
-    """Base class: the CLI turns any of these into one line on stderr and a non-zero exit."""
+    """Base class: the CLI turns any of these into one line on stderr and a non-zero exit.
+
+    `reason`: a short label of the problem for per-item reports (the `error` column of `verify --pairs`).
+    """
+
+    reason = "error"
 
 
 class ImageError(SiamfaceError, ValueError):
@@ -36,3 +41,5 @@ class CollapseError(SiamfaceError):
 
 class NoFaceError(SiamfaceError):
     """No face was found in an image that had to contain one."""
+
+    reason = "no face"

@@ -7,6 +7,7 @@ N-way one-shot tasks: 400 official Omniglot trials cost ~800 tower passes, not 1
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from . import metrics
 from .config import PreprocessConfig
 from .data import ImageStore, OneShotTask, Pair
+from .errors import DataError, ImageError, NoFaceError, SiamfaceError
 from .models import SiameseNet
 from .preprocess import load_input, normalize
 
@@ -54,21 +56,54 @@ def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.nda
 
 
 def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,
-              fallback: bool = True) -> ImageStore:
+              fallback: bool = True, errors: dict[Path, SiamfaceError] | None = None) -> ImageStore:
     """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
     not drop pairs, so by default a central box stands in where no face is found (faces.central_box);
-    fallback=False raises NoFaceError instead (verify)."""
+    fallback=False raises NoFaceError instead (verify). With `errors`, an image that cannot be used
+    (ImageError, NoFaceError) is left out of the store and its error recorded there instead of raised."""
     unique = list(dict.fromkeys(Path(p) for p in paths))
-    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre, fallback=fallback))
+
+    def load(p: Path) -> np.ndarray | None:
+        try:
+            return load_input(p, pre, fallback=fallback)
+        except (ImageError, NoFaceError) as e:
+            if errors is None:
+                raise
+            errors[p] = e
+            return None
+
+    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress, loader=load)
+
+
+def pair_errors(pairs: Sequence[tuple[Path, Path]], errors: dict[Path, SiamfaceError]) -> list[SiamfaceError | None]:
+    """For each pair, the error of its first image that could not be used (None when both could)."""
+    return [errors.get(Path(a)) or errors.get(Path(b)) for a, b in pairs]
+
+
+def count_reasons(failed: Sequence[SiamfaceError | None]) -> dict[str, int]:
+    """{reason: number of pairs} over the pairs that failed, most frequent first."""
+    counts = Counter(e.reason for e in failed if e is not None)
+    return dict(counts.most_common())
 
 
 def evaluate_pairs(
     model: SiameseNet, pre: PreprocessConfig, pairs: Sequence[Pair], device: str = "cpu",
-    progress: bool = False, bf16: bool = False,
+    progress: bool = False, bf16: bool = False, skip_errors: bool = False, source: str = "pairs",
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Score pairs (each distinct image embedded once); returns (summary, labels, scores)."""
-    store = store_for([p for pair in pairs for p in (pair.a, pair.b)], pre, progress)
+    """Score pairs (each distinct image embedded once); returns (summary, labels, scores).
+
+    skip_errors: a pair with an image that cannot be read is left out instead of raising; the summary
+    counts them (`pairs_skipped`, `skipped_reasons`) and the metrics cover the rest. `source` names the
+    pairs in errors (the pairs file)."""
+    errors: dict[Path, SiamfaceError] | None = {} if skip_errors else None
+    store = store_for([p for pair in pairs for p in (pair.a, pair.b)], pre, progress, errors=errors)
+    failed = pair_errors([(p.a, p.b) for p in pairs], errors or {})
+    skipped = count_reasons(failed)
+    pairs = [p for p, e in zip(pairs, failed) if e is None]
+    if len({p.same for p in pairs}) < 2:
+        left = f" ({sum(skipped.values())} skipped: {reasons_text(skipped)})" if skipped else ""
+        kind = "no pair" if not pairs else f"only {'same' if pairs[0].same else 'different'} pairs"
+        raise DataError(f"{source}: {kind} to score{left}; the metrics need both same and different pairs")
     emb = embed_batches(model, store.images, pre, device=device, bf16=bf16)
     i = np.array([store.index[Path(p.a)] for p in pairs])
     j = np.array([store.index[Path(p.b)] for p in pairs])
@@ -76,7 +111,14 @@ def evaluate_pairs(
     labels = np.array([int(p.same) for p in pairs])
     folds = np.array([p.fold for p in pairs])
     summary = metrics.verification_summary(labels, scores, folds if len(set(folds)) > 1 else None)
+    if skip_errors:
+        summary.update(pairs_skipped=sum(skipped.values()), skipped_reasons=skipped)
     return summary, labels, scores
+
+
+def reasons_text(counts: dict[str, int]) -> str:
+    """'2 no face, 1 too large' for {reason: count}."""
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items()) or "none"
 
 
 def oneshot_scores(model: SiameseNet, emb: torch.Tensor, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from .data import (
 )
 from .data.prepare import read_pairs
 from .errors import DataError
-from .evaluate import evaluate_identities, evaluate_oneshot, evaluate_pairs, store_for
+from .evaluate import evaluate_identities, evaluate_oneshot, evaluate_pairs, reasons_text, store_for
 
 
 def _trained_on(lm: LoadedModel) -> set[str]:
@@ -80,10 +80,14 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     return summary, y, s
 
 
-def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str,
+                strict: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics on the pairs it can score; a pair with an unreadable image is skipped and counted (strict: an
+    error)."""
     pairs = read_pairs(pairs_file)
     check_no_leakage(lm, pair_identities(pairs), str(pairs_file), leaf=True)
-    summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True)
+    summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True,
+                                   skip_errors=not strict, source=str(pairs_file))
     summary["data"] = str(pairs_file)
     return summary, y, s
 
@@ -99,8 +103,9 @@ def _eval_omniglot(lm: LoadedModel, runs: str, device: str) -> dict[str, Any]:
 def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = None, protocol: str | None = None,
                    omniglot_runs: str | None = None, data: str | None = None, out: str | None = None,
                    way: int = 20, tasks: int = 400, n_pairs: int = 4000, seed: int = 0,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Evaluate one model on one source and write the report folder; returns the report dict."""
+                   device: str = "cpu", strict: bool = False) -> dict[str, Any]:
+    """Evaluate one model on one source and write the report folder; returns the report dict.
+    strict: on a pairs file, an image that cannot be used is an error instead of a skipped pair."""
     t0 = time.perf_counter()
     lm = load_model(model, device=device)
     y = s = None
@@ -111,7 +116,7 @@ def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = 
             root = _lfw_root(data)
             pairs = str(root / ("pairsDevTest.txt" if protocol == "lfw-view1" else "pairs.txt"))
         what = protocol or Path(pairs).stem  # type: ignore[arg-type]
-        summary, y, s = _eval_pairs(lm, Path(pairs), device)  # type: ignore[arg-type]
+        summary, y, s = _eval_pairs(lm, Path(pairs), device, strict)  # type: ignore[arg-type]
     else:
         what = split or "test"
         summary, y, s = _eval_identity_split(lm, what, data, way, tasks, n_pairs, seed, device)
@@ -144,6 +149,8 @@ def _markdown(rep: dict[str, Any]) -> str:
             lines.append(f"| {k} | {v:.4f} |")
         elif isinstance(v, int) and not isinstance(v, bool):
             lines.append(f"| {k} | {v} |")
+    if rep.get("skipped_reasons"):
+        lines += ["", f"Skipped pairs (an image could not be used): {reasons_text(rep['skipped_reasons'])}"]
     if "threshold_source" in rep:
         lines += ["", f"Threshold provenance: {rep['threshold_source']}"]
     return "\n".join(lines) + "\n"

@@ -366,7 +366,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         raise SiamfaceError("--pairing all needs an identity folder (--data); a pairs file gives fixed pairs")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress)
+    data = prepare_data(run.data, run.preprocess, cfg.seed, progress=cfg.progress, val_way=cfg.val_way)
     torch.manual_seed(cfg.seed)
     model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
     init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}

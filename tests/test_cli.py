@@ -4,6 +4,7 @@ and flags generated one-to-one from the config dataclasses."""
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -171,6 +172,90 @@ def test_verify_error_in_a_subprocess_is_one_line(kind: str, tiny: TinyRun, face
     assert res.stdout == ""
     assert len(res.stderr.strip().splitlines()) == 1 and str(bad) in res.stderr, res.stderr
     assert "Traceback" not in res.stderr and "Warning" not in res.stderr
+
+
+# ---- batches with bad photos, and refusals up front (issue 11, faults 10 and 13) ---------------------------------
+
+def _pairs_csv(path: Path, rows: list[tuple[Path | str, Path | str, int]]) -> Path:
+    path.write_text("image_a,image_b,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    return path
+
+
+@pytest.fixture
+def mixed_pairs(tmp_path: Path, tiny: TinyRun, data_root: Path) -> Path:
+    """Good pairs of both labels (of test identities, so evaluate may use them) and three that cannot be scored."""
+    (tmp_path / "notes.jpg").write_text("not a picture\n")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    first, second = (att_dir(data_root) / ident for ident in tiny.meta["split"]["test"][:2])
+    a, b, c = first / "1.pgm", first / "2.pgm", second / "1.pgm"
+    return _pairs_csv(tmp_path / "pairs.csv", [(a, b, 1), (tmp_path / "gone.jpg", a, 1), (a, c, 0),
+                                               (b, tmp_path / "notes.jpg", 0), (b, c, 0), (tmp_path / "pipe.jpg", a, 1),
+                                               (c, a, 0), (b, a, 1)])
+
+
+def test_verify_pairs_scores_what_it_can_and_writes_the_reasons(tiny: TinyRun, mixed_pairs: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scores.csv"
+    rc, stdout, err = call(capsys, "verify", "--pairs", str(mixed_pairs), "--out", str(out), "--model", str(tiny.path))
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert (summary["pairs"], summary["scored"]) == (8, 5)
+    assert summary["not_scored"] == {"missing": 1, "unreadable": 1, "not a regular file": 1}
+    assert err.count("\n") == 1 and err.startswith("siamface: 3 of 8 pairs not scored (") and str(out) in err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["error"] for r in rows] == ["", "missing", "", "unreadable", "", "not a regular file", "", ""]
+    assert all((r["probability"] == "") == bool(r["error"]) for r in rows)
+    assert "gone.jpg: no such file" in rows[1]["error_detail"]
+
+    rc, stdout, err = call(capsys, "verify", "--pairs", str(mixed_pairs), "--out", str(out), "--model",
+                           str(tiny.path), "--strict")
+    assert rc == 2 and json.loads(stdout)["scored"] == 5  # the scores are still written, the exit says not all
+    assert len(err.strip().splitlines()) == 1 and "3 of 8 pairs not scored" in err and out.is_file()
+
+
+def test_verify_refuses_to_write_the_scores_over_its_pairs_file(tiny: TinyRun, faces: tuple[str, str, str],
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = _pairs_csv(tmp_path / "x.csv", [(faces[0], faces[1], 1)])
+    before = pairs.read_text()
+    (tmp_path / "link.csv").symlink_to(pairs)
+    for out in (pairs, tmp_path / "link.csv", tmp_path / "." / "x.csv"):
+        rc, stdout, err = call(capsys, "verify", "--pairs", str(pairs), "--out", str(out), "--model", str(tiny.path))
+        assert rc == 2 and stdout == "" and "that is the pairs file itself" in err
+    assert pairs.read_text() == before
+
+
+def test_evaluate_pairs_skips_unusable_images_unless_strict(tiny: TinyRun, mixed_pairs: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    rc, stdout, err = call(capsys, "evaluate", "--model", str(tiny.path), "--pairs", str(mixed_pairs), "--out",
+                           str(out))
+    assert rc == 0, err
+    report = json.loads(stdout)
+    assert report["n_pairs"] == 5 and report["pairs_skipped"] == 3
+    assert report["skipped_reasons"] == {"missing": 1, "unreadable": 1, "not a regular file": 1}
+    assert json.loads((out / "report.json").read_text())["pairs_skipped"] == 3
+    assert "Skipped pairs" in (out / "report.md").read_text()
+    assert err.startswith("siamface: 3 of 8 pairs skipped (") and err.count("\n") == 1
+    rc, stdout, err = call(capsys, "evaluate", "--model", str(tiny.path), "--pairs", str(mixed_pairs), "--out",
+                           str(tmp_path / "strict"), "--strict")
+    assert rc == 2 and stdout == "" and "gone.jpg: no such file" in err
+    assert not (tmp_path / "strict").exists()
+
+
+def test_val_way_above_the_validation_identities_is_refused_before_decoding(
+        data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import siamface.data.prepare
+
+    def no_decoding(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("images were decoded before the check")
+
+    monkeypatch.setattr(siamface.data.prepare, "_store", no_decoding)
+    rc, stdout, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--model", "tiny", "--n-val", "5",
+                           "--val-way", "50", "--out", str(tmp_path / "run"))
+    assert rc == 2 and stdout == ""
+    assert "--val-way 50 (train.val_way) needs 50 validation identities, the validation split has 5" in err
+    assert str(att_dir(data_root)) in err
 
 
 # ---- verify errors -------------------------------------------------------------------------------------------

@@ -137,8 +137,19 @@ def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[
     return merged, Split(tuple(train_ids), tuple(val_ids), tuple(sorted(cfg.test_ids)))
 
 
-def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool = True) -> Prepared:
-    """Split, decode and index the data of one run."""
+def _check_val_way(cfg: DataConfig, n_ids: int, val_way: int) -> None:
+    """N-way one-shot validation needs N validation identities: refused, rather than run fewer-way than the
+    config (saved with the model) says."""
+    if val_way > n_ids:
+        raise DataError(f"{cfg.val_root or cfg.root}: --val-way {val_way} (train.val_way) needs {val_way} validation "
+                        f"identities, the validation split has {n_ids}; pass --val-way {n_ids} or less, or hold out "
+                        "more identities for validation")
+
+
+def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bool = True,
+                 val_way: int = 2) -> Prepared:
+    """Split, decode and index the data of one run. `val_way`: the one-shot validation's N (identity
+    folders), checked against the validation identities before anything is decoded."""
     if cfg.pairs_file:
         return _prepare_pairs(cfg, pre, seed, progress)
     if not cfg.root:
@@ -150,6 +161,7 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
         split = _split(cfg, identities(records), seed)
     if not split.val:
         raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
+    _check_val_way(cfg, len(split.val), val_way)
     train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
     val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
     train_store = _store([r.path for r in train_rec], pre, progress)
@@ -158,6 +170,7 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, progress: bo
     train_labels, val_labels = label_array(train_rec)[0], label_array(val_rec)[0]
     check_pairable(train_labels, cfg.root, "training")
     check_pairable(val_labels, cfg.val_root or cfg.root, "validation")
+    _check_val_way(cfg, len(np.unique(val_labels)), val_way)  # photos without a face may have removed some
     return Prepared(split, train_store, train_labels, group_array(train_rec),
                     val_store, val_labels, group_array(val_rec))
 
