@@ -420,7 +420,7 @@ def _new_value(cls: type, f: dataclasses.Field, hint: Any) -> tuple[list[str], A
     if hint is str:
         return [flag, "some/value"], "some/value"
     elem = typing.get_args(hint)[0]
-    values = (elem(2), elem(3))
+    values = (0.25, 0.5) if elem is float else (elem(2), elem(3))  # per-layer momenta must stay below 1
     return [flag, *map(str, values)], values
 
 

@@ -140,6 +140,9 @@ def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[
 def _check_val_way(cfg: DataConfig, n_ids: int, val_way: int) -> None:
     """N-way one-shot validation needs N validation identities: refused, rather than run fewer-way than the
     config (saved with the model) says."""
+    if n_ids < 2:
+        raise DataError(f"{cfg.val_root or cfg.root}: {n_ids} validation identit{'y' if n_ids == 1 else 'ies'}; "
+                        "different pairs need at least two")
     if val_way > n_ids:
         raise DataError(f"{cfg.val_root or cfg.root}: --val-way {val_way} (train.val_way) needs {val_way} validation "
                         f"identities, the validation split has {n_ids}; pass --val-way {n_ids} or less, or hold out "
