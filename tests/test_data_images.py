@@ -212,3 +212,6 @@ def test_check_image_header_reads_size_and_format_from_a_path_or_bytes(data_root
         assert check_image_header((data_root / rel).read_bytes()) == expected
     with pytest.raises(ImageError, match="uploaded image: not a recognised image format"):
         check_image_header(b"not an image")
+    data = (data_root / LFW_JPG).read_bytes()
+    with pytest.raises(ImageError, match=rf"uploaded image: too large \(over {(len(data) - 1) / 1e6:g} MB"):
+        check_image_header(data, max_bytes=len(data) - 1)

@@ -40,7 +40,7 @@ from siamface.errors import ImageError
 __all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "check_image_header", "image_from_array", "load_image",
            "read_image_bytes"]
 
-MAX_FILE_BYTES = 50 * 1024 * 1024  # bytes read from one image file at most (a phone photo is 2-10 MB)
+MAX_FILE_BYTES = 50_000_000  # bytes read from one image file at most (a phone photo is 2-10 MB)
 MAX_PIXELS = 40_000_000  # width x height at most (a 40 Mpx photo decodes to 120 MB of RGB)
 RESAMPLE = Image.Resampling.BILINEAR
 _MODES = {1: "L", 3: "RGB"}
@@ -135,12 +135,13 @@ def _open_checked(data: bytes, name: str, max_pixels: int | None) -> Image.Image
 def check_image_header(source: str | PathLike[str] | bytes, max_pixels: int | None = None,
                        max_bytes: int | None = None) -> tuple[int, int, str]:
     """(width, height, format) from an image's header, without decoding its pixels; ImageError when the
-    file is not a regular file, over `max_bytes`, not an image, or over `max_pixels` (default MAX_PIXELS).
-    For the service: call it on uploaded bytes before decoding them."""
+    file is not a regular file, over `max_bytes` (default MAX_FILE_BYTES), not an image, or over `max_pixels`
+    (default MAX_PIXELS). For the service: call it on uploaded bytes before decoding them."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, name = bytes(source), "uploaded image"
-        if max_bytes is not None and len(data) > max_bytes:
-            raise ImageError(f"{name}: too large (over {max_bytes / 1e6:g} MB)", reason="too large")
+        cap = MAX_FILE_BYTES if max_bytes is None else max_bytes
+        if len(data) > cap:
+            raise ImageError(f"{name}: too large (over {cap / 1e6:g} MB, the limit for one image)", reason="too large")
     else:
         data, name = read_image_bytes(source, max_bytes), str(source)
     with _quiet(), _open_checked(data, name, max_pixels) as im:
