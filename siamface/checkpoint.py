@@ -18,7 +18,7 @@ from .card import META, ModelCard
 from .config import PreprocessConfig
 from .errors import ModelError
 from .files import atomic_save_tensors, atomic_write_json, sha256_file
-from .models import SiameseNet, create_model
+from .models import SiameseNet, create_model, state_dict_mismatch
 
 WEIGHTS = "model.safetensors"
 
@@ -104,6 +104,10 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         raise ModelError(f"{card.file}: cannot build model {card.model.name!r} for this preprocessing ({e})") from e
     try:
         state = load_file(weights, device="cpu")
+        if problem := state_dict_mismatch(model, state):
+            raise ModelError(f"{card.file}: the architecture it describes ({card.model.name} {card.model.kwargs} at "
+                             f"{card.preprocess.size}px, {card.preprocess.channels} channel(s)) does not fit the "
+                             f"weights in {WEIGHTS}: {problem}")
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
         raise ModelError(f"{weights}: incompatible with model {card.model.name!r} ({str(e).splitlines()[0]})") from e

@@ -122,12 +122,12 @@ def _print(obj: Any) -> None:
 # ---- commands ------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from .models import count_parameters, create_model, list_models, model_spec
+    from .models import list_models, model_spec, parameter_count
 
     rows = []
     for name in list_models():
         spec = model_spec(name)
-        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+        rows.append({"name": name, "parameters": parameter_count(name),
                      "input": f"{spec.preprocess.channels}x{spec.preprocess.size}x{spec.preprocess.size}",
                      "description": spec.description})
     if args.json:
@@ -173,12 +173,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import run_evaluation
+    from .evaluate import reasons_text, run_evaluation
 
     check_device(args.device)
     report = run_evaluation(args.model, split=args.split, pairs=args.pairs, protocol=args.protocol,
                             omniglot_runs=args.omniglot_runs, data=args.data, out=args.out, way=args.way,
-                            tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device)
+                            tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device,
+                            strict=args.strict)
+    if report.get("pairs_skipped"):
+        print(f"siamface: {report['pairs_skipped']} of {report['pairs_skipped'] + report['n_pairs']} pairs skipped "
+              f"({reasons_text(report['skipped_reasons'])}); the metrics cover the other {report['n_pairs']} "
+              "(--strict to fail instead)", file=sys.stderr)
     _print(report)
 
 
@@ -200,11 +205,18 @@ def _verify_batch(args: argparse.Namespace) -> None:
     """`--pairs in.csv --out scores.csv`: every distinct image embedded once; a row per pair."""
     import csv
     import io
+    import os
+    from collections import Counter
 
     from .data.prepare import read_pairs
+    from .evaluate import reasons_text
     from .files import atomic_write_bytes
     from .verify import Verifier
 
+    out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
+    if out.exists() and Path(args.pairs).exists() and os.path.samefile(out, args.pairs):
+        raise SiamfaceError(f"--out {out}: that is the pairs file itself; the scores would overwrite it (choose "
+                            "another --out)")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
                  far=args.far)
     pairs = read_pairs(args.pairs)
@@ -214,10 +226,18 @@ def _verify_batch(args: argparse.Namespace) -> None:
     writer.writeheader()
     for row, pair in zip(rows, pairs):
         writer.writerow({**row, "label": int(pair.same)})
-    out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
     atomic_write_bytes(out, buf.getvalue().encode())
-    _print({"pairs": len(rows), "out": str(out), "threshold": v.threshold, "threshold_source": v.threshold_source,
-            "operating_point": v.operating_point, "model": v.name, "same": sum(r["same"] for r in rows)})
+    failed = dict(Counter(r["error"] for r in rows if r["error"]).most_common())
+    n_failed = sum(failed.values())
+    _print({"pairs": len(rows), "scored": len(rows) - n_failed, "not_scored": failed, "out": str(out),
+            "threshold": v.threshold, "threshold_source": v.threshold_source, "operating_point": v.operating_point,
+            "model": v.name, "same": sum(bool(r["same"]) for r in rows)})
+    if n_failed:
+        summary = (f"{n_failed} of {len(rows)} pairs not scored ({reasons_text(failed)}); the reasons are in the "
+                   f"error column of {out}")
+        if args.strict:
+            raise SiamfaceError(summary)
+        print(f"siamface: {summary} (--strict to fail)", file=sys.stderr)
 
 
 # ---- parser --------------------------------------------------------------------------------------------
@@ -263,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-pairs", type=int, default=4000, help="verification pairs sampled on identity splits")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--strict", action="store_true",
+                   help="on a pairs file, fail when an image cannot be used (default: skip its pairs and count them)")
     e.set_defaults(func=cmd_evaluate)
 
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
@@ -280,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--select", choices=("largest", "central"), default=None,
                    help="which face to use when a photo has several (default: the model's setting)")
     v.add_argument("--device", default="cpu")
+    v.add_argument("--strict", action="store_true",
+                   help="batch mode: exit non-zero when a pair cannot be scored (its reason is in the error column "
+                        "either way)")
     v.set_defaults(func=cmd_verify)
     return p
 

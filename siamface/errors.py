@@ -4,11 +4,23 @@ from __future__ import annotations
 
 
 class SiamfaceError(Exception):
-    """Base class: the CLI turns any of these into one line on stderr and a non-zero exit."""
+    """Base class: the CLI turns any of these into one line on stderr and a non-zero exit.
+
+    `reason`: a short label of the problem for per-item reports (the `error` column of `verify --pairs`).
+    """
+
+    reason = "error"
 
 
 class ImageError(SiamfaceError, ValueError):
-    """An image file is missing, unreadable, corrupt or not an image."""
+    """An image file is missing, unreadable, corrupt or not an image.
+
+    `reason`: a short label for per-pair reports ('missing', 'unreadable', 'not a regular file', 'too large').
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class DataError(SiamfaceError, ValueError):
@@ -29,3 +41,5 @@ class CollapseError(SiamfaceError):
 
 class NoFaceError(SiamfaceError):
     """No face was found in an image that had to contain one."""
+
+    reason = "no face"

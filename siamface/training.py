@@ -38,6 +38,7 @@ from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .plots import plot_training
 from .preprocess import load_input, normalize
+from .progress import on_terminal, progress_bar
 from .resume import LOG, TrainState, append_log, rewrite_log, save_state, start
 
 CURVES = "curves.png"
@@ -250,11 +251,10 @@ def train_epoch(
 
 
 def _progress(it: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
+    """A bar on a terminal only; elsewhere `_report_epoch` prints one line per epoch."""
+    if not (enabled and on_terminal()):
         return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
 # ---- validation and selection --------------------------------------------------------------------------
@@ -325,7 +325,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     with FolderLock(out, "training run"):
-        data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress)
+        data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress,
+                            val_way=cfg.val_way)
         torch.manual_seed(cfg.seed)
         model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
         init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}
