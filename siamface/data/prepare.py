@@ -145,7 +145,7 @@ def _check_val_way(cfg: DataConfig, n_ids: int, val_way: int) -> None:
     if val_way > n_ids:
         raise DataError(f"{cfg.val_root or cfg.root}: --val-way {val_way} (train.val_way) needs {val_way} validation "
                         f"identities, the validation split has {n_ids}; pass --val-way {n_ids} or less, or hold out "
-                        "more identities for validation")
+                        "more identities for validation (--n-val)")
 
 
 def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool = True,
