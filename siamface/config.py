@@ -189,7 +189,7 @@ class TrainConfig:
     patience: int = 20
     max_minutes: float = 0.0
     init: str = ""
-    val_way: int = 20
+    val_way: int = 5
     val_tasks: int = 320
     val_pairs: int = 2_000
     seed: int = 0
