@@ -81,14 +81,16 @@ class _Reader:
                 control = data[pos]
                 n = control & 0x0F
                 if control & 0x70 or n > 8:
-                    raise self.fail(f"bad integer control byte 0x{control:02x} in {what}", pos)
+                    raise IndexError
                 value = int.from_bytes(data[pos + 1 : pos + 1 + n], "little")
                 out[i] = -value if control & 0x80 else value
                 pos += 1 + n
+            if pos > len(data):
+                raise IndexError
         except IndexError:
-            raise self.fail(f"truncated: expected {what}, got end of file", pos) from None
-        if pos > len(data):
-            raise self.fail(f"truncated: {what} runs past the end of the file", len(data))
+            for _ in range(count):  # decode again with every check, to report the exact offset
+                self.int(what)
+            raise self.fail(f"cannot decode {what}") from None
         self.pos = pos
         return out
 
