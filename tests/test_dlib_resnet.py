@@ -20,9 +20,7 @@ from safetensors.torch import load_file
 
 from siamface.errors import ModelError
 from siamface.models import count_parameters, create_model, default_preprocess
-from siamface.models.dlib_resnet import (
-    PARAMETERS, WEIGHTS, WEIGHTS_SHA256, DlibResNet, add_prev, dlib_padding, load_dlib_weights,
-)
+from siamface.models import dlib_resnet as dr
 from siamface.preprocess import normalize
 
 SRC = Path(str(files("face_recognition_models") / "models"))
@@ -57,8 +55,10 @@ def test_descriptors_equal_dlibs(chips_and_reference: tuple[np.ndarray, np.ndarr
     x = normalize(torch.from_numpy(chips).permute(0, 3, 1, 2), default_preprocess("dlib_resnet"))
     with torch.no_grad():
         ours = model.embed(x).double().numpy()
+        fused = model.tower.fused()(x).double().numpy()
     assert ours.shape == reference.shape == (N_FACES, 128)
     assert np.abs(ours - reference).max() <= PARITY_TOL
+    assert np.abs(fused - reference).max() <= PARITY_TOL  # the inference copy with affines folded
     # and the faces are told apart: different people are far apart in dlib's metric
     d = np.linalg.norm(ours[:, None] - ours[None], axis=-1)[~np.eye(N_FACES, dtype=bool)]
     assert np.median(d) > 0.6
@@ -66,29 +66,39 @@ def test_descriptors_equal_dlibs(chips_and_reference: tuple[np.ndarray, np.ndarr
 
 def test_pretrained_model_loads_the_shipped_tower() -> None:
     model = create_model("dlib_resnet")
-    assert count_parameters(model.tower) == PARAMETERS == 5_614_592
+    assert count_parameters(model.tower) == dr.PARAMETERS == 5_614_592
     assert (model.in_channels, model.input_size, model.embed_dim) == (3, 150, 128)
-    shipped = load_file(str(WEIGHTS))
+    shipped = load_file(str(dr.WEIGHTS))
     for k, v in model.tower.state_dict().items():
         assert torch.equal(v, shipped[k]), k
-    assert hashlib.sha256(WEIGHTS.read_bytes()).hexdigest() == WEIGHTS_SHA256
+    assert hashlib.sha256(dr.WEIGHTS.read_bytes()).hexdigest() == dr.WEIGHTS_SHA256
     untrained = create_model("dlib_resnet", pretrained=False)
     assert not torch.equal(untrained.tower.fc.weight, model.tower.fc.weight)
 
 
+def test_fused_copy_is_frozen_and_leaves_the_tower_alone() -> None:
+    tower = create_model("dlib_resnet").tower
+    before = {k: v.clone() for k, v in tower.state_dict().items()}
+    fused = tower.fused()
+    assert not fused.training and not any(p.requires_grad for p in fused.parameters())
+    assert not any(isinstance(m, dr.Affine) for m in fused.modules())
+    for k, v in tower.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
 def test_tampered_or_foreign_weights_are_refused(tmp_path: Path) -> None:
     bad = tmp_path / "dlib_resnet_v1.safetensors"
-    data = bytearray(WEIGHTS.read_bytes())
+    data = bytearray(dr.WEIGHTS.read_bytes())
     data[-1] ^= 1
     bad.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="SHA-256 differs"):
-        load_dlib_weights(DlibResNet(), bad)
+        dr.load_dlib_weights(dr.DlibResNet(), bad)
     other = tmp_path / "mmod.safetensors"
-    shutil.copy(WEIGHTS.parent / "mmod_detector.safetensors", other)
+    shutil.copy(dr.WEIGHTS.parent / "mmod_detector.safetensors", other)
     with pytest.raises(ModelError, match="not the dlib descriptor's weights"):
-        load_dlib_weights(DlibResNet(), other, sha256=None)
+        dr.load_dlib_weights(dr.DlibResNet(), other, sha256=None)
     with pytest.raises(ModelError, match="cannot read"):
-        load_dlib_weights(DlibResNet(), tmp_path / "missing.safetensors")
+        dr.load_dlib_weights(dr.DlibResNet(), tmp_path / "missing.safetensors")
 
 
 def test_wrong_input_geometry_is_refused() -> None:
@@ -99,17 +109,17 @@ def test_wrong_input_geometry_is_refused() -> None:
 def test_add_prev_pads_channels_and_space_with_zeros() -> None:
     a = torch.arange(1 * 2 * 3 * 3, dtype=torch.float32).view(1, 2, 3, 3)
     b = torch.ones(1, 4, 4, 4)
-    s = add_prev(a, b)
+    s = dr.add_prev(a, b)
     assert s.shape == (1, 4, 4, 4)
     expected = b.clone()
     expected[:, :2, :3, :3] += a
     torch.testing.assert_close(s, expected, rtol=0, atol=0)
-    torch.testing.assert_close(add_prev(b, a), s, rtol=0, atol=0)
+    torch.testing.assert_close(dr.add_prev(b, a), s, rtol=0, atol=0)
 
 
 def test_dlib_padding_rule_and_spatial_sizes() -> None:
-    assert [dlib_padding(k, s) for k, s in ((7, 2), (3, 2), (3, 1), (2, 2), (5, 1))] == [0, 0, 1, 0, 2]
-    tower = DlibResNet().eval()
+    assert [dr.dlib_padding(k, s) for k, s in ((7, 2), (3, 2), (3, 1), (2, 2), (5, 1))] == [0, 0, 1, 0, 2]
+    tower = dr.DlibResNet().eval()
     sizes = []
     hooks = [b.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for b in tower.blocks]
     with torch.no_grad():
