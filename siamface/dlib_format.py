@@ -5,8 +5,9 @@ it only decodes numbers, strings and float32 arrays and never executes anything 
 unexpected (a truncated file, a flipped byte in the structure, a file of another kind) raises
 `DlibFormatError` naming the file and the byte offset where parsing failed.
 
-Encoding (serialize.h): an integer is one control byte (low 4 bits: number of magnitude bytes, bit 0x80:
-negative) then the magnitude little-endian; a float or double is an integer mantissa then an integer
+Encoding (serialize.h): an integer is one control byte (low 4 bits: number of magnitude bytes, 1 to 8; bit
+0x80: negative; the reader also refuses the reserved bits 0x70, which dlib ignores for integers and which
+its own writer never sets) then the magnitude little-endian; a float or double is an integer mantissa then an integer
 exponent (value = m * 2^e, float_details.h); a string is a length then its bytes; a bool is the byte '0' or
 '1'. A dnn tensor is version 2, (num_samples, k, nr, nc), then raw little-endian float32; an alias tensor is
 version 1 and four sizes (a view into the layer's params, no data).
@@ -58,7 +59,7 @@ class _Reader:
             raise self.fail(f"truncated: expected {what}, got end of file")
         control = self.data[start]
         n = control & 0x0F
-        if control & 0x70 or n > 8:
+        if control & 0x70 or not 0 < n <= 8:  # dlib writes 1 to 8 magnitude bytes (zero is 01 00)
             raise self.fail(f"bad integer control byte 0x{control:02x} for {what}", start)
         if start + 1 + n > len(self.data):
             raise self.fail(f"truncated: {what} needs {n} bytes, {len(self.data) - start - 1} left", start)
@@ -80,7 +81,7 @@ class _Reader:
             for i in range(count):
                 control = data[pos]
                 n = control & 0x0F
-                if control & 0x70 or n > 8:
+                if control & 0x70 or not 0 < n <= 8:
                     raise IndexError
                 value = int.from_bytes(data[pos + 1 : pos + 1 + n], "little")
                 out[i] = -value if control & 0x80 else value
@@ -394,10 +395,15 @@ def parse_shape_predictor(data: bytes, name: str) -> ShapePredictorData:
     for _ in range(n_cascades):
         at = r.pos
         n_trees = r.size("tree count", 1 << 16)
-        n_splits = 0
+        if shape is not None and n_trees != shape[0]:
+            raise r.fail("cascades with different numbers of trees are not supported", at)
         for _ in range(n_trees):
             at_tree = r.pos
             n_splits = r.size("split count", 1 << 12)
+            if shape is None:
+                shape = (n_trees, n_splits)
+            elif n_splits != shape[1]:
+                raise r.fail("trees of different depths are not supported", at_tree)
             splits += r.ints(4 * n_splits, "tree splits")
             n_leaves = r.size("leaf count", 1 << 13)
             if n_leaves != n_splits + 1 or n_leaves & (n_leaves - 1):
@@ -410,15 +416,16 @@ def parse_shape_predictor(data: bytes, name: str) -> ShapePredictorData:
                 raise r.fail(f"a leaf is not a column of {n_values} values", at_leaves)
             leaves += run
         if shape is None:
-            shape = (n_trees, n_splits)
-        elif shape != (n_trees, n_splits):
-            raise r.fail("cascades of different sizes are not supported", at)
-    split_arr = np.array(splits, np.int64).reshape(-1, 4)
+            shape = (0, 0)
+    try:
+        split_arr = np.array(splits, np.int64).reshape(-1, 4)
+        leaf_arr = np.array(leaves, np.int64).reshape(-1, 2 + 2 * n_values)[:, 2:].reshape(-1, 2)
+    except OverflowError:
+        raise r.fail("a tree holds an integer beyond 64 bits") from None
     idx1, idx2 = split_arr[:, 0], split_arr[:, 1]
     if len(split_arr) and min(idx1.min(), idx2.min()) < 0:
         raise r.fail("a split refers to a negative feature pixel index")
     thresh = _floats_of(r, split_arr[:, 2], split_arr[:, 3], "split thresholds")
-    leaf_arr = np.array(leaves, np.int64).reshape(-1, 2 + 2 * n_values)[:, 2:].reshape(-1, 2)
     leaf_values = _floats_of(r, leaf_arr[:, 0], leaf_arr[:, 1], "leaf values")
     anchors = _nested(r, n_cascades, "anchor_idx", lambda: r.size("anchor index", n_values // 2 - 1))
     deltas = _nested(r, n_cascades, "deltas", lambda: (r.float("delta x"), r.float("delta y")))

@@ -90,6 +90,21 @@ def test_shape_predictor_file_decodes_to_a_full_tree_ensemble() -> None:
     assert np.isfinite(sp.leaf_values).all() and np.isfinite(sp.split_thresh).all()
 
 
+def test_primitive_encodings_by_hand() -> None:
+    from siamface.dlib_format import _Reader
+
+    r = _Reader(bytes.fromhex("0100 8105 023412 0103 8101 04 61626364 31 30"), "hand.dat")
+    assert [r.int(), r.int(), r.int()] == [0, -5, 0x1234]
+    assert r.float() == 3 * 2.0**-1
+    assert r.string() == "abcd"
+    assert [r.bool(), r.bool()] == [True, False]
+    assert r.remaining() == 0
+    with pytest.raises(DlibFormatError, match=r"hand\.dat: .*control byte 0x00 .* at byte offset 0"):
+        _Reader(b"\x00", "hand.dat").int()
+    with pytest.raises(DlibFormatError, match="expected '0' or '1'"):
+        _Reader(b"2", "hand.dat").bool()
+
+
 # ---- corrupt, truncated and foreign files ----------------------------------------------------------------
 
 @pytest.mark.parametrize("fraction", [0.0, 1e-5, 0.3, 0.999])
