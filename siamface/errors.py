@@ -43,3 +43,7 @@ class NoFaceError(SiamfaceError):
     """No face was found in an image that had to contain one."""
 
     reason = "no face"
+
+
+class DlibFormatError(SiamfaceError, ValueError):
+    """A dlib model file is truncated, corrupt or of another kind; the message names the byte offset."""

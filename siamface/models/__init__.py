@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import PreprocessConfig
 from ..errors import ModelError
+from .dlib_resnet import dlib_parameters, dlib_siamese
 from .koch import KochTower, koch_parameters, koch_siamese
 from .siamese import L1Head, SiameseNet
 from .small import conv_parameters, conv_siamese, res_parameters, res_siamese
@@ -30,6 +31,12 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {
+    "dlib_resnet": ModelSpec(
+        # mean 0, std 1: the tower takes [0, 1] RGB and applies dlib's per-channel (x - mean) / 256 itself
+        dlib_siamese, {}, PreprocessConfig(size=150, channels=3, mean=0.0, std=1.0),
+        "dlib's face descriptor (ResNet-29, Davis E. King, CC0) on 150x150 RGB chips, 128-d, converted weights",
+        dlib_parameters,
+    ),
     "koch2015": ModelSpec(
         koch_siamese, {}, PreprocessConfig(size=105, channels=1),
         "Koch et al. (2015) exactly: 4 conv layers, fc 4096 sigmoid, L1 head (38.95M parameters)",
