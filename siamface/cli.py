@@ -23,7 +23,9 @@ from .files import os_reason
 # Config fields that get a different flag name, or none (set by a dedicated flag).
 RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
 SKIP = {("PreprocessConfig", "align"), ("ModelConfig", "kwargs")}
-HELP = {("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
+HELP = {("TrainConfig", "freeze"): "none | all (train the Siamese head only, on descriptors computed once per "
+                                   "image; needs --no-distortions) | a tower stage: the stages before it stay fixed",
+        ("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
                                  "name (face-prior, lfw-view1); its architecture and preprocessing apply unless "
                                  "flags change them"}
 

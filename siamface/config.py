@@ -156,7 +156,9 @@ class TrainConfig:
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
     epoch that crosses this training time (0: no limit). id_loss: weight of an identity loss on the tower
     (CosFace with id_margin and id_scale, losses.py) added to the pair loss; 0 turns it off. It needs
-    pairing='all' (identity-labelled batches) and regime 'adamw'.
+    pairing='all' (identity-labelled batches) and regime 'adamw'. freeze: 'none', 'all' (the tower is fixed
+    and only the Siamese head trains, on descriptors computed once per image) or a tower stage: every tower
+    parameter before it stays fixed (freeze.py).
     """
 
     regime: str = "adamw"
@@ -189,6 +191,7 @@ class TrainConfig:
     patience: int = 20
     max_minutes: float = 0.0
     init: str = ""
+    freeze: str = "none"
     val_way: int = 5
     val_tasks: int = 320
     val_pairs: int = 2_000
@@ -222,6 +225,11 @@ class TrainConfig:
                              "(a rotated class is not its identity)")
         if self.select not in ("oneshot", "auc", "eer"):
             raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
+        if not self.freeze:
+            raise ValueError("train.freeze must be 'none', 'all' or the name of a tower stage, got ''")
+        if self.freeze == "all" and (self.distortions or self.class_rotations or self.distortions_per_pair):
+            raise ValueError("train.freeze='all' computes each image's descriptor once, so images cannot be "
+                             "distorted anew each epoch: pass --no-distortions (--flip still mirrors faces)")
 
 
 @dataclass(frozen=True)

@@ -170,4 +170,6 @@ def dlib_siamese(in_channels: int = 3, input_size: int = 150, pretrained: bool =
     tower = DlibResNet()
     if pretrained:
         load_dlib_weights(tower)
-    return SiameseNet(tower, 128, 3, 150, head_weights)
+    net = SiameseNet(tower, 128, 3, 150, head_weights)
+    net.pretrained_tower = pretrained  # a checkpoint of a frozen tower may then store only the head
+    return net
