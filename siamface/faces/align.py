@@ -1,4 +1,5 @@
-"""Eye-based similarity alignment and the one-call extract_face (detect -> choose -> eyes -> align)."""
+"""Face alignment (eye-based similarity, or dlib's face chip from 5 landmarks) and the one-call extract_face
+(detect -> choose -> landmarks -> eyes -> align)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import cv2
 import numpy as np
 
 from siamface.errors import NoFaceError
+from siamface.faces.chip import face_chip
 from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
 from siamface.faces.detect import (
     FaceBox,
@@ -18,6 +20,8 @@ from siamface.faces.detect import (
     detect_eyes,
     detect_faces,
     estimate_eyes,
+    landmark_eyes,
+    with_landmarks,
 )
 
 
@@ -98,12 +102,13 @@ def center_square(image: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class FaceCrop:
-    """An aligned face and how it was found: every face box, the one used and where the eyes came from."""
+    """An aligned face and how it was found: every face box (with its 5 landmarks), the one used and where
+    the eyes came from ("detected", "estimated", "landmarks", "fallback" or "none")."""
 
     image: np.ndarray
     faces: list[FaceBox] = field(default_factory=list)
     used: FaceBox | None = None
-    eyes_source: str = "none"  # "detected" | "estimated" | "none"
+    eyes_source: str = "none"
     eyes: tuple[Point, Point] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,14 +129,39 @@ def central_box(image: np.ndarray, fraction: float = 0.5) -> FaceBox:
     return FaceBox((w - side) // 2, (h - side) // 2, side, side, 0.0)
 
 
+def _detector_words(cfg: AlignConfig) -> str:
+    if cfg.detector == "mmod":
+        return f"dlib's MMOD detector, upsample={cfg.upsample}"
+    return f"Haar cascade {cfg.face_cascade}, min_size={cfg.min_size} of the shorter side"
+
+
+def _align(image: np.ndarray, box: FaceBox, size: int, cfg: AlignConfig, fallback: bool) -> tuple[
+        np.ndarray, tuple[Point, Point], str]:
+    """(aligned image, eyes, eyes_source) for one face box (with landmarks) and the configured recipe."""
+    if cfg.alignment == "dlib_chip":
+        return face_chip(image, np.asarray(box.landmarks), size, cfg.chip_padding), \
+            landmark_eyes(box.landmarks), "landmarks"
+    if cfg.eyes == "landmarks":
+        eyes, source = landmark_eyes(box.landmarks), "landmarks"
+    elif fallback:
+        eyes, source = estimate_eyes(box), "fallback"
+    else:
+        eyes = detect_eyes(image, box, cfg) if cfg.eyes == "detect" else None
+        source = "detected"
+        if eyes is None:
+            eyes, source = estimate_eyes(box), "estimated"
+    return align_face(image, eyes[0], eyes[1], size, cfg), eyes, source
+
+
 def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG,
                  source: str | None = None, fallback: bool = False) -> FaceCrop:
-    """Detect, choose (cfg.select), find the eyes (detected, else estimated) and align to size x size.
+    """Detect, choose (cfg.select), predict dlib's 5 landmarks of every face, and align to size x size:
+    by the eyes (detected, estimated or from the landmarks) or as dlib's face chip (cfg.alignment).
 
     With cfg.detector == "none" the whole image is centre-cropped and resized (used=None).
     Raises NoFaceError (naming source when given) when no face is found, unless `fallback` (protocol
-    evaluation, where no pair may be dropped): then a central box stands in (eyes_source "fallback").
-    ValueError for bad arguments.
+    evaluation, where no pair may be dropped) or cfg.on_missing == "center": then a central box stands in
+    (eyes_source "fallback", or "landmarks" when the recipe uses them). ValueError for bad arguments.
     """
     image = check_image(image)
     size = _check_size(size)
@@ -139,20 +169,14 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
         return FaceCrop(image=center_square(image, size))
     faces = detect_faces(image, cfg)
     if not faces and (fallback or cfg.on_missing == "center"):
-        box = central_box(image, cfg.fallback_box)
-        eyes = estimate_eyes(box)
-        return FaceCrop(image=align_face(image, eyes[0], eyes[1], size, cfg), faces=[], used=box,
-                        eyes_source="fallback", eyes=eyes)
+        box = with_landmarks(image, [central_box(image, cfg.fallback_box)])[0]
+        out, eyes, eyes_source = _align(image, box, size, cfg, fallback=True)
+        return FaceCrop(image=out, faces=[], used=box, eyes_source=eyes_source, eyes=eyes)
     if not faces:
         where = f" {source}" if source else ""
         raise NoFaceError(
-            f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; Haar cascade "
-            f"{cfg.face_cascade}, min_size={cfg.min_size} of the shorter side): expected an upright frontal "
-            "face; use detector='none' for images that are already face crops")
-    used = faces[0]
-    eyes = detect_eyes(image, used, cfg) if cfg.eyes == "detect" else None
-    eyes_source = "detected"
-    if eyes is None:
-        eyes, eyes_source = estimate_eyes(used), "estimated"
-    out = align_face(image, eyes[0], eyes[1], size, cfg)
-    return FaceCrop(image=out, faces=faces, used=used, eyes_source=eyes_source, eyes=eyes)
+            f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; {_detector_words(cfg)}): "
+            "expected an upright frontal face; use detector='none' for images that are already face crops")
+    faces = with_landmarks(image, faces)
+    out, eyes, eyes_source = _align(image, faces[0], size, cfg, fallback=False)
+    return FaceCrop(image=out, faces=faces, used=faces[0], eyes_source=eyes_source, eyes=eyes)

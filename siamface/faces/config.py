@@ -6,9 +6,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-DETECTORS = ("haar", "none")
+DETECTORS = ("haar", "mmod", "none")
 SELECTS = ("largest", "central")
-EYE_MODES = ("detect", "estimate")
+EYE_MODES = ("detect", "estimate", "landmarks")
+ALIGNMENTS = ("eyes", "dlib_chip")
 FACE_CASCADES = (
     "haarcascade_frontalface_default.xml",
     "haarcascade_frontalface_alt.xml",
@@ -43,12 +44,18 @@ def _integer(name: str, value: Any, lo: int) -> int:
 class AlignConfig:
     """How faces are found, chosen and aligned.
 
-    detector: "haar" (OpenCV Haar cascade) or "none" (input already is a face crop: centre square + resize).
+    detector: "haar" (OpenCV Haar cascade), "mmod" (dlib's CNN face detector, siamface.faces.mmod) or "none"
+    (input already is a face crop: centre square + resize).
     select: which face is used when there are several: "largest" box or the most "central" one.
     eye_y: fraction of the output height where both eyes go; eye_distance: fraction of the output width
     between the eye centres (smaller = more margin around the face).
-    eyes: "detect" (Haar eye cascade, falling back to fixed fractions of the face box) or "estimate" (always
-    the fallback: faster and deterministic given the box).
+    eyes: "detect" (Haar eye cascade, falling back to fixed fractions of the face box), "estimate" (always
+    the fallback: faster and deterministic given the box) or "landmarks" (the mean of each eye's two corners
+    among dlib's 5 landmarks).
+    alignment: "eyes" (the similarity that puts the eyes at eye_y / eye_distance) or "dlib_chip" (dlib's face
+    chip from the 5 landmarks, `get_face_chip_details` with chip_padding: what dlib's face descriptor expects).
+    upsample: how many times the image is doubled before the mmod detector runs (finds faces down to about
+    80 / 2^upsample pixels, at about 4^upsample the cost; face_recognition uses 1).
     scale_factor / min_neighbors / min_size: face cascade settings; min_size is the smallest face side as a
     fraction of the image's shorter side. eye_scale_factor / eye_min_neighbors: the same for the eye cascade.
     max_side: images whose longer side exceeds it are downscaled for detection (0 = never).
@@ -72,6 +79,9 @@ class AlignConfig:
     max_side: int = 1024
     on_missing: str = "error"
     fallback_box: float = 0.5
+    alignment: str = "eyes"
+    chip_padding: float = 0.25
+    upsample: int = 0
 
     def __post_init__(self) -> None:
         _choice("detector", self.detector, DETECTORS)
@@ -80,6 +90,7 @@ class AlignConfig:
         _choice("face_cascade", self.face_cascade, FACE_CASCADES)
         _choice("eye_cascade", self.eye_cascade, EYE_CASCADES)
         _choice("on_missing", self.on_missing, ("error", "center"))
+        _choice("alignment", self.alignment, ALIGNMENTS)
         checked = {
             "eye_y": _number("eye_y", self.eye_y, 0.0, 1.0),
             "eye_distance": _number("eye_distance", self.eye_distance, 0.0, 1.0),
@@ -90,7 +101,11 @@ class AlignConfig:
             "eye_min_neighbors": _integer("eye_min_neighbors", self.eye_min_neighbors, 0),
             "max_side": _integer("max_side", self.max_side, 0),
             "fallback_box": _number("fallback_box", self.fallback_box, 0.0, 1.0, hi_open=False),
+            "chip_padding": _number("chip_padding", self.chip_padding, 0.0, 2.0, lo_open=False),
+            "upsample": _integer("upsample", self.upsample, 0),
         }
+        if checked["upsample"] > 3:
+            raise ValueError(f"AlignConfig.upsample must be at most 3, got {self.upsample!r}")
         if 0 < checked["max_side"] < 32:
             raise ValueError(f"AlignConfig.max_side must be 0 (no limit) or >= 32, got {self.max_side!r}")
         for name, value in checked.items():  # normalise e.g. JSON ints to floats
@@ -113,3 +128,5 @@ class AlignConfig:
 
 
 DEFAULT_CONFIG = AlignConfig()
+# dlib's pipeline (face_recognition's, for dlib's face descriptor): MMOD boxes, 5 landmarks, 150x150 chips
+DLIB_CHIP = AlignConfig(detector="mmod", alignment="dlib_chip", eyes="landmarks")

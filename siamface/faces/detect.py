@@ -1,4 +1,5 @@
-"""Offline face and eye detection with the Haar cascades that ship with opencv-python.
+"""Offline face detection: the Haar cascades that ship with opencv-python or dlib's MMOD CNN detector
+(siamface.faces.mmod); Haar eye detection; dlib's 5 face landmarks (siamface.faces.landmarks) for any box.
 
 Coordinates are continuous image coordinates: pixel (row i, column j) covers [j, j+1) x [i, i+1), so a box
 (x, y, w, h) has its centre at (x + w/2, y + h/2). Points are (x, y).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -44,19 +45,36 @@ EYE_DIST_RANGE = (0.25, 0.65)  # distance between eye centres as a fraction of t
 CONF_CENTER, CONF_SCALE = 3.0, 2.0
 
 
+Landmarks = tuple[tuple[int, int], ...]
+
+
 @dataclass(frozen=True)
 class FaceBox:
-    """A face box in image pixels (inside the image) with the detector's confidence in (0, 1)."""
+    """A face box in image pixels (inside the image), the detector's confidence and, once computed, dlib's
+    5 landmarks (x, y) in whole pixels (see siamface.faces.landmarks for their order).
+
+    confidence: Haar: a logistic map of the cascade's level weight, in (0, 1); mmod: dlib's detection score
+    (> 0, about 1 for a clear frontal face), as dlib.cnn_face_detection_model_v1 reports it.
+    """
 
     x: int
     y: int
     w: int
     h: int
     confidence: float
+    landmarks: Landmarks | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict {x, y, w, h, confidence}."""
-        return asdict(self)
+        """JSON-serialisable dict {x, y, w, h, confidence} (and landmarks [[x, y] x 5] when computed)."""
+        out: dict[str, Any] = {"x": self.x, "y": self.y, "w": self.w, "h": self.h, "confidence": self.confidence}
+        if self.landmarks is not None:
+            out["landmarks"] = [list(p) for p in self.landmarks]
+        return out
+
+    @property
+    def dlib_rect(self) -> tuple[int, int, int, int]:
+        """The box as a dlib rectangle (left, top, right, bottom), inclusive."""
+        return (self.x, self.y, self.x + self.w - 1, self.y + self.h - 1)
 
     @property
     def center(self) -> Point:
@@ -104,10 +122,70 @@ def _confidence(weight: float) -> float:
     return float(1.0 / (1.0 + math.exp(-(float(weight) - CONF_CENTER) / CONF_SCALE)))
 
 
+def _dlib_models() -> tuple[Any, Any]:
+    """The MMOD detector and the 5-point predictor, loaded once per thread from the shipped weights."""
+    if "dlib" not in _local.__dict__:
+        from siamface.faces.landmarks import ShapePredictor
+        from siamface.faces.mmod import MMODDetector
+
+        _local.dlib = (MMODDetector.load(), ShapePredictor.load())
+    return _local.dlib
+
+
+def with_landmarks(image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
+    """The faces with dlib's 5 landmarks predicted from each box (boxes that have them are kept)."""
+    todo = [i for i, f in enumerate(faces) if f.landmarks is None]
+    if not todo:
+        return faces
+    points = _dlib_models()[1](check_image(image), np.array([faces[i].dlib_rect for i in todo]))
+    out = list(faces)
+    for i, pts in zip(todo, points):
+        out[i] = replace(faces[i], landmarks=tuple((int(x), int(y)) for x, y in pts))
+    return out
+
+
+def _detect_mmod(image: np.ndarray, cfg: AlignConfig) -> list[FaceBox]:
+    """dlib's CNN detector (cfg.upsample), boxes clipped to the image; landmarks from dlib's own boxes."""
+    height, width = image.shape[:2]
+    scale, small = 1.0, image
+    if cfg.max_side and max(height, width) > cfg.max_side:
+        scale = cfg.max_side / max(height, width)
+        small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    detector, predictor = _dlib_models()
+    found = detector([small], upsample=cfg.upsample)[0]
+    if not found:
+        return []
+    rects = np.array([d.rect for d in found], np.float64)
+    if scale != 1.0:  # back to the full image: box corners and the inclusive right/bottom edges
+        rects[:, :2] = np.round(rects[:, :2] / scale)
+        rects[:, 2:] = np.round((rects[:, 2:] + 1) / scale) - 1
+    points = predictor(image, rects)
+    boxes = []
+    for (left, top, right, bottom), det, pts in zip(rects.astype(int).tolist(), found, points):
+        x0, y0, x1, y1 = max(0, left), max(0, top), min(width - 1, right), min(height - 1, bottom)
+        if x1 >= x0 and y1 >= y0:
+            boxes.append(FaceBox(x0, y0, x1 - x0 + 1, y1 - y0 + 1, float(det.confidence),
+                                 tuple((int(x), int(y)) for x, y in pts)))
+    return boxes
+
+
+def _order(boxes: list[FaceBox], select: str, width: int, height: int) -> list[FaceBox]:
+    if select == "largest":
+        return sorted(boxes, key=lambda b: (-b.w * b.h, -b.confidence))
+    cx, cy = width / 2.0, height / 2.0
+    return sorted(boxes, key=lambda b: (math.hypot(b.center[0] - cx, b.center[1] - cy), -b.w * b.h))
+
+
 def detect_faces(image: np.ndarray, cfg: AlignConfig = DEFAULT_CONFIG) -> list[FaceBox]:
-    """All faces found by the Haar cascade, chosen one first (cfg.select), boxes clipped to the image."""
-    if cfg.detector != "haar":
+    """All faces found by the configured detector, chosen one first (cfg.select), boxes clipped to the image.
+
+    The mmod detector also gives each face its 5 landmarks (predicted from dlib's unclipped box)."""
+    if cfg.detector not in ("haar", "mmod"):
         raise ValueError(f"detect_faces needs a detector; AlignConfig.detector is {cfg.detector!r}")
+    if cfg.detector == "mmod":
+        image = check_image(image)
+        return _order(_detect_mmod(image, cfg), cfg.select, image.shape[1], image.shape[0])
     gray = to_gray(check_image(image))
     height, width = gray.shape
     scale = 1.0
@@ -125,12 +203,14 @@ def detect_faces(image: np.ndarray, cfg: AlignConfig = DEFAULT_CONFIG) -> list[F
         x1, y1 = min(width, round((x + w) / scale)), min(height, round((y + h) / scale))
         if x1 > x0 and y1 > y0:
             boxes.append(FaceBox(x0, y0, x1 - x0, y1 - y0, _confidence(weight)))
-    if cfg.select == "largest":
-        boxes.sort(key=lambda b: (-b.w * b.h, -b.confidence))
-    else:
-        cx, cy = width / 2.0, height / 2.0
-        boxes.sort(key=lambda b: (math.hypot(b.center[0] - cx, b.center[1] - cy), -b.w * b.h))
-    return boxes
+    return _order(boxes, cfg.select, width, height)
+
+
+def landmark_eyes(landmarks: Landmarks) -> tuple[Point, Point]:
+    """Eye centres (left-in-image, right-in-image): the mean of each eye's two corners among dlib's 5 points
+    (points 0-1: the eye on the image's right, 2-3: the eye on the image's left)."""
+    p = np.asarray(landmarks, np.float64) + 0.5  # whole-pixel landmarks -> continuous coordinates
+    return (float(p[2:4, 0].mean()), float(p[2:4, 1].mean())), (float(p[0:2, 0].mean()), float(p[0:2, 1].mean()))
 
 
 def estimate_eyes(box: FaceBox) -> tuple[Point, Point]:
