@@ -33,8 +33,9 @@ class Photo:
     """A decoded photo (RGB, H x W x 3 uint8) with its name and the SHA-256 of its bytes."""
 
     rgb: np.ndarray
-    source: str
+    source: str  # the file name stored with an enrollment
     sha256: str
+    where: str = ""  # how errors name it (the path as given)
 
 
 @dataclass
@@ -54,7 +55,7 @@ def photo_of(image: str | Path | np.ndarray | bytes, source: str | None = None) 
         rgb = load_image(image, channels=3)
         name = source or Path(image).name
         sha = sha256_file(Path(image))
-        return Photo(np.ascontiguousarray(rgb.transpose(1, 2, 0)), name, sha)
+        return Photo(np.ascontiguousarray(rgb.transpose(1, 2, 0)), name, sha, str(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         return Photo(_decode(data, source or "<upload>"), source or "<upload>", hashlib.sha256(data).hexdigest())
@@ -102,9 +103,9 @@ def faces_of(photo: Photo, verifier: Verifier, enroll: bool, select: str | None 
     from .faces.multi import extract_all_faces
 
     cfg = AlignConfig.from_dict({**pre.align, **({"select": select} if select else {})})
-    crops = extract_all_faces(photo.rgb, pre.size, cfg, source=photo.source)
+    crops = extract_all_faces(photo.rgb, pre.size, cfg, source=photo.where or photo.source)
     if enroll and len(crops) > 1 and select is None:
-        raise MultipleFacesError(f"{photo.source}: {len(crops)} faces found; say which one to enroll "
+        raise MultipleFacesError(f"{photo.where or photo.source}: {len(crops)} faces found; say which one to enroll "
                                  "(--select largest or --select central) or crop the photo")
     out = []
     for c in crops[:1] if enroll else crops:
