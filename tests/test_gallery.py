@@ -1,0 +1,376 @@
+"""Gallery: enrollment, open-set identification (against a brute-force loop of verify calls), verify-against,
+bookkeeping, byte-level deletion, model mixing and re-embedding, schema migrations from every version.
+
+All on real LFW photos with the shipped face model (no training)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _gallery_data import other_model, single_face_photos
+from _helpers import one_thread
+from PIL import Image
+
+from siamface import gallery_db
+from siamface.data import load_image
+from siamface.errors import (
+    DuplicatePersonError,
+    GalleryModelError,
+    ImageError,
+    MultipleFacesError,
+    NoFaceError,
+    PersonNotFoundError,
+    SiamfaceError,
+)
+from siamface.gallery import Gallery, model_record
+from siamface.gallery_faces import CROP_SIZE, png_to_rgb
+from siamface.verify import Verifier
+
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+
+
+@pytest.fixture(scope="module")
+def verifier() -> Verifier:
+    return Verifier()
+
+
+@pytest.fixture(scope="module")
+def photos(data_root: Path) -> dict[str, tuple[Path, ...]]:
+    return single_face_photos(data_root / "lfw", 8, 3)
+
+
+@pytest.fixture
+def gallery(tmp_path: Path, verifier: Verifier) -> Gallery:
+    with Gallery(tmp_path / "people.db", verifier) as g:
+        yield g
+
+
+def _rgb(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(load_image(path, channels=3).transpose(1, 2, 0))
+
+
+# ---- identification ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aggregate", ["max", "mean"])
+def test_identify_matches_a_brute_force_loop_of_verify_calls(tmp_path: Path, verifier: Verifier,
+                                                             photos: dict[str, tuple[Path, ...]],
+                                                             aggregate: str) -> None:
+    """Every person's score equals the max (mean) of Verifier.verify(probe, photo) over their photos, and
+    the ranking is the same: the vectorised pass computes what a loop over people would."""
+    with Gallery(tmp_path / "g.db", verifier, aggregate=aggregate) as g:
+        for name, ps in photos.items():
+            g.enroll(name, list(ps[:2]))
+        for probe_owner in list(photos)[:3]:
+            probe = photos[probe_owner][2]
+            result = g.identify(probe, k=len(photos))
+            reduce = np.max if aggregate == "max" else np.mean
+            brute = {name: float(reduce([verifier.verify(probe, p).probability for p in ps[:2]]))
+                     for name, ps in photos.items()}
+            (face,) = result["faces"]
+            got = {c["name"]: c["probability"] for c in face["candidates"]}
+            assert got.keys() == brute.keys()
+            for name in brute:
+                assert got[name] == pytest.approx(brute[name], abs=2e-6)
+            assert [c["name"] for c in face["candidates"]] == sorted(brute, key=lambda n: (-brute[n], n))
+            top = face["candidates"][0]
+            assert face["match"] == (top["name"] if top["probability"] >= verifier.threshold else None)
+
+
+def test_identify_answer_names_threshold_provenance_and_model(gallery: Gallery, verifier: Verifier,
+                                                              photos: dict[str, tuple[Path, ...]]) -> None:
+    name = next(iter(photos))
+    gallery.enroll(name, [photos[name][0]])
+    r = gallery.identify(photos[name][1], k=3)
+    assert r["threshold"] == verifier.threshold and r["threshold_source"] == verifier.threshold_source
+    assert r["operating_point"] == "eer" and r["model"] == verifier.name and r["elapsed_ms"] >= 0
+    (face,) = r["faces"]
+    assert face["face"]["box"]["w"] > 0 and face["face"]["faces_in_photo"] == 1
+    assert len(face["candidates"]) == 1  # k larger than the gallery
+
+
+def test_open_set_unknown_when_no_one_reaches_the_threshold(tmp_path: Path, verifier: Verifier,
+                                                            photos: dict[str, tuple[Path, ...]]) -> None:
+    names = list(photos)
+    strict = Verifier(verifier.loaded, threshold=1.0)
+    lenient = Verifier(verifier.loaded, threshold=0.0)
+    with Gallery(tmp_path / "g.db", strict) as g:
+        for name in names[:4]:
+            g.enroll(name, [photos[name][0]])
+        probe = photos[names[5]][0]  # not enrolled
+        (face,) = g.identify(probe)["faces"]
+        assert face["match"] is None and len(face["candidates"]) == 4
+        assert all(c["probability"] < 1.0 for c in face["candidates"])
+    with Gallery(tmp_path / "g.db", lenient) as g:
+        (face,) = g.identify(probe)["faces"]
+        assert face["match"] == face["candidates"][0]["name"]
+
+
+def test_empty_gallery_identifies_no_one(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
+    (face,) = gallery.identify(next(iter(photos.values()))[0])["faces"]
+    assert face["match"] is None and face["candidates"] == []
+
+
+def test_identify_is_one_head_pass_and_the_matrix_is_cached(gallery: Gallery, verifier: Verifier,
+                                                            photos: dict[str, tuple[Path, ...]],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, ps in photos.items():
+        gallery.enroll(name, list(ps[:2]))
+    calls: list[tuple[int, ...]] = []
+    real = Verifier.probability
+
+    def spy(self: Verifier, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
+        calls.append(tuple(e1.shape))
+        return real(self, e1, e2)
+
+    monkeypatch.setattr(Verifier, "probability", spy)
+    gallery.identify(photos["Tony_Blair"][2])
+    matrix = gallery._matrix
+    gallery.identify(photos["Colin_Powell"][2])
+    assert calls == [(2 * len(photos), verifier.loaded.model.embed_dim)] * 2  # every stored embedding at once
+    assert gallery._matrix is matrix  # nothing changed: not re-read
+
+
+def test_matrix_follows_writes_of_another_connection(tmp_path: Path, verifier: Verifier,
+                                                     photos: dict[str, tuple[Path, ...]]) -> None:
+    a, b = Gallery(tmp_path / "g.db", verifier), Gallery(tmp_path / "g.db", verifier)
+    names = list(photos)
+    a.enroll(names[0], [photos[names[0]][0]])
+    assert [c["name"] for c in b.identify(photos[names[0]][1])["faces"][0]["candidates"]] == [names[0]]
+    a.enroll(names[1], [photos[names[1]][0]])
+    assert len(b.identify(photos[names[0]][1])["faces"][0]["candidates"]) == 2
+    a.delete(names[0])
+    assert [c["name"] for c in b.identify(photos[names[0]][1])["faces"][0]["candidates"]] == [names[1]]
+    a.close()
+    b.close()
+
+
+def _side_by_side(left: Path, right: Path) -> np.ndarray:
+    return np.concatenate([_rgb(left), _rgb(right)], axis=1)
+
+
+def test_several_faces_refused_at_enrollment_and_all_reported_by_identify(gallery: Gallery,
+                                                                         photos: dict[str, tuple[Path, ...]]) -> None:
+    left, right = photos["Tony_Blair"][0], photos["Colin_Powell"][0]
+    group = _side_by_side(left, right)
+    with pytest.raises(MultipleFacesError, match="group.jpg: 2 faces"):
+        gallery.enroll("Tony_Blair", [group], sources=["group.jpg"])
+    assert gallery.people() == []
+    r = gallery.enroll("Tony_Blair", [group], select="largest", sources=["group.jpg"])
+    assert r["photos"] == 1 and r["enrolled"][0]["face"]["faces_in_photo"] == 2
+    gallery.delete("Tony_Blair")
+    gallery.enroll("Tony_Blair", [left])
+    gallery.enroll("Colin_Powell", [right])
+    faces = gallery.identify(group)["faces"]
+    assert len(faces) == 2
+    width = group.shape[1] // 2
+    for f in faces:  # each face, found in its own half, is the person whose photo that half is
+        box = f["face"]["box"]
+        owner = "Tony_Blair" if box["x"] + box["w"] / 2 < width else "Colin_Powell"
+        assert f["candidates"][0]["name"] == owner
+
+
+# ---- enrollment and bookkeeping ----------------------------------------------------------------------
+
+def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
+    p = photos["Tony_Blair"]
+    r1 = gallery.enroll("Tony_Blair", [p[0]])
+    r2 = gallery.enroll("Tony_Blair", [p[1], p[2]])
+    assert (r1["photos"], r2["photos"]) == (1, 3) and len(r2["enrolled"]) == 2
+    person = gallery.person("Tony_Blair")
+    assert [e["source"] for e in person["enrollments"]] == [q.name for q in p]
+    assert [e["sha256"] for e in person["enrollments"]] == [hashlib.sha256(q.read_bytes()).hexdigest() for q in p]
+    first = person["enrollments"][0]
+    assert first["box"] == r1["enrolled"][0]["face"]["box"] and first["landmarks"] == []
+    assert first["face"]["eyes_source"] in ("detected", "estimated") and first["time"].endswith("+00:00")
+    crop = png_to_rgb(gallery.face_crop(first["id"]))
+    assert crop.shape == (CROP_SIZE, CROP_SIZE, 3) and crop.std() > 10
+    assert gallery.people() == [{"name": "Tony_Blair", "photos": 3, "created": person["created"]}]
+
+
+def test_duplicates_unknown_names_and_renames(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
+    gallery.enroll("Ann", [photos["Tony_Blair"][0]])
+    gallery.enroll("Bob", [photos["Colin_Powell"][0]])
+    with pytest.raises(DuplicatePersonError, match="'Ann' is already enrolled"):
+        gallery.enroll("Ann", [photos["Tony_Blair"][1]], new=True)
+    with pytest.raises(DuplicatePersonError, match="'Bob' is already enrolled"):
+        gallery.rename("Ann", "Bob")
+    for call in (lambda: gallery.rename("Zed", "Yan"), lambda: gallery.delete("Zed"), lambda: gallery.person("Zed"),
+                 lambda: gallery.verify_against("Zed", photos["Tony_Blair"][1])):
+        with pytest.raises(PersonNotFoundError, match="no person named 'Zed'"):
+            call()
+    with pytest.raises(PersonNotFoundError, match="no enrollment 999"):
+        gallery.face_crop(999)
+    gallery.rename("Ann", "Anne")
+    assert [p["name"] for p in gallery.people()] == ["Anne", "Bob"]
+    assert gallery.person("Anne")["photos"] == 1
+    for bad in ("", "  ", "a\nb", "x" * 201, 3):
+        with pytest.raises(ValueError, match="name"):
+            gallery.enroll(bad, [photos["Tony_Blair"][0]])  # type: ignore[arg-type]
+
+
+def test_enrollment_is_whole_or_nothing(gallery: Gallery, tmp_path: Path, photos: dict[str, tuple[Path, ...]]) -> None:
+    good = photos["Tony_Blair"][0]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ImageError, match="broken.jpg"):
+        gallery.enroll("Tony_Blair", [good, broken])
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    with pytest.raises(NoFaceError, match="blank.png"):
+        gallery.enroll("Tony_Blair", [good, blank], sources=["good.jpg", "blank.png"])
+    assert gallery.people() == []
+    with gallery._lock:
+        assert gallery._conn.execute("SELECT count(*) FROM enrollments").fetchone()[0] == 0
+
+
+def test_photo_inputs_agree_path_bytes_array(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
+    p = photos["Tony_Blair"][0]
+    gallery.enroll("Tony_Blair", [photos["Tony_Blair"][1]])
+    probs = [gallery.verify_against("Tony_Blair", x)["probability"] for x in (p, p.read_bytes(), _rgb(p))]
+    assert probs[0] == pytest.approx(probs[1], abs=1e-6) == pytest.approx(probs[2], abs=1e-6)
+    r = gallery.enroll("Someone", [p.read_bytes()], sources=["upload.jpg"])
+    assert r["enrolled"][0]["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert r["enrolled"][0]["source"] == "upload.jpg"
+    with pytest.raises(ImageError, match="upload.jpg: not a recognised image format"):
+        gallery.enroll("Someone", [b"hello, not an image"], sources=["upload.jpg"])
+
+
+def test_verify_against_equals_verify(gallery: Gallery, verifier: Verifier,
+                                      photos: dict[str, tuple[Path, ...]]) -> None:
+    p = photos["Gerhard_Schroeder"]
+    gallery.enroll("Gerhard_Schroeder", [p[0], p[1]])
+    r = gallery.verify_against("Gerhard_Schroeder", p[2])
+    expected = max(verifier.verify(p[2], q).probability for q in p[:2])
+    assert r["probability"] == pytest.approx(expected, abs=2e-6)
+    assert r["same"] == (r["probability"] >= verifier.threshold) and r["name"] == "Gerhard_Schroeder"
+    assert r["photos"] == 2 and r["threshold_source"] == verifier.threshold_source and len(r["faces"]) == 1
+
+
+# ---- privacy: delete removes the bytes -----------------------------------------------------------------
+
+def _file_bytes(db: Path) -> bytes:
+    return b"".join(Path(f"{db}{s}").read_bytes() for s in ("", "-wal") if Path(f"{db}{s}").exists())
+
+
+def test_delete_removes_name_crops_and_embeddings_from_the_file(tmp_path: Path, verifier: Verifier,
+                                                                photos: dict[str, tuple[Path, ...]]) -> None:
+    db = tmp_path / "g.db"
+    secret = "Quintessa_Vandersloot"
+    with Gallery(db, verifier) as g:
+        g.enroll("Bob", [photos["Colin_Powell"][0]])
+        g.enroll(secret, list(photos["Tony_Blair"][:2]))
+        with g._lock:
+            rows = g._conn.execute("SELECT e.crop, e.embedding FROM enrollments e JOIN people p ON p.id = "
+                                   "e.person_id WHERE p.name = ?", (secret,)).fetchall()
+            g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        needles = [secret.encode()] + [bytes(r[0][-64:]) for r in rows] + [bytes(r[1][:64]) for r in rows]
+        before = _file_bytes(db)
+        assert all(n in before for n in needles)  # the test can fail: they were in the file
+        g.delete(secret)
+        after = _file_bytes(db)
+        assert [n for n in needles if n in after] == []
+        assert [p["name"] for p in g.people()] == ["Bob"]
+    after_close = _file_bytes(db)
+    assert [n for n in needles if n in after_close] == [] and b"Bob" in after_close
+
+
+# ---- model mixing and re-embedding ---------------------------------------------------------------------
+
+def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Verifier,
+                                                   photos: dict[str, tuple[Path, ...]]) -> None:
+    db = tmp_path / "g.db"
+    with Gallery(db, verifier) as g:
+        for name in list(photos)[:3]:
+            g.enroll(name, [photos[name][0]])
+    other = Verifier(other_model(tmp_path / "other"))
+    with pytest.raises(GalleryModelError, match="siamface people reembed --gallery .* --model .*other"):
+        Gallery(db, other)
+    with Gallery(db, other, check_model=False) as g:
+        assert g.reembed(other) == 3
+        assert g.model_info()["weights_sha256"] == model_record(other)["weights_sha256"]
+        with g._lock:
+            crop, blob = g._conn.execute("SELECT crop, embedding FROM enrollments ORDER BY id").fetchone()
+    crop_input = Verifier(other.loaded, detect=False).embed([png_to_rgb(crop)])[0]
+    assert np.allclose(np.frombuffer(blob, "<f4"), crop_input.numpy(), atol=1e-5)
+    with Gallery(db, other) as g:  # now accepted, and identifies with the new embeddings
+        name = next(iter(photos))
+        assert g.identify(photos[name][1])["faces"][0]["candidates"][0]["name"] == name
+    with pytest.raises(GalleryModelError):
+        Gallery(db, verifier)
+
+
+def test_people_bookkeeping_does_not_need_the_model(tmp_path: Path, verifier: Verifier,
+                                                    photos: dict[str, tuple[Path, ...]]) -> None:
+    db = tmp_path / "g.db"
+    with Gallery(db, verifier) as g:
+        g.enroll("Ann", [photos["Tony_Blair"][0]])
+    with Gallery(db, check_model=False) as g:
+        assert [p["name"] for p in g.people()] == ["Ann"]
+        assert g._verifier is None  # no model was loaded
+
+
+# ---- files and migrations ------------------------------------------------------------------------------
+
+def test_file_settings(gallery: Gallery) -> None:
+    c = gallery._conn
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert c.execute("PRAGMA secure_delete").fetchone()[0] == 1
+    assert gallery_db.schema_version(c) == gallery_db.SCHEMA_VERSION >= 2
+
+
+def _png_bytes(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)).save(
+        buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("version", range(gallery_db.SCHEMA_VERSION))
+def test_migrates_from_every_earlier_version(tmp_path: Path, verifier: Verifier, version: int,
+                                             photos: dict[str, tuple[Path, ...]]) -> None:
+    """A file left at `version` (with a person enrolled when the schema had people) opens at the current
+    version with its data intact and usable."""
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    gallery_db.migrate(conn, db, upto=version)
+    assert gallery_db.schema_version(conn) == version
+    emb = verifier.embed([photos["Tony_Blair"][0]])[0].numpy().astype("<f4")
+    if version >= 1:
+        conn.executemany("INSERT INTO meta VALUES (?, ?)", model_record(verifier).items())
+        conn.execute("INSERT INTO people (id, name, created) VALUES (1, 'Old_Timer', 1.7e9)")
+        conn.execute("INSERT INTO enrollments (person_id, embedding, crop, source, sha256, box, landmarks, created) "
+                     "VALUES (1, ?, ?, 'a.jpg', 'abc', '{\"x\": 1, \"y\": 2, \"w\": 3, \"h\": 4}', '[]', 1.7e9)",
+                     (emb.tobytes(), _png_bytes(0)))
+    conn.close()
+    with Gallery(db, verifier) as g:
+        assert gallery_db.schema_version(g._conn) == gallery_db.SCHEMA_VERSION
+        if version >= 1:
+            (e,) = g.person("Old_Timer")["enrollments"]
+            assert e["box"] == {"x": 1, "y": 2, "w": 3, "h": 4}
+            assert e["face"] == {"box": {"x": 1, "y": 2, "w": 3, "h": 4}, "landmarks": []}
+            p = g.verify_against("Old_Timer", photos["Tony_Blair"][0])["probability"]
+            assert p == pytest.approx(float(verifier.probability(torch.from_numpy(emb[None]),
+                                                                 torch.from_numpy(emb[None]))[0]), abs=1e-5)
+        r = g.enroll("New_Comer", [photos["Colin_Powell"][0]])
+        assert r["photos"] == 1 and r["enrolled"][0]["face"]["box"] is not None
+
+
+def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path, verifier: Verifier) -> None:
+    db = tmp_path / "future.db"
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {gallery_db.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SiamfaceError, match="newer than this siamface reads"):
+        Gallery(db, verifier)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SiamfaceError, match="junk.db: not a usable gallery"):
+        Gallery(junk, verifier)
+    with pytest.raises(SiamfaceError, match="does not exist"):
+        Gallery(tmp_path / "no" / "such" / "g.db", verifier)
