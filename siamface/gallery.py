@@ -189,7 +189,7 @@ class Gallery:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         t0 = time.perf_counter()
         v = self.verifier
-        faces = faces_of(photo_of(image), v, enroll=False)
+        faces = faces_of(photo_of(image), v, every=True)
         scores, names = self._person_scores(self._embed(faces))
         out = []
         for face, row in zip(faces, scores):
@@ -239,7 +239,7 @@ class Gallery:
         """Is the photo's (chosen) face this enrolled person? A verify verdict plus "name" and "photos"."""
         t0 = time.perf_counter()
         v = self.verifier
-        face = faces_of(photo_of(image), v, enroll=False)[0]
+        face = faces_of(photo_of(image), v)[0]
         with self._lock:
             rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
                                       "WHERE p.name = ?", (name,)).fetchall()
