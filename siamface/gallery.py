@@ -13,6 +13,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,8 +51,12 @@ def model_record(verifier: Verifier) -> dict[str, str]:
         from .checkpoint import WEIGHTS, sha256_file
 
         sha = sha256_file(Path(loaded.path) / WEIGHTS)
+    from .checkpoint import WEIGHTS_DIR
+
     pre = loaded.preprocess
-    return {"model": verifier.name, "architecture": str(loaded.meta.get("model", {}).get("name", "")),
+    path = Path(loaded.path).resolve()
+    name = path.name if path.parent == WEIGHTS_DIR else verifier.name  # a shipped model: by its name
+    return {"model": name, "architecture": str(loaded.meta.get("model", {}).get("name", "")),
             "weights_sha256": str(sha), "embed_dim": str(loaded.model.embed_dim),
             "preprocess": json.dumps(pre.__dict__, sort_keys=True, default=str)}
 
@@ -100,8 +106,19 @@ class Gallery:
             self._verifier = Verifier()
         return self._verifier
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE ... COMMIT under the gallery's lock, rolled back on any error. IMMEDIATE takes
+        the write lock at once, so concurrent writers queue on the busy timeout instead of deadlocking."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            self._writes += 1
 
     def _check_model(self, conn: sqlite3.Connection) -> None:
         """Record the model in a new file; refuse a file made by another model or preprocessing."""
@@ -320,28 +337,3 @@ class Gallery:
             self._check_model(conn)
             conn.executemany("UPDATE enrollments SET embedding = ? WHERE id = ?", updates)
         return len(rows)
-
-
-class _Transaction:
-    """`with gallery._transaction() as conn:` one BEGIN IMMEDIATE ... COMMIT under the gallery's lock
-    (rolled back on any error)."""
-
-    def __init__(self, gallery: Gallery) -> None:
-        self.g = gallery
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.g._lock.acquire()
-        try:
-            self.g._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.g._lock.release()
-            raise
-        return self.g._conn
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        try:
-            self.g._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            if exc_type is None:
-                self.g._writes += 1
-        finally:
-            self.g._lock.release()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sqlite3
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from _helpers import one_thread
 from PIL import Image
 
 from siamface import gallery_db
+from siamface.checkpoint import sha256_file
 from siamface.data import load_image
 from siamface.errors import (
     DuplicatePersonError,
@@ -322,6 +324,14 @@ def test_file_settings(gallery: Gallery) -> None:
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA secure_delete").fetchone()[0] == 1
     assert gallery_db.schema_version(c) == gallery_db.SCHEMA_VERSION >= 2
+
+
+def test_records_the_model_that_made_the_embeddings(gallery: Gallery, verifier: Verifier) -> None:
+    info = gallery.model_info()
+    assert info["model"] == "lfw-view1"  # the shipped model, by the name --model accepts anywhere
+    assert info["weights_sha256"] == sha256_file(Path(verifier.loaded.path) / "model.safetensors")
+    assert json.loads(info["preprocess"])["size"] == verifier.loaded.preprocess.size
+    assert int(info["embed_dim"]) == verifier.loaded.model.embed_dim
 
 
 def _png_bytes(seed: int) -> bytes:
