@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,21 +44,24 @@ def check_name(name: Any) -> str:
 
 
 def model_record(verifier: Verifier) -> dict[str, str]:
-    """What the gallery stores about the model that made its embeddings."""
+    """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
+    name `--model` accepts), the SHA-256 of its weights file, its embedding size and preprocessing."""
+    from .checkpoint import WEIGHTS, WEIGHTS_DIR, sha256_file
+
     loaded = verifier.loaded
-    sha = loaded.meta.get("weights_sha256")
-    if not sha:
-        from .checkpoint import WEIGHTS, sha256_file
-
-        sha = sha256_file(Path(loaded.path) / WEIGHTS)
-    from .checkpoint import WEIGHTS_DIR
-
-    pre = loaded.preprocess
     path = Path(loaded.path).resolve()
-    name = path.name if path.parent == WEIGHTS_DIR else verifier.name  # a shipped model: by its name
-    return {"model": name, "architecture": str(loaded.meta.get("model", {}).get("name", "")),
-            "weights_sha256": str(sha), "embed_dim": str(loaded.model.embed_dim),
-            "preprocess": json.dumps(pre.__dict__, sort_keys=True, default=str)}
+    return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
+            "weights_sha256": sha256_file(path / WEIGHTS), "embed_dim": str(loaded.model.embed_dim),
+            "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
+
+
+def _embed_batches(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """`embed_batches` from wherever this siamface keeps it (issue 11 moves it from evaluate to embed)."""
+    try:
+        from .embed import embed_batches
+    except ImportError:
+        from .evaluate import embed_batches  # type: ignore[no-redef]
+    return embed_batches(*args, **kwargs)
 
 
 def _iso(t: float) -> str:
@@ -93,6 +96,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._writes = 0  # our own commits (PRAGMA data_version only counts other connections')
         self._matrix: _Matrix | None = None
+        self._record: tuple[Verifier, dict[str, str]] | None = None
         self._conn = gallery_db.connect(self.path)
         if check_model:
             with self._transaction() as conn:
@@ -122,7 +126,9 @@ class Gallery:
 
     def _check_model(self, conn: sqlite3.Connection) -> None:
         """Record the model in a new file; refuse a file made by another model or preprocessing."""
-        mine = model_record(self.verifier)
+        if self._record is None or self._record[0] is not self.verifier:
+            self._record = (self.verifier, model_record(self.verifier))  # hashes the weights file: once
+        mine = self._record[1]
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if "weights_sha256" not in stored:
             rows = [*mine.items(), ("created", str(time.time()))]
@@ -191,11 +197,9 @@ class Gallery:
         return int(cur.lastrowid or 0)
 
     def _embed(self, faces: list[Face]) -> torch.Tensor:
-        from .evaluate import embed_batches
-
         v = self.verifier
         x = torch.from_numpy(np.stack([f.input for f in faces]))
-        return embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
+        return _embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
 
     # ---- identification ------------------------------------------------------------------------------
 
@@ -220,7 +224,7 @@ class Gallery:
     def _decision_fields(self) -> dict[str, Any]:
         v = self.verifier
         return {"threshold": v.threshold, "threshold_source": v.threshold_source,
-                "operating_point": getattr(v, "operating_point", "eer"), "model": v.name,
+                "operating_point": getattr(v, "operating_point", "EER"), "model": v.name,
                 "aggregate": self.aggregate}
 
     @torch.no_grad()
@@ -322,15 +326,13 @@ class Gallery:
         """Recompute every embedding with another model from the stored aligned face crops (taken as face
         crops, as `--no-detect` takes them) and record that model; returns the number of embeddings.
         One transaction: enrollments made meanwhile by other processes wait, then see the new model."""
-        from .evaluate import embed_batches
-
         pre = verifier.loaded.preprocess
         with self._transaction() as conn:
             rows = conn.execute("SELECT id, crop FROM enrollments ORDER BY id").fetchall()
             updates = []
             if rows:
                 x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
-                emb = embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
+                emb = _embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
                 updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
             self._verifier, self._matrix = verifier, None
             conn.execute("DELETE FROM meta")
