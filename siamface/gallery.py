@@ -99,8 +99,12 @@ class Gallery:
         self._record: tuple[Verifier, dict[str, str]] | None = None
         self._conn = gallery_db.connect(self.path)
         if check_model:
-            with self._transaction() as conn:
-                self._check_model(conn)
+            try:
+                with self._transaction() as conn:
+                    self._check_model(conn)
+            except BaseException:
+                self._conn.close()
+                raise
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -118,10 +122,11 @@ class Gallery:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
             self._writes += 1
 
     def _check_model(self, conn: sqlite3.Connection) -> None:

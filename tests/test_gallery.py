@@ -385,3 +385,37 @@ def test_newer_schema_and_foreign_files_are_refused(tmp_path: Path, verifier: Ve
         Gallery(junk, verifier)
     with pytest.raises(SiamfaceError, match="does not exist"):
         Gallery(tmp_path / "no" / "such" / "g.db", verifier)
+
+
+def test_a_failing_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "g.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    gallery_db.migrate(conn, db, upto=1)
+
+    def broken(c: sqlite3.Connection) -> None:
+        c.execute("ALTER TABLE enrollments ADD COLUMN half_done TEXT")
+        raise RuntimeError("migration failed half-way")
+
+    monkeypatch.setattr(gallery_db, "MIGRATIONS", [gallery_db.MIGRATIONS[0], broken])
+    with pytest.raises(RuntimeError, match="half-way"):
+        gallery_db.migrate(conn, db, upto=2)
+    assert gallery_db.schema_version(conn) == 1 and not conn.in_transaction
+    assert "half_done" not in [r[1] for r in conn.execute("PRAGMA table_info(enrollments)")]
+    conn.close()
+
+
+def test_threads_sharing_one_gallery(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
+    """The service calls one Gallery from a thread pool: enrollments and identifications interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(photos)[:4]
+
+    def work(name: str) -> list[str]:
+        gallery.enroll(name, [photos[name][0]])
+        gallery.enroll(name, [photos[name][1]])
+        return [c["name"] for c in gallery.identify(photos[name][2], k=10)["faces"][0]["candidates"]]
+
+    with ThreadPoolExecutor(4) as pool:
+        seen = list(pool.map(work, names))
+    assert all(name in got for name, got in zip(names, seen))  # each saw at least its own enrollment
+    assert {p["name"]: p["photos"] for p in gallery.people()} == dict.fromkeys(names, 2)
