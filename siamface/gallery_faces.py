@@ -2,7 +2,8 @@
 
 The model input of each face is computed exactly as `Verifier.inputs` computes it (same detector, same
 alignment, same resizing), so a gallery score equals the verify probability of the same two photos. The
-stored crop is the same alignment at CROP_SIZE in colour: small, and enough to re-embed with another model.
+stored crop is that aligned face in colour, at the model's input size (a small PNG): re-embedding it with the
+same model gives the same embedding, and another model takes it as a face crop (resized to its input).
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ from .data import image_from_array, load_image
 from .errors import ImageError, MultipleFacesError
 
 if TYPE_CHECKING:
-    from .faces import AlignConfig, FaceCrop
+    from .faces import FaceCrop
     from .verify import Verifier
-
-CROP_SIZE = 112
-
 
 @dataclass
 class Photo:
@@ -99,7 +97,7 @@ def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool
         from .preprocess import load_input_with_faces
 
         x, _ = load_input_with_faces(photo.rgb, pre)
-        crop = image_from_array(photo.rgb, channels=3, size=max(CROP_SIZE, pre.size), crop=pre.crop)
+        crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop)
         report = {"box": None, "eyes": None, "eyes_source": "none", "landmarks": [], "faces_in_photo": 1}
         return [Face(x, _png(crop.transpose(1, 2, 0)), report, photo.source, photo.sha256)]
     from .faces import AlignConfig, extract_face
@@ -112,18 +110,15 @@ def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool
     if enroll and len(crops[0].faces) > 1 and select is None:
         raise MultipleFacesError(f"{where}: {len(crops[0].faces)} faces found; say which one to enroll "
                                  "(--select largest or --select central) or crop the photo")
-    return [_face(c, photo, pre, cfg) for c in crops]
+    return [_face(c, photo, pre) for c in crops]
 
 
-def _face(c: FaceCrop, photo: Photo, pre: PreprocessConfig, cfg: AlignConfig) -> Face:
-    from .faces import align_face
-
-    x = image_from_array(c.image, channels=pre.channels)
-    big = align_face(photo.rgb, c.eyes[0], c.eyes[1], max(CROP_SIZE, pre.size), cfg) if c.eyes else c.image
+def _face(c: FaceCrop, photo: Photo, pre: PreprocessConfig) -> Face:
+    x = image_from_array(c.image, channels=pre.channels)  # as faces.extract_face_array makes the model input
     d = c.to_dict()
     report = {"box": d["used"], "eyes": d["eyes"], "eyes_source": d["eyes_source"],
               "landmarks": d.get("landmarks") or [], "faces_in_photo": max(1, len(c.faces))}
-    return Face(x, _png(big), report, photo.source, photo.sha256)
+    return Face(x, _png(c.image), report, photo.source, photo.sha256)
 
 
 def _png(rgb: np.ndarray) -> bytes:

@@ -31,7 +31,7 @@ from siamface.errors import (
     SiamfaceError,
 )
 from siamface.gallery import Gallery, model_record
-from siamface.gallery_faces import CROP_SIZE, png_to_rgb
+from siamface.gallery_faces import png_to_rgb
 from siamface.verify import Verifier
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
@@ -192,7 +192,8 @@ def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dic
     assert first["box"] == r1["enrolled"][0]["face"]["box"] and first["landmarks"] == []
     assert first["face"]["eyes_source"] in ("detected", "estimated") and first["time"].endswith("+00:00")
     crop = png_to_rgb(gallery.face_crop(first["id"]))
-    assert crop.shape == (CROP_SIZE, CROP_SIZE, 3) and crop.std() > 10
+    size = gallery.verifier.loaded.preprocess.size
+    assert crop.shape == (size, size, 3) and crop.std() > 10
     assert gallery.people() == [{"name": "Tony_Blair", "photos": 3, "created": person["created"]}]
 
 
@@ -307,6 +308,20 @@ def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Ver
         Gallery(db, verifier)
 
 
+def test_reembedding_with_the_same_model_reproduces_the_embeddings(gallery: Gallery, verifier: Verifier,
+                                                                   photos: dict[str, tuple[Path, ...]]) -> None:
+    """The stored crop is the aligned face the model saw: re-embedding it changes nothing."""
+    for name in list(photos)[:3]:
+        gallery.enroll(name, [photos[name][0]])
+    with gallery._lock:
+        before = gallery._conn.execute("SELECT id, embedding FROM enrollments ORDER BY id").fetchall()
+    assert gallery.reembed(verifier) == 3
+    with gallery._lock:
+        after = gallery._conn.execute("SELECT id, embedding FROM enrollments ORDER BY id").fetchall()
+    for (i, a), (j, b) in zip(before, after):
+        assert i == j and np.allclose(np.frombuffer(a, "<f4"), np.frombuffer(b, "<f4"), atol=1e-6)
+
+
 def test_people_bookkeeping_does_not_need_the_model(tmp_path: Path, verifier: Verifier,
                                                     photos: dict[str, tuple[Path, ...]]) -> None:
     db = tmp_path / "g.db"
@@ -337,7 +352,7 @@ def test_records_the_model_that_made_the_embeddings(gallery: Gallery, verifier: 
 
 def _png_bytes(seed: int) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)).save(
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
         buf, "PNG")
     return buf.getvalue()
 
