@@ -178,6 +178,21 @@ def test_several_faces_refused_at_enrollment_and_all_reported_by_identify(galler
         assert f["candidates"][0]["name"] == owner
 
 
+def test_every_face_starts_with_the_one_extract_face_chooses(photos: dict[str, tuple[Path, ...]]) -> None:
+    from siamface.faces import AlignConfig, extract_face
+    from siamface.faces.multi import extract_all_faces
+
+    group = _side_by_side(photos["Tony_Blair"][0], photos["Colin_Powell"][0])
+    for select in ("largest", "central"):
+        cfg = AlignConfig(select=select)
+        every, chosen = extract_all_faces(group, 64, cfg), extract_face(group, 64, cfg)
+        assert len(every) == len(chosen.faces) == 2 and every[0].used == chosen.used
+        assert np.array_equal(every[0].image, chosen.image) and every[0].eyes == chosen.eyes
+        assert {c.used for c in every} == set(chosen.faces)
+    with pytest.raises(NoFaceError, match="blank"):
+        extract_all_faces(np.full((100, 100, 3), 128, np.uint8), 64, AlignConfig(), source="blank")
+
+
 # ---- enrollment and bookkeeping ----------------------------------------------------------------------
 
 def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:

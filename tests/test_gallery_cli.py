@@ -104,3 +104,16 @@ def test_reembed_then_the_gallery_model_is_the_default(tmp_path: Path, photos: d
     code, out, err = run(capsys, "identify", ps[1], "--gallery", db)  # no --model: the gallery's own
     assert code == 0, err
     assert out["model"] == str(other) and out["faces"][0]["candidates"][0]["name"] == name
+
+
+def test_face_crops_without_detection(tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """AT&T photos are tight face crops: --no-detect takes them whole (no box reported)."""
+    att = data_root / "att_faces"
+    db = tmp_path / "g.db"
+    for s in ("s1", "s2"):
+        assert run(capsys, "enroll", s, att / s / "1.pgm", "--gallery", db, "--no-detect")[0] == 0
+    code, out, err = run(capsys, "identify", att / "s1" / "2.pgm", "--gallery", db, "--no-detect")
+    assert code == 0, err
+    (face,) = out["faces"]
+    assert face["face"]["box"] is None and {c["name"] for c in face["candidates"]} == {"s1", "s2"}
+    assert "--no-detect" in out["threshold_source"]  # the provenance says the faces were not aligned
