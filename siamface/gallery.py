@@ -83,8 +83,8 @@ class Gallery:
 
     verifier: the model and threshold (None: `Verifier()`, the shipped face model, loaded on first use).
     aggregate: a person's score is the "max" (default) or "mean" probability over their photos.
-    check_model: refuse at once a file made by another model (False: only `people` bookkeeping and
-    `reembed` are safe)."""
+    check_model: refuse at once a file made by another model (False: the check waits for the first
+    enrollment or search, so `people` bookkeeping and `reembed` work on any gallery)."""
 
     def __init__(self, path: str | Path, verifier: Verifier | None = None, *, aggregate: str = "max",
                  check_model: bool = True) -> None:
@@ -146,6 +146,12 @@ class Gallery:
                     f"{stored['weights_sha256'][:12]}), whose {what} differ from {mine['model']} "
                     f"({mine['weights_sha256'][:12]}); re-embed it from its stored face crops: siamface people "
                     f"reembed --gallery {self.path} --model {mine['model']}")
+
+    def _same_model(self) -> None:
+        """Before searching: the file's embeddings are (still) this model's (a gallery opened with
+        check_model=False, or re-embedded by another process since). Under the lock; reads only."""
+        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'weights_sha256'").fetchone():
+            self._check_model(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -252,6 +258,7 @@ class Gallery:
             key = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
+            self._same_model()
             rows = self._conn.execute("SELECT p.name, e.embedding FROM enrollments e JOIN people p "
                                       "ON p.id = e.person_id ORDER BY p.name, e.id").fetchall()
         dim = self.verifier.loaded.model.embed_dim
@@ -267,6 +274,7 @@ class Gallery:
         v = self.verifier
         face = faces_of(photo_of(image), v)[0]
         with self._lock:
+            self._same_model()
             rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
                                       "WHERE p.name = ?", (name,)).fetchall()
         if not rows:

@@ -309,7 +309,14 @@ def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Ver
     other = Verifier(other_model(tmp_path / "other"))
     with pytest.raises(GalleryModelError, match="siamface people reembed --gallery .* --model .*other"):
         Gallery(db, other)
+    probe = photos[next(iter(photos))][1]
+    old = Gallery(db, verifier)
+    old.identify(probe)
     with Gallery(db, other, check_model=False) as g:
+        with pytest.raises(GalleryModelError):  # searching is refused until re-embedded
+            g.identify(probe)
+        with pytest.raises(GalleryModelError):
+            g.verify_against(next(iter(photos)), probe)
         assert g.reembed(other) == 3
         assert g.model_info()["weights_sha256"] == model_record(other)["weights_sha256"]
         with g._lock:
@@ -321,6 +328,9 @@ def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Ver
         assert g.identify(photos[name][1])["faces"][0]["candidates"][0]["name"] == name
     with pytest.raises(GalleryModelError):
         Gallery(db, verifier)
+    with pytest.raises(GalleryModelError):  # a gallery opened before the re-embedding notices it
+        old.identify(probe)
+    old.close()
 
 
 def test_reembedding_with_the_same_model_reproduces_the_embeddings(gallery: Gallery, verifier: Verifier,
