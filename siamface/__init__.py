@@ -17,6 +17,7 @@ _EXPORTS = {
     "run_evaluation": "siamface.report", "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
+    "Gallery": "siamface.gallery",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

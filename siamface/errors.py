@@ -29,3 +29,22 @@ class CollapseError(SiamfaceError):
 
 class NoFaceError(SiamfaceError):
     """No face was found in an image that had to contain one."""
+
+
+class PersonNotFoundError(SiamfaceError, KeyError):
+    """A gallery has no person of that name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicatePersonError(SiamfaceError):
+    """A person of that name already exists in the gallery (rename onto it, or enroll with new=True)."""
+
+
+class GalleryModelError(SiamfaceError):
+    """A gallery's embeddings were made by another model (or preprocessing) than the one opening it."""
+
+
+class MultipleFacesError(SiamfaceError):
+    """An enrollment photo holds several faces and nothing says which one to enroll."""
