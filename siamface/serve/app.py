@@ -3,7 +3,7 @@ gallery once; the routes translate multipart uploads into `Verifier` and `Galler
 
 Inference runs in plain `def` routes, which FastAPI runs in its threadpool, so the event loop keeps serving
 while a request computes. The model is read-only at inference (eval mode, no grad) and the face cascades are
-per thread; the gallery's calls are serialised by one lock (its in-memory matrix is refreshed on changes).
+per thread; the gallery guards its SQLite connection and in-memory matrix with its own lock.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import inspect
 import os
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from siamface import __version__
 from siamface.errors import SiamfaceError
 from siamface.serve import schemas
-from siamface.serve.limits import Limits, LimitsMiddleware, decode_upload
+from siamface.serve.limits import Limits, LimitsMiddleware, check_upload, decode_upload
 from siamface.serve.metrics import Metrics, MetricsMiddleware
 from siamface.verify import Verifier
 
@@ -61,11 +60,10 @@ class Settings:
 
 @dataclass
 class Resources:
-    """What the lifespan opens once: the verifier, the gallery (or None) and the lock serialising it."""
+    """What the lifespan opens once: the verifier and the gallery (or None; it serialises its own writes)."""
 
     verifier: Verifier
     gallery: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
         if self.gallery is not None:
@@ -151,6 +149,13 @@ def read_image(upload: UploadFile, field_name: str, limits: Limits) -> np.ndarra
     return decode_upload(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits)
 
 
+def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> bytes:
+    """The checked file bytes (size, type, header): the gallery decodes them and records their SHA-256."""
+    data = upload.file.read(limits.max_upload_bytes + 1)
+    check_upload(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits)
+    return data
+
+
 # ---- errors ----------------------------------------------------------------------------------------------
 
 def _status_of(error: Exception) -> int:
@@ -198,8 +203,7 @@ def _add_routes(app: FastAPI) -> None:
         v = res.verifier
         people = None
         if res.gallery is not None:
-            with res.lock:
-                people = len(res.gallery.people())
+            people = len(res.gallery.people())
         return {"version": __version__, "model": v.name, "threshold": v.threshold,
                 "threshold_source": v.threshold_source, "operating_point": getattr(v, "operating_point", None),
                 "gallery": None if app.state.settings.gallery is None else str(app.state.settings.gallery),
@@ -220,9 +224,7 @@ def _add_routes(app: FastAPI) -> None:
                  k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5) -> dict[str, Any]:
         """Who is in this photo? Every face, with its top-k people; match is null when no one passes."""
         gallery = get_gallery(res)
-        arr = read_image(image, "image", limits)
-        with res.lock:
-            return gallery.identify(arr, k=k)
+        return gallery.identify(read_upload(image, "image", limits), k=k)
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
     def enroll(name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,
@@ -232,26 +234,28 @@ def _add_routes(app: FastAPI) -> None:
                ) -> dict[str, Any]:
         """Enroll a person from one photo (409 if the name exists, unless add=true)."""
         gallery = get_gallery(res)
-        arr = read_image(image, "image", limits)
-        with res.lock:
-            return gallery.enroll(name, [arr], select=select, sources=[image.filename or "upload"], new=not add)
+        data = read_upload(image, "image", limits)
+        return gallery.enroll(name, [data], select=select, sources=[image.filename or "upload"], new=not add)
+
+    @app.post("/people/{name}/verify", response_model=schemas.VerifyAgainstAnswer)
+    def verify_against(name: str, image: Image, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
+        """Is the person in this photo the enrolled `name`? (best of their photos)"""
+        gallery = get_gallery(res)
+        return gallery.verify_against(name, read_upload(image, "image", limits))
 
     @app.get("/people", response_model=list[schemas.Person])
     def people(res: Annotated[Resources, Depends(get_resources)]) -> list[dict[str, Any]]:
         gallery = get_gallery(res)
-        with res.lock:
-            return gallery.people()
+        return gallery.people()
 
     @app.get("/people/{name}", response_model=dict[str, Any])
     def person(name: str, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
         gallery = get_gallery(res)
-        with res.lock:
-            return gallery.person(name)
+        return gallery.person(name)
 
     @app.delete("/people/{name}", response_model=schemas.Deleted, dependencies=[Key])
     def delete(name: str, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
         """Delete a person and everything stored about them (embeddings, face crops, sources)."""
         gallery = get_gallery(res)
-        with res.lock:
-            gallery.delete(name)
+        gallery.delete(name)
         return {"name": name, "deleted": True}

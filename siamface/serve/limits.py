@@ -89,28 +89,43 @@ def _looks_like_text(head: bytes) -> bool:
     return True
 
 
-def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
-    """Check and decode one uploaded image to RGB uint8 (H, W, 3), EXIF orientation applied.
+def check_upload(data: bytes, name: str, limits: Limits) -> str:
+    """Size, type (by content) and pixel count (from the header: nothing is decoded); returns the format.
 
-    Errors name the upload: UploadTooLargeError (413), UnsupportedImageTypeError (415), ImageError for a
-    corrupt or truncated file (400), ImageTooSmallError (422)."""
+    Errors name the upload: UploadTooLargeError (413), UnsupportedImageTypeError (415), ImageError for an
+    unreadable header (400), ImageTooSmallError (422)."""
+    with _open(data, name, limits) as im:
+        return str(im.format)
+
+
+def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
+    """`check_upload`, then decode to RGB uint8 (H, W, 3) with EXIF orientation applied and the file
+    decoder's conversions (16-bit, palette, alpha); a corrupt or truncated file is an ImageError (400)."""
+    with _open(data, name, limits) as im:
+        try:
+            im.load()
+            return np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"{name}: corrupt or truncated {im.format} image ({e})") from e
+
+
+def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
     if len(data) > limits.max_upload_bytes:
         raise UploadTooLargeError(f"{name}: {len(data):,} bytes, above the {limits.max_upload_bytes:,}-byte limit")
     fmt = sniff(data, name)
     try:
-        with Image.open(io.BytesIO(data), formats=[fmt]) as im:  # reads the header only
-            _check_size(im.size, name, limits)
-            im.load()
-            return np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
-    except ImageError:
-        raise
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: starts like a {fmt} image but its header is unreadable") from e
+        im = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only
     except Image.DecompressionBombError as e:  # Pillow's own cap (far above ours) fires inside open()
         raise UploadTooLargeError(f"{name}: {e}; the limit here is {limits.max_pixels / 1e6:g} Mpx "
                                   "(checked before decoding)") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError(f"{name}: corrupt or truncated {fmt} image ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: starts like a {fmt} image but its header is unreadable ({e})") from e
+    try:
+        _check_size(im.size, name, limits)
+    except ImageError:
+        im.close()
+        raise
+    return im
 
 
 def _check_size(size: tuple[int, int], name: str, limits: Limits) -> None:

@@ -48,6 +48,16 @@ class VerifyAnswer(Decision):
     faces: list[FaceReport] = Field(default_factory=list, description="one per image, in order (face models)")
 
 
+class VerifyAgainstAnswer(Decision):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    same: bool
+    probability: float = Field(ge=0.0, le=1.0)
+    photos: int
+    faces: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class Candidate(BaseModel):
     name: str
     probability: float
