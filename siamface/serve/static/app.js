@@ -30,8 +30,9 @@ function decisionLine(r) {
 
 // ---- photos on canvases, with face boxes -------------------------------------------------------------
 
-async function showPhoto(canvas, blob) {
+async function showPhoto(canvas, blob, name) {
   canvas.bitmap = await createImageBitmap(blob);
+  canvas.dataset.source = name || blob.name || "";
   canvas.width = canvas.bitmap.width;
   canvas.height = canvas.bitmap.height;
   drawFaces(canvas, []);
@@ -95,6 +96,7 @@ function camera(prefix, onBlob, result) {
     snap.hidden = false;
   });
   snap.addEventListener("click", () => {
+    $(prefix + "-button").disabled = true; // until the snapshot replaces the previous photo
     const c = document.createElement("canvas");
     c.width = video.videoWidth;
     c.height = video.videoHeight;
@@ -146,7 +148,7 @@ const enrollReady = () => {
 };
 async function takeEnroll(blob, name) {
   Object.assign(enrollPhoto, { blob, name: name || blob.name || "photo.jpg" });
-  await showPhoto($("enroll-canvas"), blob);
+  await showPhoto($("enroll-canvas"), blob, enrollPhoto.name);
   enrollReady();
 }
 $("enroll-name").addEventListener("input", enrollReady);
@@ -174,7 +176,7 @@ $("enroll-button").addEventListener("click", async () => {
 const probe = { blob: null, name: null };
 async function takeProbe(blob, name) {
   Object.assign(probe, { blob, name: name || blob.name || "photo.jpg" });
-  await showPhoto($("identify-canvas"), blob);
+  await showPhoto($("identify-canvas"), blob, probe.name);
   $("identify-button").disabled = false;
 }
 $("identify-file").addEventListener("change", (e) => e.target.files.length && takeProbe(e.target.files[0]));
