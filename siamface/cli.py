@@ -335,6 +335,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
                     timeout_s=args.timeout)
     settings = Settings.from_env(gallery=Path(args.gallery), model=args.model, far=args.far, limits=limits)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
@@ -353,6 +357,8 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image file (MB)")
     s.add_argument("--max-mpx", type=float, default=40.0, help="largest accepted image (megapixels, from its header)")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before a 504")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)
 
