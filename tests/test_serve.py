@@ -165,6 +165,22 @@ def test_a_body_above_two_uploads_is_refused_from_its_length(face_model: Path, p
                         body["detail"]), body["detail"]
 
 
+def test_a_streamed_body_without_length_is_cut_off_at_the_limit(face_model: Path) -> None:
+    limits = Limits(max_upload_bytes=1000)
+
+    def body():  # noqa: ANN202 (chunked: no Content-Length to check up front)
+        yield (b'--XX\r\nContent-Disposition: form-data; name="image_a"; filename="a.jpg"\r\n'
+               b"Content-Type: image/jpeg\r\n\r\n")
+        for _ in range(200):
+            yield b"\xff" * 10_000
+        yield b"\r\n--XX--\r\n"
+
+    with TestClient(create_app(Settings(model=str(face_model), limits=limits))) as c:
+        r = c.post("/verify", content=body(), headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert r.status_code == 413
+    assert r.json()["detail"] == "request body is above the 1,050,576-byte limit (1,000 bytes per image)"
+
+
 def test_write_endpoints_need_the_key(client: TestClient, face_model: Path, photos: dict) -> None:
     files = {"image": ("a.jpg", jpeg(photos["a"]), "image/jpeg")}
     missing = client.post("/enroll", data={"name": "x"}, files=files)
@@ -263,3 +279,21 @@ def test_page_docs_and_health(client: TestClient, face_model: Path) -> None:
     health = client.get("/health").json()
     assert health["model"] == str(face_model) and health["read_only"] is False and health["gallery"] is None
     assert health["limits"]["max_pixels"] == 40_000_000
+
+
+def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import importlib
+
+    import siamface.serve
+    from siamface.cli import main
+
+    def no_fastapi(name: str, *args: object) -> object:
+        if name == "fastapi":
+            raise ImportError("No module named 'fastapi'")
+        return importlib.import_module(name, *args)
+
+    monkeypatch.setattr(siamface.serve, "import_module", no_fastapi)
+    assert main(["serve", "--gallery", str(tmp_path / "people.db")]) == 2
+    assert capsys.readouterr().err == "siamface: error: siamface serve needs fastapi: pip install 'siamface[serve]'\n"
+    assert not (tmp_path / "people.db").exists()

@@ -162,29 +162,34 @@ class LimitsMiddleware:
             await _send_json(send, 413, f"request body of {int(declared):,} bytes is above the {cap:,}-byte limit "
                                         f"({self.limits.max_upload_bytes:,} bytes per image)")
             return
-        started, seen = False, 0
+        started, seen, over = False, 0, False
 
         async def counting_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > cap:
+                over = True
                 raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: dict) -> None:
+        async def guarded_send(message: dict) -> None:
             nonlocal started
+            if over:  # the app's own answer to a body cut off by the cap (FastAPI makes it a 400) is replaced
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, counting_receive, tracking_send), self.limits.timeout_s)
+            await asyncio.wait_for(self.app(scope, counting_receive, guarded_send), self.limits.timeout_s)
         except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, f"request body is above the {cap:,}-byte limit")
+            pass
         except asyncio.TimeoutError:
             if not started:
                 await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit")
+        if over and not started:
+            await _send_json(send, 413, f"request body is above the {cap:,}-byte limit "
+                                        f"({self.limits.max_upload_bytes:,} bytes per image)")
 
 
 async def _send_json(send: Any, status: int, message: str) -> None:
