@@ -118,9 +118,9 @@ def test_unknown_person_is_404(client: TestClient, photos: dict) -> None:
 
 
 @pytest.mark.parametrize("case, status, message", [
-    ("several faces", 422, r"^image \(two\.png\) \(two\.png\)|two\.png: \d faces found; say which one to enroll"),
-    ("zero faces", 422, r"no face found in the image"),
-    ("truncated JPEG", 400, r"corrupt or truncated image"),
+    ("several faces", 422, r"^two\.png: \d faces found; say which one to enroll"),
+    ("zero faces", 422, r"^no face found in the image two\.png \(120x120; Haar"),
+    ("truncated JPEG", 400, r"^two\.png: corrupt or truncated image \(image file is truncated"),
     ("text named .jpg", 415, r"^image \(two\.png\): text; expected a JPEG, PNG, WebP, PGM, BMP or TIFF image"),
     ("bad name", 422, r"a person's name must be"),
 ])
@@ -210,3 +210,22 @@ def test_sigkill_during_a_burst_of_enrollments_keeps_every_acknowledged_one(tiny
     stored = {p["name"]: p["photos"] for p in people}
     missing = [n for n in acked if stored.get(n) != 1]
     assert not missing, f"acknowledged but lost: {missing}"
+
+
+def test_gallery_dependency_can_be_overridden(face_model: Path, tmp_path: Path, photos: dict) -> None:
+    from siamface.serve.app import get_gallery
+
+    app = create_app(Settings(model=str(face_model), api_key=KEY))
+    with TestClient(app) as c:
+        r = c.get("/people")
+        assert r.status_code == 503 and r.json()["detail"].startswith("this server has no gallery")
+        with Gallery(tmp_path / "other.db", c.app.state.resources.verifier) as g:
+            g.enroll("Bush", [photos["bush1"]])
+            app.dependency_overrides[get_gallery] = lambda: g
+            assert [p["name"] for p in c.get("/people").json()] == ["Bush"]
+
+
+def test_identify_a_photo_without_a_face_names_the_upload(client: TestClient, photos: dict) -> None:
+    r = client.post("/identify", files={"image": ("wall.png", photos["blank"], "image/png")})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("image (wall.png): no face found in the image (120x120; Haar cascade")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hmac
 import inspect
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
 from siamface import __version__
-from siamface.errors import SiamfaceError
+from siamface.errors import ImageError, MultipleFacesError, NoFaceError, SiamfaceError
 from siamface.serve import schemas
 from siamface.serve.limits import Limits, LimitsMiddleware, check_upload, decode_upload
 from siamface.serve.metrics import Metrics, MetricsMiddleware
@@ -149,6 +149,19 @@ def read_image(upload: UploadFile, field_name: str, limits: Limits) -> np.ndarra
     return decode_upload(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits)
 
 
+@contextmanager
+def naming(field_name: str, upload: UploadFile) -> Iterator[None]:
+    """Make an error about an uploaded photo name it (`image (probe.jpg): ...`) when it does not already."""
+    label = f"{field_name} ({upload.filename or 'unnamed upload'})"
+    try:
+        yield
+    except (ImageError, NoFaceError, MultipleFacesError) as e:
+        message = str(e).replace(" <upload>", "").replace("<upload>: ", "")
+        if (upload.filename or label) in message:
+            raise
+        raise type(e)(f"{label}: {message}") from e
+
+
 def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> bytes:
     """The checked file bytes (size, type, header): the gallery decodes them and records their SHA-256."""
     data = upload.file.read(limits.max_upload_bytes + 1)
@@ -188,6 +201,7 @@ def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 # ---- routes ----------------------------------------------------------------------------------------------
 
 Image = Annotated[UploadFile, File(description="a JPEG, PNG, WebP, PGM, BMP or TIFF photo")]
+GalleryDep = Annotated[Any, Depends(get_gallery)]
 Key = Depends(require_key)
 
 
@@ -217,45 +231,51 @@ def _add_routes(app: FastAPI) -> None:
     def verify(image_a: Image, image_b: Image, v: Annotated[Verifier, Depends(get_verifier)]) -> dict[str, Any]:
         """Are the people in two photos the same person?"""
         a, b = read_image(image_a, "image_a", limits), read_image(image_b, "image_b", limits)
-        return v.verify(a, b).to_dict()
+        try:
+            return v.verify(a, b).to_dict()
+        except NoFaceError:  # which photo? (only on this error path: detect in `a` alone)
+            with naming("image_a", image_a):
+                v.inputs([a])
+            with naming("image_b", image_b):
+                raise
 
     @app.post("/identify", response_model=schemas.IdentifyAnswer)
-    def identify(image: Image, res: Annotated[Resources, Depends(get_resources)],
+    def identify(image: Image, gallery: GalleryDep,
                  k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5) -> dict[str, Any]:
         """Who is in this photo? Every face, with its top-k people; match is null when no one passes."""
-        gallery = get_gallery(res)
-        return gallery.identify(read_upload(image, "image", limits), k=k)
+        data = read_upload(image, "image", limits)
+        with naming("image", image):
+            return gallery.identify(data, k=k)
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
-    def enroll(name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,
-               res: Annotated[Resources, Depends(get_resources)],
+    def enroll(name: Annotated[str, Form(min_length=1, max_length=200)], image: Image, gallery: GalleryDep,
                add: Annotated[bool, Form(description="add this photo to an existing person")] = False,
-               select: Annotated[str | None, Form(description="several faces: 'largest' or 'central'")] = None,
+               select: Annotated[Literal["largest", "central"] | None,
+                                 Form(description="which face of a photo with several")] = None,
                ) -> dict[str, Any]:
         """Enroll a person from one photo (409 if the name exists, unless add=true)."""
-        gallery = get_gallery(res)
         data = read_upload(image, "image", limits)
-        return gallery.enroll(name, [data], select=select, sources=[image.filename or "upload"], new=not add)
+        with naming("image", image):
+            return gallery.enroll(name, [data], select=select, sources=[image.filename or "upload"], new=not add)
 
     @app.post("/people/{name}/verify", response_model=schemas.VerifyAgainstAnswer)
-    def verify_against(name: str, image: Image, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
+    def verify_against(name: str, image: Image, gallery: GalleryDep) -> dict[str, Any]:
         """Is the person in this photo the enrolled `name`? (best of their photos)"""
-        gallery = get_gallery(res)
-        return gallery.verify_against(name, read_upload(image, "image", limits))
+        data = read_upload(image, "image", limits)
+        with naming("image", image):
+            return gallery.verify_against(name, data)
 
     @app.get("/people", response_model=list[schemas.Person])
-    def people(res: Annotated[Resources, Depends(get_resources)]) -> list[dict[str, Any]]:
-        gallery = get_gallery(res)
+    def people(gallery: GalleryDep) -> list[dict[str, Any]]:
         return gallery.people()
 
-    @app.get("/people/{name}", response_model=dict[str, Any])
-    def person(name: str, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
-        gallery = get_gallery(res)
+    @app.get("/people/{name}", response_model=schemas.PersonDetail)
+    def person(name: str, gallery: GalleryDep) -> dict[str, Any]:
+        """One person and their enrollments: sources, SHA-256, face boxes and landmarks (no embeddings)."""
         return gallery.person(name)
 
     @app.delete("/people/{name}", response_model=schemas.Deleted, dependencies=[Key])
-    def delete(name: str, res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
+    def delete(name: str, gallery: GalleryDep) -> dict[str, Any]:
         """Delete a person and everything stored about them (embeddings, face crops, sources)."""
-        gallery = get_gallery(res)
         gallery.delete(name)
         return {"name": name, "deleted": True}

@@ -102,6 +102,15 @@ class Person(BaseModel):
     created: Any = None
 
 
+class PersonDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    created: Any = None
+    photos: int
+    enrollments: list[dict[str, Any]]
+
+
 class Deleted(BaseModel):
     name: str
     deleted: bool = True
