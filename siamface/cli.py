@@ -207,6 +207,10 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
     """Open the gallery with --model, else the model that made it (when it can be found), else the shipped one."""
+    import inspect
+
+    from .checkpoint import resolve_run
+    from .errors import ModelError
     from .gallery import Gallery
     from .gallery_db import connect
     from .verify import Verifier
@@ -214,21 +218,23 @@ def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bo
     path = _gallery_path(args)
     if not check_model:
         return Gallery(path, check_model=False)
-    if model is None:
+    if model is None and path.is_file():
         conn = connect(path)
-        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("model")
         conn.close()
-        model = stored.get("model") if stored.get("model") and Path(stored["model"]).exists() else None
+        try:
+            model = str(resolve_run(stored)) if stored else None
+        except ModelError:
+            model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
     check_device(args.device)
     kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
-    if getattr(args, "far", None) is not None:
-        kwargs["far"] = args.far
     if getattr(args, "threshold", None) is not None:
         kwargs["threshold"] = args.threshold
-    try:
-        verifier = Verifier(model, **kwargs)
-    except TypeError as e:  # --far needs the Verifier's operating points
-        raise SiamfaceError(f"--far is not supported by this siamface's Verifier ({e})") from e
+    if getattr(args, "far", None) is not None:
+        if "far" not in inspect.signature(Verifier).parameters:
+            raise SiamfaceError("--far: this siamface's Verifier has no calibrated operating points yet")
+        kwargs["far"] = args.far
+    verifier = Verifier(model, **kwargs)
     return Gallery(path, verifier, aggregate=getattr(args, "aggregate", "max"))
 
 

@@ -13,7 +13,9 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,17 +44,24 @@ def check_name(name: Any) -> str:
 
 
 def model_record(verifier: Verifier) -> dict[str, str]:
-    """What the gallery stores about the model that made its embeddings."""
-    loaded = verifier.loaded
-    sha = loaded.meta.get("weights_sha256")
-    if not sha:
-        from .checkpoint import WEIGHTS, sha256_file
+    """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
+    name `--model` accepts), the SHA-256 of its weights file, its embedding size and preprocessing."""
+    from .checkpoint import WEIGHTS, WEIGHTS_DIR, sha256_file
 
-        sha = sha256_file(Path(loaded.path) / WEIGHTS)
-    pre = loaded.preprocess
-    return {"model": verifier.name, "architecture": str(loaded.meta.get("model", {}).get("name", "")),
-            "weights_sha256": str(sha), "embed_dim": str(loaded.model.embed_dim),
-            "preprocess": json.dumps(pre.__dict__, sort_keys=True, default=str)}
+    loaded = verifier.loaded
+    path = Path(loaded.path).resolve()
+    return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
+            "weights_sha256": sha256_file(path / WEIGHTS), "embed_dim": str(loaded.model.embed_dim),
+            "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
+
+
+def _embed_batches(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """`embed_batches` from wherever this siamface keeps it (issue 11 moves it from evaluate to embed)."""
+    try:
+        from .embed import embed_batches
+    except ImportError:
+        from .evaluate import embed_batches  # type: ignore[no-redef]
+    return embed_batches(*args, **kwargs)
 
 
 def _iso(t: float) -> str:
@@ -74,8 +83,8 @@ class Gallery:
 
     verifier: the model and threshold (None: `Verifier()`, the shipped face model, loaded on first use).
     aggregate: a person's score is the "max" (default) or "mean" probability over their photos.
-    check_model: refuse at once a file made by another model (False: only `people` bookkeeping and
-    `reembed` are safe)."""
+    check_model: refuse at once a file made by another model (False: the check waits for the first
+    enrollment or search, so `people` bookkeeping and `reembed` work on any gallery)."""
 
     def __init__(self, path: str | Path, verifier: Verifier | None = None, *, aggregate: str = "max",
                  check_model: bool = True) -> None:
@@ -87,10 +96,15 @@ class Gallery:
         self._lock = threading.RLock()
         self._writes = 0  # our own commits (PRAGMA data_version only counts other connections')
         self._matrix: _Matrix | None = None
+        self._record: tuple[Verifier, dict[str, str]] | None = None
         self._conn = gallery_db.connect(self.path)
         if check_model:
-            with self._transaction() as conn:
-                self._check_model(conn)
+            try:
+                with self._transaction() as conn:
+                    self._check_model(conn)
+            except BaseException:
+                self._conn.close()
+                raise
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -100,12 +114,26 @@ class Gallery:
             self._verifier = Verifier()
         return self._verifier
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self)
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE ... COMMIT under the gallery's lock, rolled back on any error. IMMEDIATE takes
+        the write lock at once, so concurrent writers queue on the busy timeout instead of deadlocking."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._writes += 1
 
     def _check_model(self, conn: sqlite3.Connection) -> None:
         """Record the model in a new file; refuse a file made by another model or preprocessing."""
-        mine = model_record(self.verifier)
+        if self._record is None or self._record[0] is not self.verifier:
+            self._record = (self.verifier, model_record(self.verifier))  # hashes the weights file: once
+        mine = self._record[1]
         stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if "weights_sha256" not in stored:
             rows = [*mine.items(), ("created", str(time.time()))]
@@ -118,6 +146,12 @@ class Gallery:
                     f"{stored['weights_sha256'][:12]}), whose {what} differ from {mine['model']} "
                     f"({mine['weights_sha256'][:12]}); re-embed it from its stored face crops: siamface people "
                     f"reembed --gallery {self.path} --model {mine['model']}")
+
+    def _same_model(self) -> None:
+        """Before searching: the file's embeddings are (still) this model's (a gallery opened with
+        check_model=False, or re-embedded by another process since). Under the lock; reads only."""
+        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'weights_sha256'").fetchone():
+            self._check_model(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -174,11 +208,9 @@ class Gallery:
         return int(cur.lastrowid or 0)
 
     def _embed(self, faces: list[Face]) -> torch.Tensor:
-        from .evaluate import embed_batches
-
         v = self.verifier
         x = torch.from_numpy(np.stack([f.input for f in faces]))
-        return embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
+        return _embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
 
     # ---- identification ------------------------------------------------------------------------------
 
@@ -189,7 +221,7 @@ class Gallery:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         t0 = time.perf_counter()
         v = self.verifier
-        faces = faces_of(photo_of(image), v, enroll=False)
+        faces = faces_of(photo_of(image), v, every=True)
         scores, names = self._person_scores(self._embed(faces))
         out = []
         for face, row in zip(faces, scores):
@@ -203,7 +235,7 @@ class Gallery:
     def _decision_fields(self) -> dict[str, Any]:
         v = self.verifier
         return {"threshold": v.threshold, "threshold_source": v.threshold_source,
-                "operating_point": getattr(v, "operating_point", "eer"), "model": v.name,
+                "operating_point": getattr(v, "operating_point", "EER"), "model": v.name,
                 "aggregate": self.aggregate}
 
     @torch.no_grad()
@@ -226,6 +258,7 @@ class Gallery:
             key = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
+            self._same_model()
             rows = self._conn.execute("SELECT p.name, e.embedding FROM enrollments e JOIN people p "
                                       "ON p.id = e.person_id ORDER BY p.name, e.id").fetchall()
         dim = self.verifier.loaded.model.embed_dim
@@ -239,8 +272,9 @@ class Gallery:
         """Is the photo's (chosen) face this enrolled person? A verify verdict plus "name" and "photos"."""
         t0 = time.perf_counter()
         v = self.verifier
-        face = faces_of(photo_of(image), v, enroll=False)[0]
+        face = faces_of(photo_of(image), v)[0]
         with self._lock:
+            self._same_model()
             rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
                                       "WHERE p.name = ?", (name,)).fetchall()
         if not rows:
@@ -305,43 +339,16 @@ class Gallery:
         """Recompute every embedding with another model from the stored aligned face crops (taken as face
         crops, as `--no-detect` takes them) and record that model; returns the number of embeddings.
         One transaction: enrollments made meanwhile by other processes wait, then see the new model."""
-        from .evaluate import embed_batches
-
         pre = verifier.loaded.preprocess
         with self._transaction() as conn:
             rows = conn.execute("SELECT id, crop FROM enrollments ORDER BY id").fetchall()
             updates = []
             if rows:
                 x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
-                emb = embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
+                emb = _embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
                 updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
             self._verifier, self._matrix = verifier, None
             conn.execute("DELETE FROM meta")
             self._check_model(conn)
             conn.executemany("UPDATE enrollments SET embedding = ? WHERE id = ?", updates)
         return len(rows)
-
-
-class _Transaction:
-    """`with gallery._transaction() as conn:` one BEGIN IMMEDIATE ... COMMIT under the gallery's lock
-    (rolled back on any error)."""
-
-    def __init__(self, gallery: Gallery) -> None:
-        self.g = gallery
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.g._lock.acquire()
-        try:
-            self.g._conn.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.g._lock.release()
-            raise
-        return self.g._conn
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        try:
-            self.g._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            if exc_type is None:
-                self.g._writes += 1
-        finally:
-            self.g._lock.release()

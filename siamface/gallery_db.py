@@ -110,7 +110,8 @@ def migrate(conn: sqlite3.Connection, path: Path | str = "gallery", upto: int = 
             conn.execute(f"PRAGMA user_version = {number + 1}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     return _check_not_newer(conn, path)
 

@@ -2,7 +2,8 @@
 
 The model input of each face is computed exactly as `Verifier.inputs` computes it (same detector, same
 alignment, same resizing), so a gallery score equals the verify probability of the same two photos. The
-stored crop is the same alignment at CROP_SIZE in colour: small, and enough to re-embed with another model.
+stored crop is that aligned face in colour, at the model's input size (a small PNG): re-embedding it with the
+same model gives the same embedding, and another model takes it as a face crop (resized to its input).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from .data import image_from_array, load_image
 from .errors import ImageError, MultipleFacesError
 
 if TYPE_CHECKING:
+    from .faces import FaceCrop
     from .verify import Verifier
-
-CROP_SIZE = 112
-
 
 @dataclass
 class Photo:
@@ -86,9 +85,11 @@ def _aligned(pre: PreprocessConfig) -> bool:
     return bool(pre.align and pre.align.get("detector", "none") != "none")
 
 
-def faces_of(photo: Photo, verifier: Verifier, enroll: bool, select: str | None = None) -> list[Face]:
-    """The faces of a photo under the verifier's preprocessing, the chosen one first. enroll=True: one
-    face, and MultipleFacesError when the photo holds several and `select` does not say which."""
+def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool = False,
+             select: str | None = None) -> list[Face]:
+    """The faces of a photo under the verifier's preprocessing: the one it chooses (`select`, else the
+    model's rule), exactly as `Verifier.inputs` finds it, or `every` face, the chosen one first.
+    enroll=True: MultipleFacesError when the photo holds several faces and `select` does not say which."""
     if select is not None and select not in ("largest", "central"):
         raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
     pre = verifier.preprocess
@@ -96,26 +97,28 @@ def faces_of(photo: Photo, verifier: Verifier, enroll: bool, select: str | None 
         from .preprocess import load_input_with_faces
 
         x, _ = load_input_with_faces(photo.rgb, pre)
-        crop = image_from_array(photo.rgb, channels=3, size=max(CROP_SIZE, pre.size), crop=pre.crop)
+        crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop)
         report = {"box": None, "eyes": None, "eyes_source": "none", "landmarks": [], "faces_in_photo": 1}
         return [Face(x, _png(crop.transpose(1, 2, 0)), report, photo.source, photo.sha256)]
-    from .faces import AlignConfig, align_face
+    from .faces import AlignConfig, extract_face
     from .faces.multi import extract_all_faces
 
     cfg = AlignConfig.from_dict({**pre.align, **({"select": select} if select else {})})
-    crops = extract_all_faces(photo.rgb, pre.size, cfg, source=photo.where or photo.source)
-    if enroll and len(crops) > 1 and select is None:
-        raise MultipleFacesError(f"{photo.where or photo.source}: {len(crops)} faces found; say which one to enroll "
+    where = photo.where or photo.source
+    crops = extract_all_faces(photo.rgb, pre.size, cfg, where) if every else \
+        [extract_face(photo.rgb, pre.size, cfg, source=where)]
+    if enroll and len(crops[0].faces) > 1 and select is None:
+        raise MultipleFacesError(f"{where}: {len(crops[0].faces)} faces found; say which one to enroll "
                                  "(--select largest or --select central) or crop the photo")
-    out = []
-    for c in crops[:1] if enroll else crops:
-        x = image_from_array(c.image, channels=pre.channels)
-        big = align_face(photo.rgb, c.eyes[0], c.eyes[1], max(CROP_SIZE, pre.size), cfg) if c.eyes else c.image
-        d = c.to_dict()
-        report = {"box": d["used"], "eyes": d["eyes"], "eyes_source": d["eyes_source"],
-                  "landmarks": d.get("landmarks") or [], "faces_in_photo": max(1, len(c.faces))}
-        out.append(Face(x, _png(big), report, photo.source, photo.sha256))
-    return out
+    return [_face(c, photo, pre) for c in crops]
+
+
+def _face(c: FaceCrop, photo: Photo, pre: PreprocessConfig) -> Face:
+    x = image_from_array(c.image, channels=pre.channels)  # as faces.extract_face_array makes the model input
+    d = c.to_dict()
+    report = {"box": d["used"], "eyes": d["eyes"], "eyes_source": d["eyes_source"],
+              "landmarks": d.get("landmarks") or [], "faces_in_photo": max(1, len(c.faces))}
+    return Face(x, _png(c.image), report, photo.source, photo.sha256)
 
 
 def _png(rgb: np.ndarray) -> bytes:
