@@ -159,7 +159,9 @@ def naming(field_name: str, upload: UploadFile) -> Iterator[None]:
         message = str(e).replace(" <upload>", "").replace("<upload>: ", "")
         if (upload.filename or label) in message:
             raise
-        raise type(e)(f"{label}: {message}") from e
+        named = type(e)(f"{label}: {message}")
+        named.reason = getattr(e, "reason", named.reason)  # type: ignore[attr-defined]
+        raise named from e
 
 
 def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> bytes:
