@@ -160,7 +160,8 @@ def naming(field_name: str, upload: UploadFile) -> Iterator[None]:
         if (upload.filename or label) in message:
             raise
         named = type(e)(f"{label}: {message}")
-        named.reason = getattr(e, "reason", named.reason)  # type: ignore[attr-defined]
+        if hasattr(e, "reason"):  # the short label of per-item reports
+            named.reason = e.reason
         raise named from e
 
 
