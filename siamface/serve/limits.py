@@ -111,7 +111,7 @@ def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
 
 def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
     if len(data) > limits.max_upload_bytes:
-        raise UploadTooLargeError(f"{name}: {len(data):,} bytes, above the {limits.max_upload_bytes:,}-byte limit")
+        raise UploadTooLargeError(f"{name}: larger than the {limits.max_upload_bytes:,}-byte limit for one image")
     fmt = sniff(data, name)
     try:
         im = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only
