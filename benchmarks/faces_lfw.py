@@ -24,12 +24,12 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from siamface import __version__
 from siamface.data import data_root
 from siamface.errors import NoFaceError
 from siamface.faces import AlignConfig, extract_face
+from siamface.progress import progress_bar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     confidences: list[float] = []
     no_face: list[str] = []
     unreadable: list[str] = []
-    for path in tqdm(files, desc="faces", unit="img", mininterval=1.0):
+    for path in progress_bar(files, desc="faces", unit="img", mininterval=1.0):
         t0 = time.perf_counter()
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:

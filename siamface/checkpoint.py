@@ -18,15 +18,19 @@ from .card import META, ModelCard
 from .config import PreprocessConfig
 from .errors import ModelError
 from .files import atomic_save_tensors, atomic_write_json, sha256_file
-from .models import SiameseNet, create_model
+from .models import SiameseNet, create_model, state_dict_mismatch
 
 WEIGHTS = "model.safetensors"
+FROM_FACTORY = "factory"  # model.json "tower_weights": the tower is the factory's shipped one, not stored here
 
 
 def save_model(run_dir: Path, model: SiameseNet, meta: dict[str, Any]) -> None:
     """Write the weights, then the JSON that names their hash (a crash between leaves the old pair valid
     or is detected at load time by the hash). The JSON is validated as a card before it is written."""
-    digest = atomic_save_tensors(run_dir / WEIGHTS, model.state_dict())
+    state = model.state_dict()
+    if meta.get("tower_weights") == FROM_FACTORY:  # a frozen pretrained tower: its factory rebuilds it
+        state = {k: v for k, v in state.items() if not k.startswith("tower.")}
+    digest = atomic_save_tensors(run_dir / WEIGHTS, state)
     card = {**meta, "weights_sha256": digest}
     ModelCard.from_dict(card, run_dir)
     atomic_write_json(run_dir / META, card)
@@ -102,8 +106,18 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         model = create_model(card.model.name, preprocess=card.preprocess, **card.model.kwargs)
     except (ModelError, ValueError) as e:
         raise ModelError(f"{card.file}: cannot build model {card.model.name!r} for this preprocessing ({e})") from e
+    from_factory = card.raw.get("tower_weights") == FROM_FACTORY
+    if from_factory and not model.pretrained_tower:
+        raise ModelError(f"{card.file}: tower_weights 'factory', but {card.model.name} {card.model.kwargs} builds no "
+                         "pretrained tower")
     try:
         state = load_file(weights, device="cpu")
+        if from_factory:
+            state = {**{f"tower.{k}": v for k, v in model.tower.state_dict().items()}, **state}
+        if problem := state_dict_mismatch(model, state):
+            raise ModelError(f"{card.file}: the architecture it describes ({card.model.name} {card.model.kwargs} at "
+                             f"{card.preprocess.size}px, {card.preprocess.channels} channel(s)) does not fit the "
+                             f"weights in {WEIGHTS}: {problem}")
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
         raise ModelError(f"{weights}: incompatible with model {card.model.name!r} ({str(e).splitlines()[0]})") from e

@@ -23,7 +23,9 @@ from .files import os_reason
 # Config fields that get a different flag name, or none (set by a dedicated flag).
 RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
 SKIP = {("PreprocessConfig", "align"), ("ModelConfig", "kwargs")}
-HELP = {("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
+HELP = {("TrainConfig", "freeze"): "none | all (train the Siamese head only, on descriptors computed once per "
+                                   "image; needs --no-distortions) | a tower stage: the stages before it stay fixed",
+        ("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
                                  "name (face-prior, lfw-view1); its architecture and preprocessing apply unless "
                                  "flags change them"}
 
@@ -122,12 +124,12 @@ def _print(obj: Any) -> None:
 # ---- commands ------------------------------------------------------------------------------------------
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from .models import count_parameters, create_model, list_models, model_spec
+    from .models import list_models, model_spec, parameter_count
 
     rows = []
     for name in list_models():
         spec = model_spec(name)
-        rows.append({"name": name, "parameters": count_parameters(create_model(name)),
+        rows.append({"name": name, "parameters": parameter_count(name),
                      "input": f"{spec.preprocess.channels}x{spec.preprocess.size}x{spec.preprocess.size}",
                      "description": spec.description})
     if args.json:
@@ -173,12 +175,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import run_evaluation
+    from .evaluate import reasons_text, run_evaluation
 
     check_device(args.device)
     report = run_evaluation(args.model, split=args.split, pairs=args.pairs, protocol=args.protocol,
                             omniglot_runs=args.omniglot_runs, data=args.data, out=args.out, way=args.way,
-                            tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device)
+                            tasks=args.tasks, n_pairs=args.n_pairs, seed=args.seed, device=args.device,
+                            strict=args.strict)
+    if report.get("pairs_skipped"):
+        print(f"siamface: {report['pairs_skipped']} of {report['pairs_skipped'] + report['n_pairs']} pairs skipped "
+              f"({reasons_text(report['skipped_reasons'])}); the metrics cover the other {report['n_pairs']} "
+              "(--strict to fail instead)", file=sys.stderr)
     _print(report)
 
 
@@ -200,11 +207,18 @@ def _verify_batch(args: argparse.Namespace) -> None:
     """`--pairs in.csv --out scores.csv`: every distinct image embedded once; a row per pair."""
     import csv
     import io
+    import os
+    from collections import Counter
 
     from .data.prepare import read_pairs
+    from .evaluate import reasons_text
     from .files import atomic_write_bytes
     from .verify import Verifier
 
+    out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
+    if out.exists() and Path(args.pairs).exists() and os.path.samefile(out, args.pairs):
+        raise SiamfaceError(f"--out {out}: that is the pairs file itself; the scores would overwrite it (choose "
+                            "another --out)")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
                  far=args.far)
     pairs = read_pairs(args.pairs)
@@ -214,10 +228,196 @@ def _verify_batch(args: argparse.Namespace) -> None:
     writer.writeheader()
     for row, pair in zip(rows, pairs):
         writer.writerow({**row, "label": int(pair.same)})
-    out = Path(args.out or Path(args.pairs).with_suffix(".scores.csv"))
     atomic_write_bytes(out, buf.getvalue().encode())
-    _print({"pairs": len(rows), "out": str(out), "threshold": v.threshold, "threshold_source": v.threshold_source,
-            "operating_point": v.operating_point, "model": v.name, "same": sum(r["same"] for r in rows)})
+    failed = dict(Counter(r["error"] for r in rows if r["error"]).most_common())
+    n_failed = sum(failed.values())
+    _print({"pairs": len(rows), "scored": len(rows) - n_failed, "not_scored": failed, "out": str(out),
+            "threshold": v.threshold, "threshold_source": v.threshold_source, "operating_point": v.operating_point,
+            "model": v.name, "same": sum(bool(r["same"]) for r in rows)})
+    if n_failed:
+        summary = (f"{n_failed} of {len(rows)} pairs not scored ({reasons_text(failed)}); the reasons are in the "
+                   f"error column of {out}")
+        if args.strict:
+            raise SiamfaceError(summary)
+        print(f"siamface: {summary} (--strict to fail)", file=sys.stderr)
+
+
+# ---- gallery: enroll, identify, verify-against, people ----------------------------------------------------
+
+def _gallery_path(args: argparse.Namespace) -> Path:
+    """--gallery, else $SIAMFACE_GALLERY; only enroll creates the file."""
+    import os
+
+    path = args.gallery or os.environ.get("SIAMFACE_GALLERY")
+    if not path:
+        raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
+    if args.func is not cmd_enroll and not Path(path).is_file():
+        raise SiamfaceError(f"{path}: no such gallery (enroll someone first)")
+    return Path(path)
+
+
+def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
+    """Open the gallery with --model, else the model that made it (when it can be found), else the shipped one."""
+    import inspect
+
+    from .checkpoint import resolve_run
+    from .errors import ModelError
+    from .gallery import Gallery
+    from .gallery_db import connect
+    from .verify import Verifier
+
+    path = _gallery_path(args)
+    if not check_model:
+        return Gallery(path, check_model=False)
+    if model is None and path.is_file():
+        conn = connect(path)
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("model")
+        conn.close()
+        try:
+            model = str(resolve_run(stored)) if stored else None
+        except ModelError:
+            model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
+    check_device(args.device)
+    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
+    if getattr(args, "threshold", None) is not None:
+        kwargs["threshold"] = args.threshold
+    if getattr(args, "far", None) is not None:
+        if "far" not in inspect.signature(Verifier).parameters:
+            raise SiamfaceError("--far: this siamface's Verifier has no calibrated operating points yet")
+        kwargs["far"] = args.far
+    verifier = Verifier(model, **kwargs)
+    return Gallery(path, verifier, aggregate=getattr(args, "aggregate", "max"))
+
+
+def cmd_enroll(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        _print(g.enroll(args.name, args.photos, select=args.select, new=args.new))
+
+
+def cmd_identify(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        _print(g.identify(args.photo, k=args.k))
+
+
+def cmd_verify_against(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        _print(g.verify_against(args.name, args.photo))
+
+
+def cmd_people(args: argparse.Namespace) -> None:
+    if args.action == "reembed":
+        from .verify import Verifier
+
+        check_device(args.device)
+        with _gallery(args, check_model=False) as g:
+            n = g.reembed(Verifier(args.model, device=args.device))
+            _print({"reembedded": n, "model": g.model_info()})
+        return
+    with _gallery(args, check_model=False) as g:
+        if args.action == "list":
+            _print(g.people())
+        elif args.action == "show":
+            _print(g.person(args.name))
+        elif args.action == "rename":
+            g.rename(args.name, args.new_name)
+            _print({"renamed": args.name, "to": args.new_name})
+        else:
+            g.delete(args.name)
+            _print({"deleted": args.name})
+
+
+def add_gallery_commands(sub: Any) -> None:
+    """The gallery's subcommands (siamface/gallery.py); JSON out, one-line errors."""
+    def common(p: argparse.ArgumentParser, model: bool = True) -> None:
+        p.add_argument("--gallery", help="the gallery file (default: $SIAMFACE_GALLERY); created on first enroll")
+        if model:
+            p.add_argument("--model", default=None,
+                           help="run folder or shipped model (default: the gallery's own, else the shipped face model)")
+            p.add_argument("--no-detect", dest="detect", action="store_false",
+                           help="photos are already face crops: no face detection")
+            p.add_argument("--far", type=float, default=None,
+                           help="operating point: the threshold calibrated for this false accept rate")
+        p.add_argument("--device", default="cpu")
+
+    e = sub.add_parser("enroll", help="enroll a person from one photo or more (adds photos to an existing name)")
+    e.add_argument("name")
+    e.add_argument("photos", nargs="+", metavar="PHOTO")
+    e.add_argument("--select", choices=("largest", "central"), default=None,
+                   help="which face to enroll from a photo with several (default: refuse such photos)")
+    e.add_argument("--new", action="store_true", help="refuse if the name is already enrolled")
+    common(e)
+    e.set_defaults(func=cmd_enroll)
+
+    i = sub.add_parser("identify", help="who is in this photo? top-k people per face, or unknown")
+    i.add_argument("photo")
+    i.add_argument("-k", type=int, default=5, help="candidates per face")
+    i.set_defaults(func=cmd_identify)
+    va = sub.add_parser("verify-against", help="is the person in this photo NAME? prints a verify verdict")
+    va.add_argument("name")
+    va.add_argument("photo")
+    va.set_defaults(func=cmd_verify_against)
+    for p in (i, va):
+        p.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                       help="a person's score over their photos: the best or the mean")
+        p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+        common(p)
+
+    pe = sub.add_parser("people", help="list | show | rename | delete | reembed the gallery's people")
+    acts = pe.add_subparsers(dest="action", required=True)
+    common(acts.add_parser("list", help="everyone enrolled"), model=False)
+    for act, h in (("show", "one person's enrollments"), ("delete", "delete a person, crops and embeddings")):
+        a = acts.add_parser(act, help=h)
+        a.add_argument("name")
+        common(a, model=False)
+    r = acts.add_parser("rename", help="rename a person")
+    r.add_argument("name")
+    r.add_argument("new_name")
+    common(r, model=False)
+    re = acts.add_parser("reembed", help="recompute every embedding with another model from the stored crops")
+    re.add_argument("--model", required=True, help="run folder or shipped model to re-embed with")
+    common(re, model=False)
+    pe.set_defaults(func=cmd_people)
+
+
+# ---- serve (the HTTP service and web page; needs the [serve] extra) -------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from .serve import require_extra
+
+    require_extra()
+    import uvicorn
+
+    from .serve import Limits, Settings, create_app, open_resources
+
+    limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
+                    timeout_s=args.timeout)
+    settings = Settings.from_env(gallery=Path(args.gallery), model=args.model, far=args.far, limits=limits)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
+    mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
+    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
+          f"gallery {args.gallery}, {mode}", file=sys.stderr)
+    uvicorn.run(create_app(settings, resources), host=args.host, port=args.port, log_level=args.log_level)
+
+
+def add_serve_parser(sub: Any) -> None:
+    s = sub.add_parser("serve", help="HTTP service and web page (verify, enroll, identify); needs siamface[serve]")
+    s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--gallery", required=True, help="the gallery database file (SQLite; created if missing)")
+    s.add_argument("--model", default=None, help="run folder or shipped model name (default: the shipped face model)")
+    s.add_argument("--far", type=float, default=None, help="operating point: the threshold calibrated for this "
+                                                          "false accept rate (1e-2, 1e-3, 1e-4)")
+    s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image file (MB)")
+    s.add_argument("--max-mpx", type=float, default=40.0, help="largest accepted image (megapixels, from its header)")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before a 504")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
+    s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    s.set_defaults(func=cmd_serve)
 
 
 # ---- parser --------------------------------------------------------------------------------------------
@@ -263,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n-pairs", type=int, default=4000, help="verification pairs sampled on identity splits")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="cpu")
+    e.add_argument("--strict", action="store_true",
+                   help="on a pairs file, fail when an image cannot be used (default: skip its pairs and count them)")
     e.set_defaults(func=cmd_evaluate)
 
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
@@ -280,7 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--select", choices=("largest", "central"), default=None,
                    help="which face to use when a photo has several (default: the model's setting)")
     v.add_argument("--device", default="cpu")
+    v.add_argument("--strict", action="store_true",
+                   help="batch mode: exit non-zero when a pair cannot be scored (its reason is in the error column "
+                        "either way)")
     v.set_defaults(func=cmd_verify)
+    add_gallery_commands(sub)
+    add_serve_parser(sub)
     return p
 
 

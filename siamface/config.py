@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +35,39 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return cls(**kwargs)
 
 
+_NUMERIC = {"int": numbers.Integral, "float": numbers.Real, "tuple[int, ...]": numbers.Integral,
+            "tuple[float, ...]": numbers.Real}
+Range = tuple[Callable[[Any], bool], str]
+
+
+def check_numbers(cfg: Any, section: str, ranges: dict[str, Range]) -> None:
+    """Every int and float field of a config (and each element of a tuple of them): the right type, finite,
+    and in its range; ValueError naming the field and its flag otherwise (before any data is read)."""
+    for f in dataclasses.fields(cfg):
+        kind = _NUMERIC.get(str(f.type))
+        if kind is None:
+            continue
+        value = getattr(cfg, f.name)
+        many = str(f.type).startswith("tuple")
+        where = f"{section}.{f.name} (--{f.name.replace('_', '-')})"
+        if many and not isinstance(value, tuple):
+            raise ValueError(f"{where} must be a list of numbers, got {value!r}")
+        for v in value if many else (value,):
+            if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v):
+                what = "an integer" if kind is numbers.Integral else "a finite number"
+                raise ValueError(f"{where} must be {what}, got {v!r}")
+            if f.name in ranges and not ranges[f.name][0](v):
+                raise ValueError(f"{where} must be {ranges[f.name][1]}, got {v!r}")
+
+
+def _at_least(low: float) -> Range:
+    return (lambda v: v >= low), f">= {low:g}"
+
+
+_POSITIVE: Range = (lambda v: v > 0), "> 0"
+_FRACTION: Range = (lambda v: 0 <= v < 1), "in [0, 1)"
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How an image becomes the model's input tensor; it travels with the weights.
@@ -52,14 +87,8 @@ class PreprocessConfig:
     align: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.size < 8:
-            raise ValueError(f"preprocess.size must be >= 8, got {self.size}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"preprocess.channels must be 1 or 3, got {self.channels}")
-        if not 0.0 < self.crop <= 1.0:
-            raise ValueError(f"preprocess.crop must be in (0, 1], got {self.crop}")
-        if self.std <= 0:
-            raise ValueError(f"preprocess.std must be > 0, got {self.std}")
+        check_numbers(self, "preprocess", {"size": _at_least(8), "channels": ((lambda v: v in (1, 3)), "1 or 3"),
+                                           "crop": ((lambda v: 0 < v <= 1), "in (0, 1]"), "std": _POSITIVE})
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,22 @@ class DataConfig:
     val_pairs_file: str = ""
     within_group: bool = False
 
+    def __post_init__(self) -> None:
+        check_numbers(self, "data", {"n_val": _at_least(0), "n_test": _at_least(0), "train_drawers": _at_least(0),
+                                     "val_drawers": _at_least(0)})
+
+
+_TRAIN_RANGES: dict[str, Range] = {
+    "epochs": _at_least(1), "batch_size": _at_least(1), "pairs_per_epoch": _at_least(1),
+    "classes_per_batch": _at_least(1), "images_per_class": _at_least(1), "lr": _POSITIVE,
+    "weight_decay": _at_least(0), "warmup_epochs": _at_least(0), "momentum_start": _FRACTION,
+    "momentum_end": _FRACTION, "momentum_epochs": _at_least(0), "lr_decay": ((lambda v: 0 < v <= 1), "in (0, 1]"),
+    "layer_lr": _POSITIVE, "layer_momentum": _FRACTION, "layer_l2": _at_least(0), "label_smoothing": _FRACTION,
+    "id_loss": _at_least(0), "id_margin": _FRACTION, "id_scale": _POSITIVE, "distortions_per_pair": _at_least(0),
+    "patience": _at_least(1), "max_minutes": _at_least(0), "val_way": _at_least(2), "val_tasks": _at_least(1),
+    "val_pairs": _at_least(2), "seed": _at_least(0), "threads": _at_least(0),
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -111,7 +156,9 @@ class TrainConfig:
     init: a trained run folder whose weights start this run (fine-tuning); max_minutes: stop after the
     epoch that crosses this training time (0: no limit). id_loss: weight of an identity loss on the tower
     (CosFace with id_margin and id_scale, losses.py) added to the pair loss; 0 turns it off. It needs
-    pairing='all' (identity-labelled batches) and regime 'adamw'.
+    pairing='all' (identity-labelled batches) and regime 'adamw'. freeze: 'none', 'all' (the tower is fixed
+    and only the Siamese head trains, on descriptors computed once per image) or a tower stage: every tower
+    parameter before it stays fixed (freeze.py).
     """
 
     regime: str = "adamw"
@@ -144,7 +191,8 @@ class TrainConfig:
     patience: int = 20
     max_minutes: float = 0.0
     init: str = ""
-    val_way: int = 20
+    freeze: str = "none"
+    val_way: int = 5
     val_tasks: int = 320
     val_pairs: int = 2_000
     seed: int = 0
@@ -156,37 +204,32 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_numbers(self, "train", _TRAIN_RANGES)
         if self.regime not in ("koch", "adamw"):
             raise ValueError(f"train.regime must be 'koch' or 'adamw', got {self.regime!r}")
-        for name in ("epochs", "batch_size", "pairs_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not (self.device == "cpu" or self.device == "mps" or self.device.startswith("cuda")):
             raise ValueError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
-        if self.threads < 0:
-            raise ValueError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"train.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.pairing not in ("sampled", "all"):
             raise ValueError(f"train.pairing must be 'sampled' or 'all', got {self.pairing!r}")
+        if self.pairing == "all" and min(self.classes_per_batch, self.images_per_class) < 2:
+            raise ValueError("train.classes_per_batch and train.images_per_class must be >= 2 with pairing='all' "
+                             f"(same and different pairs in every batch), got {self.classes_per_batch} and "
+                             f"{self.images_per_class}")
         if self.class_rotations and self.pairing != "all":
             raise ValueError("train.class_rotations needs pairing='all' (a class is rotated as a whole)")
-        if self.distortions_per_pair < 0:
-            raise ValueError(f"train.distortions_per_pair must be >= 0, got {self.distortions_per_pair}")
         if self.distortions_per_pair and (not self.fixed_pairs or self.flip or self.pairing != "sampled"):
             raise ValueError("train.distortions_per_pair needs fixed_pairs, sampled pairing and no flip "
                              "(the paper distorts a fixed set of pairs)")
-        if not (self.id_loss >= 0 and self.id_scale > 0 and 0 <= self.id_margin < 1) or not all(
-                math.isfinite(v) for v in (self.id_loss, self.id_scale)):
-            raise ValueError(f"train.id_loss must be >= 0, id_scale > 0 and id_margin in [0, 1); got "
-                             f"{self.id_loss}, {self.id_scale}, {self.id_margin}")
         if self.id_loss and (self.pairing != "all" or self.regime != "adamw" or self.class_rotations):
             raise ValueError("train.id_loss needs pairing='all' and regime='adamw', without class_rotations "
                              "(a rotated class is not its identity)")
         if self.select not in ("oneshot", "auc", "eer"):
             raise ValueError(f"train.select must be oneshot, auc or eer, got {self.select!r}")
-        if self.val_way < 2:
-            raise ValueError(f"train.val_way must be >= 2, got {self.val_way}")
+        if not self.freeze:
+            raise ValueError("train.freeze must be 'none', 'all' or the name of a tower stage, got ''")
+        if self.freeze == "all" and (self.distortions or self.class_rotations or self.distortions_per_pair):
+            raise ValueError("train.freeze='all' computes each image's descriptor once, so images cannot be "
+                             "distorted anew each epoch: pass --no-distortions (--flip still mirrors faces)")
 
 
 @dataclass(frozen=True)

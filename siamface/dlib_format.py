@@ -5,8 +5,9 @@ it only decodes numbers, strings and float32 arrays and never executes anything 
 unexpected (a truncated file, a flipped byte in the structure, a file of another kind) raises
 `DlibFormatError` naming the file and the byte offset where parsing failed.
 
-Encoding (serialize.h): an integer is one control byte (low 4 bits: number of magnitude bytes, bit 0x80:
-negative) then the magnitude little-endian; a float or double is an integer mantissa then an integer
+Encoding (serialize.h): an integer is one control byte (low 4 bits: number of magnitude bytes, 1 to 8; bit
+0x80: negative; the reader also refuses the reserved bits 0x70, which dlib ignores for integers and which
+its own writer never sets) then the magnitude little-endian; a float or double is an integer mantissa then an integer
 exponent (value = m * 2^e, float_details.h); a string is a length then its bytes; a bool is the byte '0' or
 '1'. A dnn tensor is version 2, (num_samples, k, nr, nc), then raw little-endian float32; an alias tensor is
 version 1 and four sizes (a view into the layer's params, no data).
@@ -58,7 +59,7 @@ class _Reader:
             raise self.fail(f"truncated: expected {what}, got end of file")
         control = self.data[start]
         n = control & 0x0F
-        if control & 0x70 or n > 8:
+        if control & 0x70 or not 0 < n <= 8:  # dlib writes 1 to 8 magnitude bytes (zero is 01 00)
             raise self.fail(f"bad integer control byte 0x{control:02x} for {what}", start)
         if start + 1 + n > len(self.data):
             raise self.fail(f"truncated: {what} needs {n} bytes, {len(self.data) - start - 1} left", start)
@@ -74,11 +75,29 @@ class _Reader:
         return value
 
     def ints(self, count: int, what: str) -> list[int]:
-        return [self.int(what) for _ in range(count)]
+        """`count` consecutive integers (a tight loop: the shape predictor holds about 3 million)."""
+        data, pos, out = self.data, self.pos, [0] * count
+        try:
+            for i in range(count):
+                control = data[pos]
+                n = control & 0x0F
+                if control & 0x70 or not 0 < n <= 8:
+                    raise IndexError
+                value = int.from_bytes(data[pos + 1 : pos + 1 + n], "little")
+                out[i] = -value if control & 0x80 else value
+                pos += 1 + n
+            if pos > len(data):
+                raise IndexError
+        except IndexError:
+            for _ in range(count):  # decode again with every check, to report the exact offset
+                self.int(what)
+            raise self.fail(f"cannot decode {what}") from None
+        self.pos = pos
+        return out
 
     def float(self, what: str = "float") -> float:
         start = self.pos
-        mantissa, exponent = self.int(f"{what} mantissa"), self.int(f"{what} exponent")
+        mantissa, exponent = self.int(what), self.int(what)
         if exponent >= 32000:  # float_details' is_inf / is_ninf / is_nan
             special = {32000: math.inf, 32001: -math.inf, 32002: math.nan}
             if exponent not in special:
@@ -87,7 +106,7 @@ class _Reader:
         if not -32768 <= exponent < 32768 or abs(mantissa) >= 1 << 63:
             raise self.fail(f"bad float encoding for {what}", start)
         try:
-            return math.ldexp(float(mantissa), exponent)
+            return math.ldexp(mantissa, exponent)
         except OverflowError:
             raise self.fail(f"{what} overflows", start) from None
 
@@ -370,28 +389,44 @@ def parse_shape_predictor(data: bytes, name: str) -> ShapePredictorData:
         raise r.fail("initial_shape has an odd or zero length")
     n_values = len(initial)
     n_cascades = r.size("cascade count", 1 << 10)
-    idx1, idx2, thresh, leaves = [], [], [], []
+    splits: list[int] = []  # per split: idx1, idx2, threshold mantissa, threshold exponent
+    leaves: list[int] = []  # per leaf: rows, columns, then mantissa and exponent of each value
     shape: tuple[int, int] | None = None  # (trees, splits) of the first cascade, required of all
     for _ in range(n_cascades):
         at = r.pos
         n_trees = r.size("tree count", 1 << 16)
+        if shape is not None and n_trees != shape[0]:
+            raise r.fail("cascades with different numbers of trees are not supported", at)
         for _ in range(n_trees):
             at_tree = r.pos
             n_splits = r.size("split count", 1 << 12)
-            for _ in range(n_splits):
-                idx1.append(r.size("split idx1"))
-                idx2.append(r.size("split idx2"))
-                thresh.append(r.float("split threshold"))
+            if shape is None:
+                shape = (n_trees, n_splits)
+            elif n_splits != shape[1]:
+                raise r.fail("trees of different depths are not supported", at_tree)
+            splits += r.ints(4 * n_splits, "tree splits")
             n_leaves = r.size("leaf count", 1 << 13)
             if n_leaves != n_splits + 1 or n_leaves & (n_leaves - 1):
                 raise r.fail(f"a tree with {n_splits} splits and {n_leaves} leaves is not a full binary tree",
                              at_tree)
-            for _ in range(n_leaves):
-                leaves.extend(_column(r, "leaf value", n_values))
+            at_leaves = r.pos
+            run = r.ints(n_leaves * (2 + 2 * n_values), "tree leaf values")
+            if any(abs(v) != n_values for v in run[:: 2 + 2 * n_values]) or \
+                    any(abs(v) != 1 for v in run[1 :: 2 + 2 * n_values]):
+                raise r.fail(f"a leaf is not a column of {n_values} values", at_leaves)
+            leaves += run
         if shape is None:
-            shape = (n_trees, n_splits if n_trees else 0)
-        elif shape != (n_trees, n_splits if n_trees else 0):
-            raise r.fail("cascades of different sizes are not supported", at)
+            shape = (0, 0)
+    try:
+        split_arr = np.array(splits, np.int64).reshape(-1, 4)
+        leaf_arr = np.array(leaves, np.int64).reshape(-1, 2 + 2 * n_values)[:, 2:].reshape(-1, 2)
+    except OverflowError:
+        raise r.fail("a tree holds an integer beyond 64 bits") from None
+    idx1, idx2 = split_arr[:, 0], split_arr[:, 1]
+    if len(split_arr) and min(idx1.min(), idx2.min()) < 0:
+        raise r.fail("a split refers to a negative feature pixel index")
+    thresh = _floats_of(r, split_arr[:, 2], split_arr[:, 3], "split thresholds")
+    leaf_values = _floats_of(r, leaf_arr[:, 0], leaf_arr[:, 1], "leaf values")
     anchors = _nested(r, n_cascades, "anchor_idx", lambda: r.size("anchor index", n_values // 2 - 1))
     deltas = _nested(r, n_cascades, "deltas", lambda: (r.float("delta x"), r.float("delta y")))
     if r.remaining():
@@ -400,18 +435,25 @@ def parse_shape_predictor(data: bytes, name: str) -> ShapePredictorData:
     n_feat = len(anchors[0]) if anchors else 0
     if any(len(a) != n_feat for a in anchors) or any(len(d) != n_feat for d in deltas):
         raise r.fail("cascades with different numbers of feature pixels are not supported")
-    i1, i2 = np.array(idx1, np.int64), np.array(idx2, np.int64)
+    i1, i2 = idx1, idx2
     if len(i1) and max(i1.max(), i2.max()) >= n_feat:
         raise r.fail(f"a split refers to a feature pixel beyond the {n_feat} of its cascade")
     cts = (n_cascades, n_trees, n_splits)
     return ShapePredictorData(
         initial_shape=np.array(initial, np.float32).reshape(-1, 2),
         split_idx1=i1.astype(np.int32).reshape(cts), split_idx2=i2.astype(np.int32).reshape(cts),
-        split_thresh=np.array(thresh, np.float32).reshape(cts),
-        leaf_values=np.array(leaves, np.float32).reshape(n_cascades, n_trees, n_splits + 1, n_values // 2, 2),
+        split_thresh=thresh.reshape(cts),
+        leaf_values=leaf_values.reshape(n_cascades, n_trees, n_splits + 1, n_values // 2, 2),
         anchor_idx=np.array(anchors, np.int32).reshape(n_cascades, n_feat),
         deltas=np.array(deltas, np.float32).reshape(n_cascades, n_feat, 2),
     )
+
+
+def _floats_of(r: _Reader, mantissa: np.ndarray, exponent: np.ndarray, what: str) -> np.ndarray:
+    """float32 values m * 2^e of float_details pairs (finite ones only: these models hold no inf or nan)."""
+    if len(mantissa) and (np.abs(exponent).max() >= 32000 or np.abs(mantissa).max() >= 1 << 24):
+        raise r.fail(f"{what}: not float32 values (non-finite, or a mantissa wider than 24 bits)")
+    return np.ldexp(mantissa.astype(np.float64), exponent).astype(np.float32)
 
 
 def _nested(r: _Reader, outer: int, what: str, item: Any) -> list[list[Any]]:

@@ -16,6 +16,7 @@ import torch
 
 from .config import PreprocessConfig
 from .data import ImageStore
+from .errors import ImageError, NoFaceError, SiamfaceError
 from .models import SiameseNet
 from .preprocess import load_input, normalize
 
@@ -52,10 +53,20 @@ def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.nda
 
 
 def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,
-              fallback: bool = True) -> ImageStore:
+              fallback: bool = True, errors: dict[Path, SiamfaceError] | None = None) -> ImageStore:
     """Decode each distinct path once with the model's preprocessing (alignment included). A protocol may
     not drop pairs, so by default a central box stands in where no face is found (faces.central_box);
-    fallback=False raises NoFaceError instead (verify)."""
+    fallback=False raises NoFaceError instead (verify). With `errors`, an image that cannot be used
+    (ImageError, NoFaceError) is left out of the store and its error recorded there instead of raised."""
     unique = list(dict.fromkeys(Path(p) for p in paths))
-    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress,
-                                 loader=lambda p: load_input(p, pre, fallback=fallback))
+
+    def load(p: Path) -> np.ndarray | None:
+        try:
+            return load_input(p, pre, fallback=fallback)
+        except (ImageError, NoFaceError) as e:
+            if errors is None:
+                raise
+            errors[p] = e
+            return None
+
+    return ImageStore.from_paths(unique, pre.channels, pre.size, crop=pre.crop, progress=progress, loader=load)

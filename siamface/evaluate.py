@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from .data import (
     OneShotTask,
     Pair,
     assert_disjoint,
+    check_pairable,
     data_root,
     filter_identities,
     group_array,
@@ -40,18 +42,41 @@ from .data import (
 )
 from .data.prepare import read_pairs
 from .embed import embed_batches, score_indices, store_for
-from .errors import DataError
+from .errors import DataError, SiamfaceError
 from .files import atomic_write_bytes, atomic_write_json, check_output_folder
 from .lineage import check_no_leakage
 from .models import SiameseNet
 
 
+def pair_errors(pairs: Sequence[tuple[Path, Path]], errors: dict[Path, SiamfaceError]) -> list[SiamfaceError | None]:
+    """For each pair, the error of its first image that could not be used (None when both could)."""
+    return [errors.get(Path(a)) or errors.get(Path(b)) for a, b in pairs]
+
+
+def count_reasons(failed: Sequence[SiamfaceError | None]) -> dict[str, int]:
+    """{reason: number of pairs} over the pairs that failed, most frequent first."""
+    counts = Counter(e.reason for e in failed if e is not None)
+    return dict(counts.most_common())
+
+
 def evaluate_pairs(
     model: SiameseNet, pre: PreprocessConfig, pairs: Sequence[Pair], device: str = "cpu",
-    progress: bool = False, bf16: bool = False,
+    progress: bool = False, bf16: bool = False, skip_errors: bool = False, source: str = "pairs",
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Score pairs (each distinct image embedded once); returns (summary, labels, scores)."""
-    store = store_for([p for pair in pairs for p in (pair.a, pair.b)], pre, progress)
+    """Score pairs (each distinct image embedded once); returns (summary, labels, scores).
+
+    skip_errors: a pair with an image that cannot be read is left out instead of raising; the summary
+    counts them (`pairs_skipped`, `skipped_reasons`) and the metrics cover the rest. `source` names the
+    pairs in errors (the pairs file)."""
+    errors: dict[Path, SiamfaceError] | None = {} if skip_errors else None
+    store = store_for([p for pair in pairs for p in (pair.a, pair.b)], pre, progress, errors=errors)
+    failed = pair_errors([(p.a, p.b) for p in pairs], errors or {})
+    skipped = count_reasons(failed)
+    pairs = [p for p, e in zip(pairs, failed) if e is None]
+    if len({p.same for p in pairs}) < 2:
+        left = f" ({sum(skipped.values())} skipped: {reasons_text(skipped)})" if skipped else ""
+        kind = "no pair" if not pairs else f"only {'same' if pairs[0].same else 'different'} pairs"
+        raise DataError(f"{source}: {kind} to score{left}; the metrics need both same and different pairs")
     emb = embed_batches(model, store.images, pre, device=device, bf16=bf16)
     i = np.array([store.index[Path(p.a)] for p in pairs])
     j = np.array([store.index[Path(p.b)] for p in pairs])
@@ -59,7 +84,14 @@ def evaluate_pairs(
     labels = np.array([int(p.same) for p in pairs])
     folds = np.array([p.fold for p in pairs])
     summary = metrics.verification_summary(labels, scores, folds if len(set(folds)) > 1 else None)
+    if skip_errors:
+        summary.update(pairs_skipped=sum(skipped.values()), skipped_reasons=skipped)
     return summary, labels, scores
+
+
+def reasons_text(counts: dict[str, int]) -> str:
+    """'2 no face, 1 too large' for {reason: count}."""
+    return ", ".join(f"{n} {reason}" for reason, n in counts.items()) or "none"
 
 
 def oneshot_scores(model: SiameseNet, emb: torch.Tensor, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -128,8 +160,9 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     records = filter_identities(scan_folder(root), ids)
     if split == "test":
         check_no_leakage(card, set(ids), "test split")
-    store = store_for([r.path for r in records], lm.preprocess)
     labels, _ = label_array(records)
+    check_pairable(labels, root, f"{split}-split")
+    store = store_for([r.path for r in records], lm.preprocess)
     within = bool(card.data and card.data.within_group)
     summary, y, s = evaluate_identities(lm.model, lm.preprocess, store, labels, n_way=way, n_tasks=tasks,
                                         n_pairs=n_pairs, seed=seed, groups=group_array(records),
@@ -138,10 +171,14 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     return summary, y, s
 
 
-def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def _eval_pairs(lm: LoadedModel, pairs_file: Path, device: str,
+                strict: bool = False) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Metrics on the pairs it can score; a pair with an unreadable image is skipped and counted (strict: an
+    error)."""
     pairs = read_pairs(pairs_file)
     check_no_leakage(lm.card, pair_identities(pairs), str(pairs_file), leaf=True)
-    summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True)
+    summary, y, s = evaluate_pairs(lm.model, lm.preprocess, pairs, device=device, progress=True,
+                                   skip_errors=not strict, source=str(pairs_file))
     summary["data"] = str(pairs_file)
     return summary, y, s
 
@@ -157,8 +194,9 @@ def _eval_omniglot(lm: LoadedModel, runs: str, device: str) -> dict[str, Any]:
 def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = None, protocol: str | None = None,
                    omniglot_runs: str | None = None, data: str | None = None, out: str | None = None,
                    way: int = 20, tasks: int = 400, n_pairs: int = 4000, seed: int = 0,
-                   device: str = "cpu") -> dict[str, Any]:
-    """Evaluate one model on one source and write the report folder; returns the report dict."""
+                   device: str = "cpu", strict: bool = False) -> dict[str, Any]:
+    """Evaluate one model on one source and write the report folder; returns the report dict.
+    strict: on a pairs file, an image that cannot be used is an error instead of a skipped pair."""
     t0 = time.perf_counter()
     folder = check_output_folder(Path(out), "--out", create=False) if out else None  # before any work
     lm = load_model(model, device=device)
@@ -171,7 +209,7 @@ def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = 
             root = _lfw_root(data)
             pairs = str(root / ("pairsDevTest.txt" if protocol == "lfw-view1" else "pairs.txt"))
         what = protocol or Path(pairs).stem  # type: ignore[arg-type]
-        summary, y, s = _eval_pairs(lm, Path(pairs), device)  # type: ignore[arg-type]
+        summary, y, s = _eval_pairs(lm, Path(pairs), device, strict)  # type: ignore[arg-type]
     else:
         what = split or "test"
         summary, y, s = _eval_identity_split(lm, what, data, way, tasks, n_pairs, seed, device)
@@ -223,6 +261,8 @@ def _markdown(rep: dict[str, Any]) -> str:
             lines.append(f"| {k} | {v} |")
     if "threshold_source" in rep:
         lines += ["", f"Threshold provenance: {rep['threshold_source']}"]
+    if rep.get("skipped_reasons"):
+        lines += ["", f"Skipped pairs (an image could not be used): {reasons_text(rep['skipped_reasons'])}"]
     if "warning" in rep:
         lines += ["", f"Warning: {rep['warning']}"]
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ import torch
 from . import __version__, metrics
 from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
 from .card import EER, STANDARD_FARS, Calibration, far_name
-from .checkpoint import load_model, save_model
+from .checkpoint import FROM_FACTORY, load_model, save_model
 from .config import PreprocessConfig, RunConfig, TrainConfig
 from .data.batches import ClassBatches
 from .data.prepare import Prepared, prepare_data
@@ -33,11 +33,13 @@ from .embed import autocast, embed_batches, score_indices
 from .errors import CollapseError, SiamfaceError
 from .evaluate import evaluate_identities
 from .files import FolderLock, check_output_folder
+from .freeze import ALL, FrozenDescriptors, freeze_tower, keep_frozen_in_eval
 from .lineage import init_from
 from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
 from .plots import plot_training
 from .preprocess import load_input, normalize
+from .progress import on_terminal, progress_bar
 from .resume import LOG, TrainState, append_log, rewrite_log, save_state, start
 
 CURVES = "curves.png"
@@ -147,12 +149,20 @@ def _network_input(x: torch.Tensor, pre: PreprocessConfig, cfg: TrainConfig) -> 
 def pair_batch_loss(
     model: SiameseNet, images: torch.Tensor, batch: np.ndarray, pre: PreprocessConfig, cfg: TrainConfig,
     gen: torch.Generator | None, embed: Any = None, fixed: FixedDistortions | None = None,
+    cache: FrozenDescriptors | None = None,
 ) -> torch.Tensor:
     """BCE of a batch of [i, j, same] rows; each distinct image is distorted and embedded once.
 
     With `fixed` (rows [i, j, same, r]), each pair's two images get the stored transforms of row r instead
     of online distortions, so the same image appears with different transforms: every row is embedded.
+    With `cache` (a frozen tower), the embeddings are looked up, not computed.
     """
+    if cache is not None:
+        uniq, inv = np.unique(np.concatenate([batch[:, 0], batch[:, 1]]), return_inverse=True)
+        emb = cache(uniq, gen)
+        inv_t = torch.as_tensor(inv, device=emb.device)
+        logits = model.score(emb[inv_t[: len(batch)]], emb[inv_t[len(batch):]])
+        return pair_bce(logits, torch.as_tensor(batch[:, 2], device=cfg.device), cfg.label_smoothing)
     if fixed is not None:
         x = fixed.apply(images[torch.as_tensor(np.concatenate([batch[:, 0], batch[:, 1]]))].to(cfg.device), batch)
         inv = np.arange(2 * len(batch))
@@ -182,14 +192,19 @@ def rotate_classes(x: torch.Tensor, labels: np.ndarray, gen: torch.Generator | N
 def class_batch_loss(
     model: SiameseNet, images: torch.Tensor, idx: np.ndarray, data: Prepared, run: RunConfig,
     gen: torch.Generator | None, embed: Any = None, classifier: CosineClassifier | None = None,
+    cache: FrozenDescriptors | None = None,
 ) -> torch.Tensor:
-    """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once.
-    With a `classifier`, plus id_loss x the CosFace identity loss on the same embeddings."""
+    """All-pairs BCE of one class-balanced batch (pairing='all'); each image embedded once (looked up with
+    a frozen tower's `cache`). With a `classifier`, plus id_loss x the CosFace identity loss on the same
+    embeddings."""
     cfg = run.train
-    x = augmented(images, idx, run.preprocess, cfg, gen)
-    if cfg.class_rotations:
-        x = rotate_classes(x, data.train_labels[idx], gen)
-    x = _network_input(x, run.preprocess, cfg)
+    if cache is not None:
+        embed, x = (lambda _: cache(idx, gen)), None
+    else:
+        x = augmented(images, idx, run.preprocess, cfg, gen)
+        if cfg.class_rotations:
+            x = rotate_classes(x, data.train_labels[idx], gen)
+        x = _network_input(x, run.preprocess, cfg)
     labels = torch.as_tensor(data.train_labels[idx], device=cfg.device)
     groups = None
     if run.data.within_group and data.train_groups is not None:
@@ -205,6 +220,7 @@ def class_batch_loss(
 def train_epoch(
     model: SiameseNet, opt: torch.optim.Optimizer, data: Prepared, run: RunConfig, epoch: int,
     fixed: np.ndarray | FixedDistortions | None, embed: Any = None, classifier: CosineClassifier | None = None,
+    cache: FrozenDescriptors | None = None,
 ) -> float:
     """One pass over the epoch's pairs; `embed` is the tower to run (torch.compile'd with --compile).
 
@@ -228,6 +244,7 @@ def train_epoch(
     steps = math.ceil(len(pairs) / cfg.batch_size)
     total = steps * cfg.epochs
     model.train()
+    keep_frozen_in_eval(model)
     losses = []
     bar = _progress(range(steps), cfg.progress, f"epoch {epoch + 1}/{cfg.epochs}")
     for s in bar:
@@ -236,10 +253,10 @@ def train_epoch(
             for g in opt.param_groups:
                 g["lr"] = lr
         if cfg.pairing == "all":
-            loss = class_batch_loss(model, data.train_images, sampler(rng), data, run, gen, embed, classifier)
+            loss = class_batch_loss(model, data.train_images, sampler(rng), data, run, gen, embed, classifier, cache)
         else:
             batch = pairs[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored)
+            loss = pair_batch_loss(model, data.train_images, batch, pre, cfg, gen, embed, stored, cache)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -250,27 +267,29 @@ def train_epoch(
 
 
 def _progress(it: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
+    """A bar on a terminal only; elsewhere `_report_epoch` prints one line per epoch."""
+    if not (enabled and on_terminal()):
         return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(it, desc=desc, leave=False, dynamic_ncols=True)
 
 
 # ---- validation and selection --------------------------------------------------------------------------
 
-def validate(model: SiameseNet, data: Prepared, run: RunConfig) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """One-shot and verification metrics on the validation identities (fixed tasks and pairs by seed)."""
+def validate(model: SiameseNet, data: Prepared, run: RunConfig, emb: torch.Tensor | None = None
+             ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One-shot and verification metrics on the validation identities (fixed tasks and pairs by seed).
+    `emb`: the validation images' embeddings when they are known (a frozen tower)."""
     cfg = run.train
-    if data.val_pairs is not None:
+    if emb is None:
         emb = embed_batches(model, data.val_images, run.preprocess, device=cfg.device, bf16=cfg.bf16)
+    if data.val_pairs is not None:
         scores = score_indices(model, emb, data.val_pairs[:, 0], data.val_pairs[:, 1])
         labels = data.val_pairs[:, 2].astype(int)
         return metrics.verification_summary(labels, scores), labels, scores
     return evaluate_identities(
         model, run.preprocess, data.val_store, data.val_labels, n_way=cfg.val_way, n_tasks=cfg.val_tasks,
         n_pairs=cfg.val_pairs, seed=cfg.seed + 1, groups=data.val_groups, within_group=run.data.within_group,
-        device=cfg.device, bf16=cfg.bf16)
+        device=cfg.device, bf16=cfg.bf16, emb=emb)
 
 
 def selection_score(summary: dict[str, Any], select: str) -> float:
@@ -325,10 +344,12 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     with FolderLock(out, "training run"):
-        data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress)
+        data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress,
+                            val_way=cfg.val_way)
         torch.manual_seed(cfg.seed)
         model = create_model(run.model.name, preprocess=run.preprocess, **run.model.kwargs).to(cfg.device)
         init_meta = init_from(model, run, cfg.init) if cfg.init else {"lineage_identities": []}
+        freeze_tower(model, cfg.freeze)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         classifier = CosineClassifier(int(data.train_labels.max()) + 1, model.embed_dim).to(cfg.device) \
@@ -336,17 +357,23 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         extra = {"classifier": classifier} if classifier is not None else {}
         opt = make_optimizer(model, cfg, classifier)
         embed = torch.compile(model.embed) if cfg.compile else model.embed
+        cache = val_emb = None
+        if cfg.freeze == ALL:  # the tower never changes: each image's descriptor is computed once
+            cache = FrozenDescriptors(model, data.train_images, run.preprocess, cfg.device, cfg.bf16, cfg.flip)
+            val_emb = embed_batches(model, data.val_images, run.preprocess, device=cfg.device, bf16=cfg.bf16)
         state = start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
         rows = rewrite_log(out, state.epoch)
         pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed),
                                         run.data.within_group) if cfg.fixed_pairs else None
         fixed = fixed_distortions(pairs, cfg, run.preprocess) if cfg.distortions_per_pair else pairs
         base = {**_base_meta(run, data, model), **init_meta}
+        if cfg.freeze == ALL and model.pretrained_tower:
+            base["tower_weights"] = FROM_FACTORY  # store the head only: the factory rebuilds the tower
         for epoch in range(state.epoch, cfg.epochs if not state.stopped else 0):
             t0 = time.perf_counter()
             set_epoch_hparams(opt, cfg, epoch)
-            loss = train_epoch(model, opt, data, run, epoch, fixed, embed, classifier)
-            summary, labels, scores = validate(model, data, run)
+            loss = train_epoch(model, opt, data, run, epoch, fixed, embed, classifier, cache)
+            summary, labels, scores = validate(model, data, run, val_emb)
             score = selection_score(summary, cfg.select)
             state.elapsed_s += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "loss": loss, **{f"val_{k}": v for k, v in summary.items()},

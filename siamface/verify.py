@@ -123,16 +123,31 @@ class Verifier:
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
         return torch.sigmoid(self.loaded.model.score(e1.to(self.device), e2.to(self.device)).float()).cpu().numpy()
 
-    def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True) -> list[dict[str, Any]]:
-        """Score many pairs, embedding each distinct image once; one row per pair, in order."""
+    def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True,
+                     strict: bool = False) -> list[dict[str, Any]]:
+        """Score many pairs, embedding each distinct image once; one row per pair, in order.
+
+        A pair with an image that cannot be used (no face, unreadable, not a regular file, too large...) is
+        not scored: its row has probability and same None, `error` the reason and `error_detail` the
+        message naming the file. strict=True raises the first such error instead."""
+        from .evaluate import pair_errors
+
         paths = [Path(p) for pair in pairs for p in pair]
-        store = store_for(paths, self.preprocess, progress=progress, fallback=False)
+        errors: dict[Path, SiamfaceError] | None = None if strict else {}
+        store = store_for(paths, self.preprocess, progress=progress, fallback=False, errors=errors)
+        failed = pair_errors([(Path(a), Path(b)) for a, b in pairs], errors or {})
+        ok = [pair for pair, e in zip(pairs, failed) if e is None]
         emb = embed_batches(self.loaded.model, store.images, self.preprocess, device=self.device)
-        i = torch.as_tensor([store.index[Path(a)] for a, _ in pairs])
-        j = torch.as_tensor([store.index[Path(b)] for _, b in pairs])
-        probs = self.probability(emb[i], emb[j])
-        return [{"image_a": str(a), "image_b": str(b), "probability": round(float(p), 6),
-                 "same": bool(p >= self.threshold)} for (a, b), p in zip(pairs, probs)]
+        i = torch.as_tensor([store.index[Path(a)] for a, _ in ok], dtype=torch.long)
+        j = torch.as_tensor([store.index[Path(b)] for _, b in ok], dtype=torch.long)
+        probs = iter(self.probability(emb[i], emb[j]) if ok else [])
+        rows = []
+        for (a, b), e in zip(pairs, failed):
+            p = None if e is not None else float(next(probs))
+            rows.append({"image_a": str(a), "image_b": str(b), "probability": None if p is None else round(p, 6),
+                         "same": None if p is None else bool(p >= self.threshold),
+                         "error": e.reason if e is not None else "", "error_detail": str(e) if e is not None else ""})
+        return rows
 
     def verify(self, a: Image, b: Image) -> Verdict:
         """Same person or not, with the probability, the threshold and its provenance."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,3 +152,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and IHDR chunk announcing width x height, then garbage: decodable only as a header."""
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = b"IDAT" + b"\0" * 64  # not a zlib stream: decoding it would fail as corrupt, not as too large
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+            + struct.pack(">I", 64) + idat + struct.pack(">I", zlib.crc32(idat)))

@@ -155,15 +155,23 @@ def test_missing_file_names_the_path(saved: tuple[Path, SiameseNet], name: str) 
     assert str(run / name) in str(info.value)
 
 
-def test_incompatible_architecture_is_a_model_error(saved: tuple[Path, SiameseNet]) -> None:
+@pytest.mark.parametrize("edit,expected", [
+    ({"name": "conv4", "kwargs": {}}, "missing tower.features.4.0.weight"),  # another architecture: 4 blocks, not 2
+    ({"name": "tiny", "kwargs": {"embed_dim": 24}}, "tower.head.fc.weight is (24, 1024) in the model, (16, 1024)"),
+])
+def test_an_edited_model_json_is_blamed_not_the_weights(saved: tuple[Path, SiameseNet], edit: dict[str, Any],
+                                                        expected: str) -> None:
+    """Issue 11, fault 9: torch's error was several lines, of which only 'Error(s) in loading state_dict' was
+    shown, blaming model.safetensors."""
     run, _ = saved
     meta = read_meta(run)
-    meta["model"]["name"] = "conv4"  # same weights file, so the hash still matches
-    meta["weights_sha256"] = sha256_file(run / WEIGHTS)
+    meta["model"] = edit  # same weights file, so the hash still matches
     write_meta(run, meta)
-    with pytest.raises(ModelError, match="conv4") as info:
+    with pytest.raises(ModelError) as info:
         load_model(run)
-    assert str(run / WEIGHTS) in str(info.value)
+    msg = str(info.value)
+    assert msg.startswith(f"{run / META}: the architecture it describes ({edit['name']} ")
+    assert f"does not fit the weights in {WEIGHTS}" in msg and expected in msg and "\n" not in msg
 
 
 def test_unknown_architecture_is_a_model_error(saved: tuple[Path, SiameseNet]) -> None:

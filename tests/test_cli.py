@@ -4,6 +4,7 @@ and flags generated one-to-one from the config dataclasses."""
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import TinyRun, att_dir, copy_run, one_thread, read_meta, tiny_run
+from _helpers import TinyRun, att_dir, copy_run, one_thread, png_header, read_meta, tiny_run
 
 from siamface.cli import RENAME, SKIP, build_parser, config_from_args, main
 from siamface.config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig
@@ -110,6 +111,21 @@ def test_train_evaluate_verify_end_to_end(data_root: Path, tmp_path: Path, capsy
     assert verdict["same"] == (verdict["probability"] >= verdict["threshold"])
 
 
+def test_train_with_stderr_to_a_file_writes_one_line_per_epoch_and_no_progress_bar(data_root: Path,
+                                                                                     tmp_path: Path) -> None:
+    """Issue 11, fault 11: bars only on a terminal; a log gets one plain line per epoch."""
+    out, log = tmp_path / "run", tmp_path / "stderr.log"
+    with log.open("w") as err:
+        res = subprocess.run([sys.executable, "-m", "siamface", "train", "--data", str(att_dir(data_root)), "--model",
+                              "tiny", "--epochs", "3", "--pairs-per-epoch", "256", "--batch-size", "32", "--val-way",
+                              "5", "--val-tasks", "10", "--val-pairs", "100", "--no-bf16", "--out", str(out)],
+                             stdout=subprocess.PIPE, stderr=err, text=True, timeout=300, env=SUBPROCESS_ENV)
+    text = log.read_text()
+    assert res.returncode == 0, text
+    assert "\r" not in text
+    assert [line.split()[:2] for line in text.splitlines()] == [["epoch", str(k)] for k in (1, 2, 3)]
+
+
 def test_fine_tuning_keeps_the_init_models_architecture_and_preprocessing(
         data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     small = ("--epochs", "1", "--pairs-per-epoch", "64", "--batch-size", "64", "--val-way", "5", "--val-tasks", "10",
@@ -144,14 +160,102 @@ def test_verify_in_a_subprocess_prints_json(tiny: TinyRun, faces: tuple[str, str
     assert verdict["elapsed_ms"] >= 0
 
 
-def test_verify_error_in_a_subprocess_is_one_line(tiny: TinyRun, faces: tuple[str, str, str],
+@pytest.mark.parametrize("kind", ["missing", "huge"])
+def test_verify_error_in_a_subprocess_is_one_line(kind: str, tiny: TinyRun, faces: tuple[str, str, str],
                                                   tmp_path: Path) -> None:
-    missing = tmp_path / "nope.jpg"
-    res = run_module("verify", str(missing), faces[1], "--model", str(tiny.path))
+    """'huge': a 10000x10000 PNG header, above Pillow's own warning limit (89 Mpx): no warning gets out."""
+    bad = tmp_path / "nope.jpg"
+    if kind == "huge":
+        bad.write_bytes(png_header(10_000, 10_000))
+    res = run_module("verify", str(bad), faces[1], "--model", str(tiny.path))
     assert res.returncode != 0
     assert res.stdout == ""
-    assert len(res.stderr.strip().splitlines()) == 1 and str(missing) in res.stderr
-    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and str(bad) in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and "Warning" not in res.stderr
+
+
+# ---- batches with bad photos, and refusals up front (issue 11, faults 10 and 13) ---------------------------------
+
+def _pairs_csv(path: Path, rows: list[tuple[Path | str, Path | str, int]]) -> Path:
+    path.write_text("image_a,image_b,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+    return path
+
+
+@pytest.fixture
+def mixed_pairs(tmp_path: Path, tiny: TinyRun, data_root: Path) -> Path:
+    """Good pairs of both labels (of test identities, so evaluate may use them) and three that cannot be scored."""
+    (tmp_path / "notes.jpg").write_text("not a picture\n")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    first, second = (att_dir(data_root) / ident for ident in tiny.meta["split"]["test"][:2])
+    a, b, c = first / "1.pgm", first / "2.pgm", second / "1.pgm"
+    return _pairs_csv(tmp_path / "pairs.csv", [(a, b, 1), (tmp_path / "gone.jpg", a, 1), (a, c, 0),
+                                               (b, tmp_path / "notes.jpg", 0), (b, c, 0), (tmp_path / "pipe.jpg", a, 1),
+                                               (c, a, 0), (b, a, 1)])
+
+
+def test_verify_pairs_scores_what_it_can_and_writes_the_reasons(tiny: TinyRun, mixed_pairs: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scores.csv"
+    rc, stdout, err = call(capsys, "verify", "--pairs", str(mixed_pairs), "--out", str(out), "--model", str(tiny.path))
+    assert rc == 0, err
+    summary = json.loads(stdout)
+    assert (summary["pairs"], summary["scored"]) == (8, 5)
+    assert summary["not_scored"] == {"missing": 1, "unreadable": 1, "not a regular file": 1}
+    assert err.count("\n") == 1 and err.startswith("siamface: 3 of 8 pairs not scored (") and str(out) in err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["error"] for r in rows] == ["", "missing", "", "unreadable", "", "not a regular file", "", ""]
+    assert all((r["probability"] == "") == bool(r["error"]) for r in rows)
+    assert "gone.jpg: no such file" in rows[1]["error_detail"]
+
+    rc, stdout, err = call(capsys, "verify", "--pairs", str(mixed_pairs), "--out", str(out), "--model",
+                           str(tiny.path), "--strict")
+    assert rc == 2 and json.loads(stdout)["scored"] == 5  # the scores are still written, the exit says not all
+    assert len(err.strip().splitlines()) == 1 and "3 of 8 pairs not scored" in err and out.is_file()
+
+
+def test_verify_refuses_to_write_the_scores_over_its_pairs_file(tiny: TinyRun, faces: tuple[str, str, str],
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = _pairs_csv(tmp_path / "x.csv", [(faces[0], faces[1], 1)])
+    before = pairs.read_text()
+    (tmp_path / "link.csv").symlink_to(pairs)
+    for out in (pairs, tmp_path / "link.csv", tmp_path / "." / "x.csv"):
+        rc, stdout, err = call(capsys, "verify", "--pairs", str(pairs), "--out", str(out), "--model", str(tiny.path))
+        assert rc == 2 and stdout == "" and "that is the pairs file itself" in err
+    assert pairs.read_text() == before
+
+
+def test_evaluate_pairs_skips_unusable_images_unless_strict(tiny: TinyRun, mixed_pairs: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    rc, stdout, err = call(capsys, "evaluate", "--model", str(tiny.path), "--pairs", str(mixed_pairs), "--out",
+                           str(out))
+    assert rc == 0, err
+    report = json.loads(stdout)
+    assert report["n_pairs"] == 5 and report["pairs_skipped"] == 3
+    assert report["skipped_reasons"] == {"missing": 1, "unreadable": 1, "not a regular file": 1}
+    assert json.loads((out / "report.json").read_text())["pairs_skipped"] == 3
+    assert "Skipped pairs" in (out / "report.md").read_text()
+    assert err.startswith("siamface: 3 of 8 pairs skipped (") and err.count("\n") == 1
+    rc, stdout, err = call(capsys, "evaluate", "--model", str(tiny.path), "--pairs", str(mixed_pairs), "--out",
+                           str(tmp_path / "strict"), "--strict")
+    assert rc == 2 and stdout == "" and "gone.jpg: no such file" in err
+    assert not (tmp_path / "strict").exists()
+
+
+def test_val_way_above_the_validation_identities_is_refused_before_decoding(
+        data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import siamface.data.prepare
+
+    def no_decoding(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("images were decoded before the check")
+
+    monkeypatch.setattr(siamface.data.prepare, "_store", no_decoding)
+    rc, stdout, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--model", "tiny", "--n-val", "5",
+                           "--val-way", "50", "--out", str(tmp_path / "run"))
+    assert rc == 2 and stdout == ""
+    assert "--val-way 50 (train.val_way) needs 50 validation identities, the validation split has 5" in err
+    assert str(att_dir(data_root)) in err
 
 
 # ---- verify errors -------------------------------------------------------------------------------------------
@@ -168,12 +272,25 @@ def _bad_image(kind: str, tmp_path: Path, data_root: Path) -> Path:
     if kind == "text":
         (tmp_path / "x.jpg").write_text("this is not a picture\n")
         return tmp_path / "x.jpg"
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "pipe.jpg")
+        return tmp_path / "pipe.jpg"
+    if kind == "dev-zero":
+        (tmp_path / "zero.jpg").symlink_to("/dev/zero")
+        return tmp_path / "zero.jpg"
+    if kind == "symlink-loop":
+        (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+        return tmp_path / "loop.jpg"
+    if kind == "huge":
+        (tmp_path / "huge.png").write_bytes(png_header(13000, 13000))
+        return tmp_path / "huge.png"
     jpeg = next((data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart").glob("*.jpg")).read_bytes()
     (tmp_path / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     return tmp_path / "truncated.jpg"
 
 
-@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "truncated"])
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty", "text", "truncated", "fifo", "dev-zero",
+                                  "symlink-loop", "huge"])
 @pytest.mark.parametrize("side", [0, 1])
 def test_verify_bad_image_is_a_one_line_error_naming_the_file(kind: str, side: int, tiny: TinyRun,
                                                                tmp_path: Path, data_root: Path,
@@ -303,7 +420,7 @@ def _new_value(cls: type, f: dataclasses.Field, hint: Any) -> tuple[list[str], A
     if hint is str:
         return [flag, "some/value"], "some/value"
     elem = typing.get_args(hint)[0]
-    values = (elem(2), elem(3))
+    values = (0.25, 0.5) if elem is float else (elem(2), elem(3))  # per-layer momenta must stay below 1
     return [flag, *map(str, values)], values
 
 

@@ -11,6 +11,7 @@ import pytest
 from siamface.data import (
     Pair,
     check_exists,
+    check_pairable,
     pair_identities,
     read_csv_pairs,
     read_lfw_pairs,
@@ -166,3 +167,25 @@ def test_sample_150k_pairs_fast() -> None:
     out = sample_pairs(labels, 150_000, 0, groups=groups, within_group=True)
     assert time.perf_counter() - start < 1.0
     assert out.shape == (150_000, 3) and out[:, 2].sum() == 75_000
+
+
+def test_a_pairs_file_without_pairs_says_so(tmp_path: Path) -> None:
+    """Issue 11, fault 9: a header-only CSV said 'ImageStore.from_paths: no image paths given'."""
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("image_a,image_b,label\n\n")
+    with pytest.raises(DataError, match=r"pairs\.csv: the pairs file has no pairs \(only a header\)"):
+        read_csv_pairs(csv)
+    lfw = tmp_path / "pairsDevTest.txt"
+    lfw.write_text("0\n")
+    with pytest.raises(DataError, match=r"pairsDevTest\.txt: the pairs file has no pairs"):
+        read_lfw_pairs(lfw, tmp_path)
+
+
+def test_check_pairable_names_the_place() -> None:
+    check_pairable(np.array([0, 0, 1]), "faces/", "training")
+    with pytest.raises(DataError, match=r"^faces/: no training identity has two images"):
+        check_pairable(np.array([0, 1, 2]), "faces/", "training")
+    with pytest.raises(DataError, match=r"^faces/: 1 test identity; different pairs need at least two"):
+        check_pairable(np.array([3, 3]), "faces/", "test")
+    with pytest.raises(DataError, match=r"^faces/: 0 test identities"):
+        check_pairable(np.array([], dtype=np.int64), "faces/", "test")

@@ -19,9 +19,10 @@ from _helpers import TinyRun, att_dir, copy_run, one_thread, read_meta, tiny_run
 from siamface import metrics
 from siamface.checkpoint import load_model
 from siamface.config import PreprocessConfig
-from siamface.data import OMNIGLOT_RUN_ALPHABETS, read_lfw_pairs, read_omniglot_runs
-from siamface.errors import LeakageError
-from siamface.evaluate import embed_batches, evaluate_oneshot, evaluate_pairs, oneshot_scores, run_evaluation, store_for
+from siamface.data import OMNIGLOT_RUN_ALPHABETS, Pair, read_lfw_pairs, read_omniglot_runs
+from siamface.embed import embed_batches, store_for
+from siamface.errors import DataError, ImageError, LeakageError
+from siamface.evaluate import evaluate_oneshot, evaluate_pairs, oneshot_scores, run_evaluation
 from siamface.lineage import check_no_leakage
 from siamface.models import SiameseNet, create_model
 from siamface.preprocess import load_input, normalize
@@ -241,3 +242,34 @@ def test_a_fine_tuned_model_inherits_the_identities_of_its_init(tiny: TinyRun, d
     assert meta["init_weights_sha256"] == load_model(tiny.path).card.weights_sha256  # which weights it started from
     with pytest.raises(LeakageError):
         run_evaluation(str(tmp_path / "ft"), split="test", way=5, tasks=10, n_pairs=40)
+
+
+def test_evaluate_pairs_skips_pairs_with_unusable_images_and_counts_them(untrained: SiameseNet, data_root: Path,
+                                                                         tmp_path: Path) -> None:
+    """Issue 11, fault 13: metrics on the pairs that can be scored; strict (the default) still raises."""
+    lfw = data_root / "lfw"
+    pairs = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")
+    pairs = pairs[:10] + pairs[-10:]
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture\n")
+    broken = [Pair(tmp_path / "gone.jpg", pairs[0].b, True, 0), Pair(pairs[-1].a, text, False, 0),
+              Pair(text, tmp_path / "gone.jpg", False, 0)]
+    summary, labels, scores = evaluate_pairs(untrained, PRE, pairs + broken, skip_errors=True, source="p.csv")
+    clean, clean_labels, clean_scores = evaluate_pairs(untrained, PRE, pairs)
+    np.testing.assert_array_equal(labels, clean_labels)
+    np.testing.assert_allclose(scores, clean_scores, atol=1e-6)
+    assert summary["n_pairs"] == 20 and summary["pairs_skipped"] == 3
+    assert summary["skipped_reasons"] == {"unreadable": 2, "missing": 1}
+    assert summary["auc"] == clean["auc"]
+    with pytest.raises(ImageError, match="gone.jpg: no such file"):
+        evaluate_pairs(untrained, PRE, pairs + broken)
+
+
+def test_evaluate_pairs_of_one_class_names_the_source(untrained: SiameseNet, data_root: Path, tmp_path: Path) -> None:
+    lfw = data_root / "lfw"
+    same = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")[:4]
+    with pytest.raises(DataError, match=r"^mine\.csv: only same pairs to score; the metrics need both"):
+        evaluate_pairs(untrained, PRE, same, source="mine.csv")
+    gone = [Pair(tmp_path / "x.jpg", same[0].a, False, 0)]
+    with pytest.raises(DataError, match=r"^mine\.csv: only same pairs to score \(1 skipped: 1 missing\)"):
+        evaluate_pairs(untrained, PRE, same + gone, skip_errors=True, source="mine.csv")

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from _helpers import one_thread
 from torch import nn
 
+import siamface.models
 from siamface.config import PreprocessConfig
 from siamface.errors import ModelError
-from siamface.models import SiameseNet, count_parameters, create_model, default_preprocess, list_models, model_spec
+from siamface.models import (
+    SiameseNet,
+    count_parameters,
+    create_model,
+    default_preprocess,
+    list_models,
+    model_spec,
+    parameter_count,
+    state_dict_mismatch,
+)
 
 MODELS = list_models()
 # Embeddings agree to 1e-5 across batch layouts; a logit sums D of them with weights (koch2015: 4096 terms of
@@ -304,3 +317,51 @@ def test_unknown_embedding_is_refused() -> None:
         create_model("resface64", embedding="tanh")
     with pytest.raises(ModelError):
         create_model("koch2015", embedding="l2")  # the paper's tower keeps its sigmoid
+
+
+# ---- parameter counts without building weights (issue 11, fault 12) -----------------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_formula_equals_the_built_models_count(name: str) -> None:
+    assert parameter_count(name) == count_parameters(create_model(name))
+
+
+@pytest.mark.parametrize("name,pre,overrides", [
+    ("tiny", PreprocessConfig(size=45, channels=3), {"widths": (4, 8, 12), "embed_dim": 10}),
+    ("conv4", PreprocessConfig(size=33, channels=1), {"embedding": "l2", "dropout": 0.1}),
+    ("resface64", PreprocessConfig(size=57, channels=3), {"blocks": (2, 1, 3, 1), "embed_dim": 32}),
+    ("resface96", PreprocessConfig(size=31, channels=1), {"widths": (8, 16, 24), "blocks": (1, 2, 1)}),
+    ("koch_half", PreprocessConfig(size=99, channels=3), {"fc": 64, "head_weights": "nonpositive"}),
+])
+def test_parameter_count_formula_follows_preprocessing_and_overrides(name: str, pre: PreprocessConfig,
+                                                                     overrides: dict) -> None:
+    assert parameter_count(name, pre, **overrides) == count_parameters(create_model(name, pre, **overrides))
+
+
+def test_siamface_models_builds_no_model(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from siamface import cli
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("siamface models built a model")
+
+    monkeypatch.setattr(siamface.models, "create_model", refuse)
+    monkeypatch.setattr(siamface.models, "_REGISTRY", {k: dataclasses.replace(v, factory=refuse)
+                                                       for k, v in siamface.models._REGISTRY.items()})
+    assert cli.main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"]: r["parameters"] for r in rows}["koch2015"] == 38_951_745  # the paper's network (README)
+
+
+def test_state_dict_mismatch_lists_missing_unexpected_and_reshaped_tensors() -> None:
+    model = create_model("tiny")
+    state = model.state_dict()
+    assert state_dict_mismatch(model, state) == ""
+    other = create_model("tiny", embed_dim=8).state_dict()
+    problem = state_dict_mismatch(model, other)
+    assert problem.startswith("shapes differ: tower.head.fc.weight is (16, 1024) in the model, (8, 1024) in the "
+                              "weights")
+    extra = {**state, "tower.extra.weight": torch.zeros(1)}
+    del extra["head.fc.bias"]
+    assert state_dict_mismatch(model, extra) == "missing head.fc.bias; unexpected tower.extra.weight"
+    many = state_dict_mismatch(model, {}, limit=2)
+    assert many.startswith("missing ") and f"and {len(state) - 2} more" in many

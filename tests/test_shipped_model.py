@@ -101,12 +101,16 @@ def test_verify_batch_writes_a_scores_csv(data_root, tmp_path) -> None:
     assert [r["same"] for r in rows] == [str(p >= summary["threshold"]) for p in probs]
 
 
-def test_batch_verify_refuses_a_photo_without_a_face(verifier: Verifier, data_root, tmp_path) -> None:
+def test_batch_verify_reports_a_photo_without_a_face_and_scores_the_rest(verifier: Verifier, data_root,
+                                                                         tmp_path) -> None:
     blank = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
     face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
+    rows = verifier.verify_pairs([(face, face), (blank, face)], progress=False)
+    assert rows[0]["error"] == "" and rows[0]["same"] is True
+    assert rows[1]["error"] == "no face" and rows[1]["probability"] is None and "wall.png" in rows[1]["error_detail"]
     with pytest.raises(NoFaceError, match="wall.png"):
-        verifier.verify_pairs([(face, face), (blank, face)], progress=False)
+        verifier.verify_pairs([(face, face), (blank, face)], progress=False, strict=True)
 
 
 def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +128,38 @@ def test_face_options_on_a_model_that_takes_whole_images(tiny: TinyRun, images: 
     assert plain.threshold_source == Verifier(tiny.path).threshold_source
     with pytest.raises(SiamfaceError, match="--select does not apply"):
         Verifier(tiny.path, select="central")
+
+
+# ---- one bad photo does not sink a batch (issue 11, fault 13) ---------------------------------------------------
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture\n")
+    bad = {"missing": tmp_path / "gone.jpg", "unreadable": text, "not a regular file": tmp_path}
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.jpg")
+        bad["not a regular file"] = tmp_path / "pipe.jpg"
+    return bad
+
+
+def test_verify_pairs_scores_every_pair_it_can_and_gives_the_reason_for_the_others(
+        verifier: Verifier, images: list[Path], tmp_path: Path) -> None:
+    bad = _bad_files(tmp_path)
+    good = [(images[0], images[1]), (images[0], images[2]), (images[2], images[3])]
+    mixed = [good[0], (bad["missing"], images[0]), good[1], (images[1], bad["unreadable"]),
+             (bad["not a regular file"], bad["missing"]), good[2]]
+    rows = verifier.verify_pairs(mixed, progress=False)
+    clean = verifier.verify_pairs(good, progress=False)
+    assert [r["error"] for r in rows] == ["", "missing", "", "unreadable", "not a regular file", ""]
+    assert [rows[k] for k in (0, 2, 5)] == clean  # the failures change nothing for the other pairs
+    assert all(r["error_detail"] == "" for r in clean)
+    for row, path in zip((rows[1], rows[3], rows[4]), (bad["missing"], bad["unreadable"], bad["not a regular file"])):
+        assert row["probability"] is None and row["same"] is None
+        assert row["error_detail"].startswith(f"{path}: ")
+    with pytest.raises(ImageError, match="gone.jpg: no such file"):
+        verifier.verify_pairs(mixed, progress=False, strict=True)
+
+
+def test_verify_pairs_with_no_usable_image_returns_only_errors(verifier: Verifier, tmp_path: Path) -> None:
+    rows = verifier.verify_pairs([(tmp_path / "a.jpg", tmp_path / "b.jpg")], progress=False)
+    assert [(r["error"], r["probability"]) for r in rows] == [("missing", None)]

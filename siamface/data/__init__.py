@@ -25,6 +25,7 @@ from siamface.data.oneshot import (
 from siamface.data.pairs import (
     Pair,
     check_exists,
+    check_pairable,
     pair_identities,
     read_csv_pairs,
     read_lfw_pairs,
@@ -47,6 +48,7 @@ __all__ = [
     "Split",
     "assert_disjoint",
     "check_exists",
+    "check_pairable",
     "filter_identities",
     "group_array",
     "identities",

@@ -7,6 +7,11 @@ Conventions:
   1-bit images (Omniglot) become 0 (black) / 255 (white): strokes stay dark on a white background.
   16-bit and float grey images are scaled from 0..65535 (or 0..1 for float) to 0..255.
 * JPEG EXIF orientation is applied (phone photos are often stored rotated).
+* Only regular files are read (a FIFO or ``/dev/zero`` is refused, never opened for reading), at most
+  ``MAX_FILE_BYTES`` of them; the pixel count is read from the header and refused above ``MAX_PIXELS``
+  before anything is decoded (`check_image_header`, which the service uses on uploaded bytes too).
+  Pillow's warnings (``DecompressionBombWarning``, corrupt EXIF) never reach the user: the limits above
+  are the policy.
 * With ``size``, the centred square of side ``crop * min(H, W)`` is resized to ``size x size`` with
   Pillow's BILINEAR filter. Pillow widens the bilinear (triangle) kernel when it downscales, so the
   result is antialiased (area-aware) rather than the aliased point-sampled bilinear of OpenCV; it is
@@ -15,17 +20,28 @@ Conventions:
 
 from __future__ import annotations
 
+import errno
 import io
+import os
+import stat
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from os import PathLike
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from siamface.errors import ImageError
 
-__all__ = ["image_from_array", "load_image"]
+__all__ = ["MAX_FILE_BYTES", "MAX_PIXELS", "check_image_header", "image_from_array", "load_image",
+           "read_image_bytes"]
 
+MAX_FILE_BYTES = 50_000_000  # bytes read from one image file at most (a phone photo is 2-10 MB)
+MAX_PIXELS = 40_000_000  # width x height at most (a 40 Mpx photo decodes to 120 MB of RGB)
 RESAMPLE = Image.Resampling.BILINEAR
 _MODES = {1: "L", 3: "RGB"}
 
@@ -37,6 +53,99 @@ def _check_args(channels: int, size: int | None, crop: float) -> None:
         raise ValueError(f"size must be a positive int or None, got {size!r}")
     if not isinstance(crop, (int, float)) or not 0.0 < float(crop) <= 1.0:
         raise ValueError(f"crop must be a fraction in (0, 1], got {crop!r}")
+
+
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+_QUIET = threading.Lock()  # warnings.catch_warnings swaps process-wide state: one thread at a time
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No library warning escapes (they are recorded and dropped); our own limits say what is refused."""
+    with _QUIET, warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        yield
+
+
+def _file_error(p: Path, e: OSError) -> ImageError:
+    if e.errno == errno.ENOENT:
+        return ImageError(f"{p}: no such file", reason="missing")
+    if e.errno == errno.ELOOP:
+        return ImageError(f"{p}: symlink loop (following its links never reaches a file)", reason="unreadable")
+    if e.errno == errno.EISDIR:
+        return ImageError(f"{p}: is a directory, not an image file", reason="not a regular file")
+    return ImageError(f"{p}: cannot read file ({e.strerror or e})", reason="unreadable")
+
+
+def _open_regular(p: Path) -> IO[bytes]:
+    """Open `p` for reading only if it is (a symlink to) a regular file. O_NONBLOCK: opening a FIFO
+    must not wait for a writer; the kind is then checked on the open descriptor (no race with a swap)."""
+    try:
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise _file_error(p, e) from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{p}: is a directory, not an image file", reason="not a regular file")
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "a special file")
+        raise ImageError(f"{p}: {kind}, not a regular file; only image files are read", reason="not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_image_bytes(path: str | PathLike[str], max_bytes: int | None = None) -> bytes:
+    """The bytes of an image file: a regular file (after symlinks) of at most `max_bytes`
+    (default MAX_FILE_BYTES), else ImageError naming the file and the problem. Never reads past the cap."""
+    p = Path(path)
+    cap = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    try:
+        with _open_regular(p) as f:
+            data = f.read(cap + 1)
+    except OSError as e:
+        raise _file_error(p, e) from e
+    if len(data) > cap:
+        raise ImageError(f"{p}: file too large (over {cap / 1e6:g} MB, the limit for one image)", reason="too large")
+    if not data:
+        raise ImageError(f"{p}: empty file", reason="unreadable")
+    return data
+
+
+def _open_checked(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """Image.open (header only) and the pixel-count check, inside _quiet(); errors name `name`."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name}: not a recognised image format", reason="unreadable") from e
+    except Image.DecompressionBombError as e:  # Pillow's own limit (2x MAX_IMAGE_PIXELS) is above ours
+        raise ImageError(f"{name}: image too large ({e}); the limit is {limit / 1e6:g} Mpx",
+                         reason="too large") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: corrupt or truncated image ({e})", reason="unreadable") from e
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise ImageError(f"{name}: image too large ({w}x{h} = {w * h / 1e6:.1f} Mpx; the limit is "
+                         f"{limit / 1e6:g} Mpx)", reason="too large")
+    return im
+
+
+def check_image_header(source: str | PathLike[str] | bytes, max_pixels: int | None = None,
+                       max_bytes: int | None = None) -> tuple[int, int, str]:
+    """(width, height, format) from an image's header, without decoding its pixels; ImageError when the
+    file is not a regular file, over `max_bytes` (default MAX_FILE_BYTES), not an image, or over `max_pixels`
+    (default MAX_PIXELS). For the service: call it on uploaded bytes before decoding them."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, name = bytes(source), "uploaded image"
+        cap = MAX_FILE_BYTES if max_bytes is None else max_bytes
+        if len(data) > cap:
+            raise ImageError(f"{name}: too large (over {cap / 1e6:g} MB, the limit for one image)", reason="too large")
+    else:
+        data, name = read_image_bytes(source, max_bytes), str(source)
+    with _quiet(), _open_checked(data, name, max_pixels) as im:
+        return im.size[0], im.size[1], str(im.format)
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:
@@ -80,33 +189,27 @@ def _finish(img: Image.Image, channels: int, size: int | None, crop: float) -> n
 
 
 def load_image(
-    path: str | PathLike[str], channels: int = 1, size: int | None = None, crop: float = 1.0
+    path: str | PathLike[str], channels: int = 1, size: int | None = None, crop: float = 1.0,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode an image file to a uint8 array (channels, H, W); H = W = size when size is given.
 
-    Raises ImageError (naming the path) for a missing, empty, unreadable, corrupt or non-image file.
+    Raises ImageError (naming the path) for a missing, empty, unreadable, corrupt or non-image file, one that
+    is not a regular file, over MAX_FILE_BYTES, or over `max_pixels` (default MAX_PIXELS) by its header.
     """
     _check_args(channels, size, crop)
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"{p}: no such file")
-    if p.is_dir():
-        raise ImageError(f"{p}: is a directory, not an image file")
-    try:
-        data = p.read_bytes()
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read file ({e.strerror or e})") from e
-    if not data:
-        raise ImageError(f"{p}: empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # full decode here, so truncated data fails now rather than later
-            img = ImageOps.exif_transpose(im)
-            return _finish(img, channels, size, crop)
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{p}: not a recognised image format") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{p}: corrupt or truncated image ({e})") from e
+    data = read_image_bytes(path)
+    name = str(path)
+    with _quiet():
+        try:
+            with _open_checked(data, name, max_pixels) as im:
+                im.load()  # full decode here, so truncated data fails now rather than later
+                img = ImageOps.exif_transpose(im)
+                return _finish(img, channels, size, crop)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+            if isinstance(e, ImageError):
+                raise
+            raise ImageError(f"{name}: corrupt or truncated image ({e})", reason="unreadable") from e
 
 
 def image_from_array(

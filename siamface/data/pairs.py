@@ -20,6 +20,7 @@ from siamface.errors import DataError, ImageError
 __all__ = [
     "Pair",
     "check_exists",
+    "check_pairable",
     "pair_identities",
     "read_csv_pairs",
     "read_lfw_pairs",
@@ -78,6 +79,8 @@ def read_lfw_pairs(pairs_file: str | PathLike[str], image_root: str | PathLike[s
     body = rows[1:]
     if len(body) != 2 * n * n_folds:
         raise DataError(f"{path}: header promises {2 * n * n_folds} pair lines, file has {len(body)}")
+    if not body:
+        raise DataError(f"{path}: the pairs file has no pairs (its header counts none)")
     pairs = []
     for k, (n_line, f) in enumerate(body):
         fold, same = k // (2 * n), (k % (2 * n)) < n
@@ -159,12 +162,25 @@ def read_csv_pairs(path: str | PathLike[str]) -> list[Pair]:
             raise DataError(f"{path}:{n}: expected 'image_a,image_b,label', got {','.join(row)!r}")
         a, b = (path.parent / row[k].strip() for k in (0, 1))  # an absolute path stays absolute
         pairs.append(Pair(a, b, _csv_label(path, n, row[2]), 0))
+    if not pairs:
+        raise DataError(f"{path}: the pairs file has no pairs (only a header)")
     return pairs
 
 
 def pair_identities(pairs: Iterable[Pair]) -> set[str]:
     """Identities (parent directory names) of every image in the pairs."""
     return {p.parent.name for pair in pairs for p in (pair.a, pair.b)}
+
+
+def check_pairable(labels: np.ndarray, where: str | PathLike[str], what: str) -> None:
+    """DataError naming `where` (a folder or file) unless the identities in `labels` allow same and different
+    pairs: at least two identities, one of them with two images."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    if len(counts) < 2:
+        raise DataError(f"{where}: {len(counts)} {what} identit{'y' if len(counts) == 1 else 'ies'}; "
+                        "different pairs need at least two")
+    if not (counts >= 2).any():
+        raise DataError(f"{where}: no {what} identity has two images; same pairs need two photos of one person")
 
 
 def check_exists(pairs: Iterable[Pair]) -> None:

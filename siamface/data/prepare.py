@@ -28,7 +28,7 @@ from .folders import (
     omniglot_drawer,
     scan_folder,
 )
-from .pairs import Pair, read_csv_pairs, read_lfw_pairs, sample_pairs
+from .pairs import Pair, check_pairable, read_csv_pairs, read_lfw_pairs, sample_pairs
 from .splits import Split, assert_disjoint, split_identities
 from .store import ImageStore
 
@@ -136,8 +136,23 @@ def _split_by_groups(cfg: DataConfig, records: list[ImageRecord]) -> tuple[list[
     return merged, Split(tuple(train_ids), tuple(val_ids), tuple(sorted(cfg.test_ids)))
 
 
-def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool = True) -> Prepared:
-    """Split, decode (with `loader`, the model's preprocessing) and index the data of one run."""
+def _check_val_way(cfg: DataConfig, n_ids: int, val_way: int) -> None:
+    """N-way one-shot validation needs N validation identities: refused, rather than run fewer-way than the
+    config (saved with the model) says."""
+    if n_ids < 2:
+        raise DataError(f"{cfg.val_root or cfg.root}: {n_ids} validation identit{'y' if n_ids == 1 else 'ies'}; "
+                        "different pairs need at least two")
+    if val_way > n_ids:
+        raise DataError(f"{cfg.val_root or cfg.root}: --val-way {val_way} (train.val_way) needs {val_way} validation "
+                        f"identities, the validation split has {n_ids}; pass --val-way {n_ids} or less, or hold out "
+                        "more identities for validation (--n-val)")
+
+
+def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool = True,
+                 val_way: int = 2) -> Prepared:
+    """Split, decode (with `loader`, the model's preprocessing) and index the data of one run. `val_way`:
+    the one-shot validation's N (identity folders), checked against the validation identities before
+    anything is decoded."""
     if cfg.pairs_file:
         return _prepare_pairs(cfg, pre, seed, loader, progress)
     if not cfg.root:
@@ -149,13 +164,18 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Load
         split = _split(cfg, identities(records), seed)
     if not split.val:
         raise DataError(f"{cfg.root}: the validation split is empty; model selection needs held-out identities")
+    _check_val_way(cfg, len(split.val), val_way)
     train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
     val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
     train_store = _store([r.path for r in train_rec], pre, loader, progress)
     val_store = _store([r.path for r in val_rec], pre, loader, progress)
     train_rec, val_rec = _kept(train_rec, train_store), _kept(val_rec, val_store)
-    return Prepared(split, train_store, label_array(train_rec)[0], group_array(train_rec),
-                    val_store, label_array(val_rec)[0], group_array(val_rec))
+    train_labels, val_labels = label_array(train_rec)[0], label_array(val_rec)[0]
+    check_pairable(train_labels, cfg.root, "training")
+    check_pairable(val_labels, cfg.val_root or cfg.root, "validation")
+    _check_val_way(cfg, len(np.unique(val_labels)), val_way)  # photos without a face may have removed some
+    return Prepared(split, train_store, train_labels, group_array(train_rec),
+                    val_store, val_labels, group_array(val_rec))
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -199,5 +219,8 @@ def _prepare_pairs(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Lo
     assert_disjoint(train=train_ids, val=val_ids)
     train_store, train_rows = _index_pairs(train, pre, loader, progress)
     val_store, val_rows = _index_pairs(val, pre, loader, progress)
+    if len(set(val_rows[:, 2].tolist())) < 2:
+        raise DataError(f"{cfg.val_pairs_file or cfg.pairs_file}: the validation pairs need both same and different "
+                        f"pairs, got {int(val_rows[:, 2].sum())} same of {len(val_rows)}")
     empty = np.zeros(0, dtype=np.int64)
     return Prepared(split, train_store, empty, None, val_store, empty, None, train_rows, val_rows)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from siamface.data.images import load_image
 from siamface.errors import DataError
+from siamface.progress import progress_bar
 
 __all__ = ["ImageStore"]
 
@@ -69,12 +69,8 @@ class ImageStore:
                 return loader(p)
             return load_image(p, channels=channels, size=size, crop=crop)
 
-        bar = tqdm(
-            total=len(unique),
-            desc="decoding images",
-            unit="img",
-            disable=not progress or len(unique) <= PROGRESS_MIN,
-        )
+        bar = progress_bar(total=len(unique), enabled=progress and len(unique) > PROGRESS_MIN,
+                           desc="decoding images", unit="img")
         with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = pool.map(decode, unique) if workers > 1 else map(decode, unique)
             kept = []

@@ -57,6 +57,18 @@ def koch_init_(model: nn.Module) -> None:
             nn.init.normal_(m.bias, 0.5, 1e-2)
 
 
+def koch_parameters(in_channels: int = 1, input_size: int = 105, head_weights: str = "free",
+                    widths: tuple[int, ...] = (64, 128, 128, 256), kernels: tuple[int, ...] = (10, 7, 4, 4),
+                    fc: int = 4096) -> int:
+    """The parameter count of `koch_siamese(...)` by formula (no weights built; tested equal to the real count)."""
+    total, cin, side = 0, in_channels, input_size
+    for i, (w, k) in enumerate(zip(widths, kernels)):
+        pool = i < len(widths) - 1
+        total += cin * w * k * k + w
+        cin, side = w, (side - k + 1) // (2 if pool else 1)
+    return total + cin * side * side * fc + fc + fc + 1  # tower fc, then the L1 head's weights and bias
+
+
 def koch_siamese(in_channels: int = 1, input_size: int = 105, head_weights: str = "free",
                  **tower_kwargs: object) -> SiameseNet:
     tower = KochTower(in_channels=in_channels, input_size=input_size, **tower_kwargs)  # type: ignore[arg-type]

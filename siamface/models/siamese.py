@@ -58,6 +58,7 @@ class SiameseNet(nn.Module):
         self.embed_dim = embed_dim
         self.in_channels = in_channels
         self.input_size = input_size
+        self.pretrained_tower = False  # True when the factory loaded shipped tower weights (models/dlib_resnet)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, D) embeddings."""

@@ -127,6 +127,32 @@ class ResTower(nn.Module):
         return self.head(self.features(x))
 
 
+def _head_parameters(flat: int, embed_dim: int) -> int:
+    """EmbeddingHead (linear + batch norm) and the L1 head."""
+    return flat * embed_dim + embed_dim + 2 * embed_dim + embed_dim + 1
+
+
+def conv_parameters(in_channels: int = 1, input_size: int = 52, widths: tuple[int, ...] = (64, 64, 64, 64),
+                    embed_dim: int = 256, **_: object) -> int:
+    """The parameter count of `conv_siamese(...)` by formula (no weights built; tested equal to the real count)."""
+    total, cin, side = 0, in_channels, input_size
+    for w in widths:
+        total += cin * w * 9 + 2 * w  # conv3x3 without bias, batch norm
+        cin, side = w, side // 2
+    return total + _head_parameters(cin * side * side, embed_dim)
+
+
+def res_parameters(in_channels: int = 1, input_size: int = 64, widths: tuple[int, ...] = (32, 64, 128, 256),
+                   blocks: tuple[int, ...] = (1, 1, 1, 1), embed_dim: int = 256, **_: object) -> int:
+    """The parameter count of `res_siamese(...)` by formula (no weights built; tested equal to the real count)."""
+    total, cin, side = in_channels * widths[0] * 9 + 2 * widths[0], widths[0], input_size
+    for w, n in zip(widths, blocks):
+        total += cin * w * 9 + 2 * w + w * w * 9 + 2 * w + cin * w + 2 * w  # stride-2 block with its 1x1 shortcut
+        total += (n - 1) * 2 * (w * w * 9 + 2 * w)
+        cin, side = w, (side - 1) // 2 + 1
+    return total + _head_parameters(cin * side * side, embed_dim)
+
+
 def conv_siamese(
     in_channels: int = 1,
     input_size: int = 52,

@@ -1,0 +1,354 @@
+"""One-shot enrollment and open-set identification against a gallery of people (SQLite, one file).
+
+Enroll a person from one photo (or several); identify a photo's faces by scoring every stored embedding with
+the model's Siamese head in one vectorised pass. A person scores as the best (or the mean) of their photos;
+no one passing the verifier's threshold means "unknown". The file records which model (name, weights
+SHA-256, preprocessing) made its embeddings and refuses another: `reembed` recomputes them from the stored
+aligned face crops.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import gallery_db
+from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
+from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
+from .verify import Verifier
+
+Image = str | Path | np.ndarray | bytes
+AGGREGATES = ("max", "mean")
+MAX_NAME = 200
+
+
+def check_name(name: Any) -> str:
+    """A person's name: non-empty text without control characters, at most MAX_NAME characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a person's name must be non-empty text, got {name!r}")
+    name = name.strip()
+    if len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"a person's name must be at most {MAX_NAME} printable characters, got {name!r}")
+    return name
+
+
+def model_record(verifier: Verifier) -> dict[str, str]:
+    """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
+    name `--model` accepts), the SHA-256 of its weights file, its embedding size and preprocessing."""
+    from .checkpoint import WEIGHTS, WEIGHTS_DIR, sha256_file
+
+    loaded = verifier.loaded
+    path = Path(loaded.path).resolve()
+    return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
+            "weights_sha256": sha256_file(path / WEIGHTS), "embed_dim": str(loaded.model.embed_dim),
+            "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
+
+
+def _embed_batches(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """`embed_batches` from wherever this siamface keeps it (issue 11 moves it from evaluate to embed)."""
+    try:
+        from .embed import embed_batches
+    except ImportError:
+        from .evaluate import embed_batches  # type: ignore[no-redef]
+    return embed_batches(*args, **kwargs)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class _Matrix:
+    """Every stored embedding, grouped by person (rows sorted by name), and the file state it reflects."""
+
+    key: tuple[int, int]
+    emb: torch.Tensor  # (N, D) float32
+    names: list[str]  # one per person
+    starts: np.ndarray  # first row of each person
+
+
+class Gallery:
+    """People enrolled from photos, identified with one model: `Gallery("people.db", Verifier(...))`.
+
+    verifier: the model and threshold (None: `Verifier()`, the shipped face model, loaded on first use).
+    aggregate: a person's score is the "max" (default) or "mean" probability over their photos.
+    check_model: refuse at once a file made by another model (False: the check waits for the first
+    enrollment or search, so `people` bookkeeping and `reembed` work on any gallery)."""
+
+    def __init__(self, path: str | Path, verifier: Verifier | None = None, *, aggregate: str = "max",
+                 check_model: bool = True) -> None:
+        if aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        self.path = Path(path)
+        self.aggregate = aggregate
+        self._verifier = verifier
+        self._lock = threading.RLock()
+        self._writes = 0  # our own commits (PRAGMA data_version only counts other connections')
+        self._matrix: _Matrix | None = None
+        self._record: tuple[Verifier, dict[str, str]] | None = None
+        self._conn = gallery_db.connect(self.path)
+        if check_model:
+            try:
+                with self._transaction() as conn:
+                    self._check_model(conn)
+            except BaseException:
+                self._conn.close()
+                raise
+
+    # ---- plumbing ------------------------------------------------------------------------------------
+
+    @property
+    def verifier(self) -> Verifier:
+        if self._verifier is None:
+            self._verifier = Verifier()
+        return self._verifier
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE ... COMMIT under the gallery's lock, rolled back on any error. IMMEDIATE takes
+        the write lock at once, so concurrent writers queue on the busy timeout instead of deadlocking."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._writes += 1
+
+    def _check_model(self, conn: sqlite3.Connection) -> None:
+        """Record the model in a new file; refuse a file made by another model or preprocessing."""
+        if self._record is None or self._record[0] is not self.verifier:
+            self._record = (self.verifier, model_record(self.verifier))  # hashes the weights file: once
+        mine = self._record[1]
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        if "weights_sha256" not in stored:
+            rows = [*mine.items(), ("created", str(time.time()))]
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+            return
+        for key, what in (("weights_sha256", "weights"), ("preprocess", "preprocessing")):
+            if stored.get(key) != mine[key]:
+                raise GalleryModelError(
+                    f"{self.path}: its embeddings were made by model {stored.get('model')} (weights SHA-256 "
+                    f"{stored['weights_sha256'][:12]}), whose {what} differ from {mine['model']} "
+                    f"({mine['weights_sha256'][:12]}); re-embed it from its stored face crops: siamface people "
+                    f"reembed --gallery {self.path} --model {mine['model']}")
+
+    def _same_model(self) -> None:
+        """Before searching: the file's embeddings are (still) this model's (a gallery opened with
+        check_model=False, or re-embedded by another process since). Under the lock; reads only."""
+        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'weights_sha256'").fetchone():
+            self._check_model(self._conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Gallery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def model_info(self) -> dict[str, str]:
+        """The stored record of the model that made the embeddings ({} in a new file)."""
+        with self._lock:
+            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+
+    # ---- enrollment ----------------------------------------------------------------------------------
+
+    def enroll(self, name: str, images: list[Image], select: str | None = None,
+               sources: list[str] | None = None, new: bool = False) -> dict[str, Any]:
+        """Add photos of `name` (creating the person; `new=True`: DuplicatePersonError if they exist).
+        Every photo is decoded, checked (exactly one face, or `select`) and embedded before anything is
+        written; then all of them land in one transaction."""
+        name = check_name(name)
+        if not images:
+            raise ValueError("enroll needs at least one photo")
+        if sources is not None and len(sources) != len(images):
+            raise ValueError(f"{len(sources)} source names for {len(images)} photos")
+        v = self.verifier
+        faces = [faces_of(photo_of(im, None if sources is None else sources[i]), v, enroll=True, select=select)[0]
+                 for i, im in enumerate(images)]
+        emb = self._embed(faces)
+        now = time.time()
+        with self._transaction() as conn:
+            self._check_model(conn)
+            row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
+            if row and new:
+                raise DuplicatePersonError(f"{name!r} is already enrolled in {self.path}")
+            pid = row[0] if row else conn.execute("INSERT INTO people (name, created) VALUES (?, ?)",
+                                                  (name, now)).lastrowid
+            ids = [self._insert_enrollment(conn, pid, f, e, now) for f, e in zip(faces, emb)]
+            total = conn.execute("SELECT count(*) FROM enrollments WHERE person_id = ?", (pid,)).fetchone()[0]
+        enrolled = [{"id": i, "source": f.source, "sha256": f.sha256, "face": f.report} for i, f in zip(ids, faces)]
+        return {"name": name, "enrolled": enrolled, "photos": int(total)}
+
+    def _insert_enrollment(self, conn: sqlite3.Connection, person_id: int, face: Face, emb: torch.Tensor,
+                           now: float) -> int:
+        blob = emb.numpy().astype("<f4").tobytes()
+        cur = conn.execute(
+            "INSERT INTO enrollments (person_id, embedding, crop, source, sha256, box, landmarks, created, face) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (person_id, blob, face.crop_png, face.source, face.sha256, json.dumps(face.report["box"]),
+             json.dumps(face.report["landmarks"]), now, json.dumps(face.report)))
+        return int(cur.lastrowid or 0)
+
+    def _embed(self, faces: list[Face]) -> torch.Tensor:
+        v = self.verifier
+        x = torch.from_numpy(np.stack([f.input for f in faces]))
+        return _embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
+
+    # ---- identification ------------------------------------------------------------------------------
+
+    def identify(self, image: Image, k: int = 5) -> dict[str, Any]:
+        """Every face of the photo against every person: top-k names with probabilities, and the match
+        (None = unknown: no one reaches the threshold)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        t0 = time.perf_counter()
+        v = self.verifier
+        faces = faces_of(photo_of(image), v, every=True)
+        scores, names = self._person_scores(self._embed(faces))
+        out = []
+        for face, row in zip(faces, scores):
+            order = sorted(range(len(names)), key=lambda j: (-row[j], names[j]))[:k]
+            cands = [{"name": names[j], "probability": round(float(row[j]), 6)} for j in order]
+            match = cands[0]["name"] if cands and row[order[0]] >= v.threshold else None
+            out.append({"face": face.report, "match": match, "candidates": cands})
+        return {"faces": out, **self._decision_fields(), "people": len(names),
+                "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    def _decision_fields(self) -> dict[str, Any]:
+        v = self.verifier
+        return {"threshold": v.threshold, "threshold_source": v.threshold_source,
+                "operating_point": getattr(v, "operating_point", "EER"), "model": v.name,
+                "aggregate": self.aggregate}
+
+    @torch.no_grad()
+    def _person_scores(self, probes: torch.Tensor) -> tuple[np.ndarray, list[str]]:
+        """(F, P) person scores of F probe embeddings: ONE head pass over all F x N stored embeddings, then
+        the max (or mean) over each person's rows."""
+        m = self._current_matrix()
+        if not m.names:
+            return np.zeros((len(probes), 0)), []
+        n, f = len(m.emb), len(probes)
+        p = self.verifier.probability(probes.repeat_interleave(n, 0), m.emb.repeat(f, 1)).reshape(f, n)
+        if self.aggregate == "max":
+            return np.maximum.reduceat(p, m.starts, axis=1), m.names
+        counts = np.diff(np.append(m.starts, n))
+        return np.add.reduceat(p, m.starts, axis=1) / counts, m.names
+
+    def _current_matrix(self) -> _Matrix:
+        """The in-memory embedding matrix, re-read only when the file changed since it was built."""
+        with self._lock:
+            key = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+            if self._matrix is not None and self._matrix.key == key:
+                return self._matrix
+            self._same_model()
+            rows = self._conn.execute("SELECT p.name, e.embedding FROM enrollments e JOIN people p "
+                                      "ON p.id = e.person_id ORDER BY p.name, e.id").fetchall()
+        dim = self.verifier.loaded.model.embed_dim
+        emb = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        names = [r[0] for r in rows]
+        starts = np.array([i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]], dtype=np.int64)
+        self._matrix = _Matrix(key, torch.from_numpy(emb.astype(np.float32)), [names[i] for i in starts], starts)
+        return self._matrix
+
+    def verify_against(self, name: str, image: Image) -> dict[str, Any]:
+        """Is the photo's (chosen) face this enrolled person? A verify verdict plus "name" and "photos"."""
+        t0 = time.perf_counter()
+        v = self.verifier
+        face = faces_of(photo_of(image), v)[0]
+        with self._lock:
+            self._same_model()
+            rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
+                                      "WHERE p.name = ?", (name,)).fetchall()
+        if not rows:
+            raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
+        stored = torch.from_numpy(np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4")
+                                  .reshape(len(rows), -1).astype(np.float32))
+        probe = self._embed([face])
+        probs = v.probability(probe.expand(len(stored), -1), stored)
+        p = float(probs.max() if self.aggregate == "max" else probs.mean())
+        return {"name": name, "same": p >= v.threshold, "probability": p, **self._decision_fields(),
+                "photos": len(rows), "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+                "faces": [face.report]}
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------
+
+    def people(self) -> list[dict[str, Any]]:
+        """Everyone enrolled, by name, with their number of photos and enrollment time."""
+        with self._lock:
+            rows = self._conn.execute("SELECT p.name, count(e.id), p.created FROM people p LEFT JOIN enrollments e "
+                                      "ON e.person_id = p.id GROUP BY p.id ORDER BY p.name").fetchall()
+        return [{"name": n, "photos": c, "created": _iso(t)} for n, c, t in rows]
+
+    def person(self, name: str) -> dict[str, Any]:
+        """One person and their enrollments (no embeddings, no crops: see face_crop)."""
+        with self._lock:
+            row = self._conn.execute("SELECT id, created FROM people WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
+            rows = self._conn.execute("SELECT id, source, sha256, box, landmarks, face, created FROM enrollments "
+                                      "WHERE person_id = ? ORDER BY id", (row[0],)).fetchall()
+        enrollments = [{"id": i, "source": s, "sha256": h, "box": json.loads(b or "null"),
+                        "landmarks": json.loads(lm or "[]"), "face": json.loads(f or "null"), "time": _iso(t)}
+                       for i, s, h, b, lm, f, t in rows]
+        return {"name": name, "created": _iso(row[1]), "photos": len(enrollments), "enrollments": enrollments}
+
+    def face_crop(self, enrollment_id: int) -> bytes:
+        """The stored PNG of an enrollment's aligned face."""
+        with self._lock:
+            row = self._conn.execute("SELECT crop FROM enrollments WHERE id = ?", (int(enrollment_id),)).fetchone()
+        if row is None:
+            raise PersonNotFoundError(f"no enrollment {enrollment_id} in {self.path}")
+        return bytes(row[0])
+
+    def rename(self, old: str, new: str) -> None:
+        new = check_name(new)
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone() and new != old:
+                raise DuplicatePersonError(f"cannot rename {old!r}: {new!r} is already enrolled in {self.path}")
+            if conn.execute("UPDATE people SET name = ? WHERE name = ?", (new, old)).rowcount == 0:
+                raise PersonNotFoundError(f"no person named {old!r} in {self.path}")
+
+    def delete(self, name: str) -> None:
+        """Remove the person with every photo, crop and embedding, and overwrite them in the file
+        (secure_delete, then a WAL checkpoint so no copy stays in the write-ahead log)."""
+        with self._transaction() as conn:
+            if conn.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount == 0:
+                raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+    def reembed(self, verifier: Verifier) -> int:
+        """Recompute every embedding with another model from the stored aligned face crops (taken as face
+        crops, as `--no-detect` takes them) and record that model; returns the number of embeddings.
+        One transaction: enrollments made meanwhile by other processes wait, then see the new model."""
+        pre = verifier.loaded.preprocess
+        with self._transaction() as conn:
+            rows = conn.execute("SELECT id, crop FROM enrollments ORDER BY id").fetchall()
+            updates = []
+            if rows:
+                x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
+                emb = _embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
+                updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
+            self._verifier, self._matrix = verifier, None
+            conn.execute("DELETE FROM meta")
+            self._check_model(conn)
+            conn.executemany("UPDATE enrollments SET embedding = ? WHERE id = ?", updates)
+        return len(rows)

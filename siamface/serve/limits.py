@@ -1,0 +1,199 @@
+"""What the service accepts: upload size, image type (by content), pixel count (from the header, before
+decoding), smallest usable side, and how long a request may take.
+
+Uploads are checked in the order that costs least: the request's byte count while it streams in, the first
+bytes of each file (its type), the image header (its size), and only then the full decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from siamface.data.images import _convert as to_mode  # the decoder's own mode conversion: no serve/train skew
+from siamface.errors import ImageError
+
+# Magic bytes of the accepted formats -> (Pillow format name, label). Content decides, never the file name.
+SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
+    (b"\xff\xd8\xff", "JPEG", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG", "PNG"),
+    (b"BM", "BMP", "BMP"),
+    (b"II*\x00", "TIFF", "TIFF"),
+    (b"MM\x00*", "TIFF", "TIFF"),
+    (b"P5", "PPM", "PGM"),
+    (b"P2", "PPM", "PGM"),
+)
+ACCEPTED = "JPEG, PNG, WebP, PGM, BMP or TIFF"
+
+
+class UploadTooLargeError(ImageError):
+    """The request, a file or its decoded pixel count is above the configured limit (HTTP 413)."""
+
+
+class UnsupportedImageTypeError(ImageError):
+    """The upload is not one of the accepted image types (HTTP 415)."""
+
+
+class ImageTooSmallError(ImageError):
+    """The image decodes but is too small to hold a face (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The service's limits; every one is a `siamface serve` flag."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    min_side: int = 16
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "min_side"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"Limits.timeout_s must be > 0, got {self.timeout_s}")
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Two images (verify) plus room for the multipart framing and the form fields."""
+        return 2 * self.max_upload_bytes + 1024 * 1024
+
+
+def sniff(data: bytes, name: str) -> str:
+    """The Pillow format the bytes start with, or UnsupportedImageTypeError naming the upload."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    for magic, fmt, _label in SIGNATURES:
+        if data.startswith(magic):
+            return fmt
+    return _unsupported(data, name)
+
+
+def _unsupported(data: bytes, name: str) -> str:
+    what = "empty" if not data else "text" if _looks_like_text(data[:512]) else "not an image"
+    raise UnsupportedImageTypeError(f"{name}: {what}; expected a {ACCEPTED} image (judged by content, not by name)")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_upload(data: bytes, name: str, limits: Limits) -> str:
+    """Size, type (by content) and pixel count (from the header: nothing is decoded); returns the format.
+
+    Errors name the upload: UploadTooLargeError (413), UnsupportedImageTypeError (415), ImageError for an
+    unreadable header (400), ImageTooSmallError (422)."""
+    with _open(data, name, limits) as im:
+        return str(im.format)
+
+
+def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
+    """`check_upload`, then decode to RGB uint8 (H, W, 3) with EXIF orientation applied and the file
+    decoder's conversions (16-bit, palette, alpha); a corrupt or truncated file is an ImageError (400)."""
+    with _open(data, name, limits) as im:
+        try:
+            im.load()
+            return np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise ImageError(f"{name}: corrupt or truncated {im.format} image ({e})") from e
+
+
+def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
+    if len(data) > limits.max_upload_bytes:
+        raise UploadTooLargeError(f"{name}: larger than the {limits.max_upload_bytes:,}-byte limit for one image")
+    fmt = sniff(data, name)
+    try:
+        im = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only
+    except Image.DecompressionBombError as e:  # Pillow's own cap (far above ours) fires inside open()
+        raise UploadTooLargeError(f"{name}: {e}; the limit here is {limits.max_pixels / 1e6:g} Mpx "
+                                  "(checked before decoding)") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"{name}: starts like a {fmt} image but its header is unreadable ({e})") from e
+    try:
+        _check_size(im.size, name, limits)
+    except ImageError:
+        im.close()
+        raise
+    return im
+
+
+def _check_size(size: tuple[int, int], name: str, limits: Limits) -> None:
+    w, h = size
+    if w * h > limits.max_pixels:
+        raise UploadTooLargeError(f"{name}: {w}x{h} is {w * h / 1e6:.1f} Mpx, above the "
+                                  f"{limits.max_pixels / 1e6:g} Mpx limit (checked before decoding)")
+    if min(w, h) < limits.min_side:
+        raise ImageTooSmallError(f"{name}: {w}x{h} pixels is too small to hold a face "
+                                 f"(each side must be at least {limits.min_side} pixels)")
+
+
+# ---- ASGI middleware: request size while streaming, and the request timeout -------------------------------
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class LimitsMiddleware:
+    """Refuse a request body above `limits.max_request_bytes` (413, before any multipart parsing finishes)
+    and answer 504 when a request takes longer than `limits.timeout_s`. A timed-out route running in the
+    threadpool cannot be interrupted: it finishes in the background and its answer is dropped."""
+
+    def __init__(self, app: Any, limits: Limits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cap = self.limits.max_request_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            await _send_json(send, 413, f"request body of {int(declared):,} bytes is above the {cap:,}-byte limit "
+                                        f"({self.limits.max_upload_bytes:,} bytes per image)")
+            return
+        started, seen, over = False, 0, False
+
+        async def counting_receive() -> dict:
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                over = True
+                raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal started
+            if over:  # the app's own answer to a body cut off by the cap (FastAPI makes it a 400) is replaced
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, counting_receive, guarded_send), self.limits.timeout_s)
+        except _BodyTooLarge:
+            pass
+        except asyncio.TimeoutError:
+            if not started:
+                await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit")
+        if over and not started:
+            await _send_json(send, 413, f"request body is above the {cap:,}-byte limit "
+                                        f"({self.limits.max_upload_bytes:,} bytes per image)")
+
+
+async def _send_json(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,136 @@
+"""Pydantic shapes of every answer of the service (the requests are multipart forms, declared in the routes).
+
+They mirror the CLI's JSON: the same field names, so a client can move between `siamface verify` and
+`POST /verify` without translation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Box(BaseModel):
+    """A face box in image pixels with the detector's confidence in (0, 1)."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    confidence: float
+
+
+class FaceReport(BaseModel):
+    """Every face found in one photo, the one used, and its eye landmarks (x, y) in image pixels."""
+
+    model_config = ConfigDict(extra="allow")
+
+    faces: list[Box] = Field(default_factory=list)
+    used: Box | None = None
+    eyes_source: str = "none"
+    eyes: list[list[float]] | None = None
+
+
+class Decision(BaseModel):
+    """How a probability becomes a decision: the threshold, where it came from, the operating point."""
+
+    threshold: float
+    threshold_source: str
+    operating_point: str | None = None
+    model: str
+    elapsed_ms: float
+
+
+class VerifyAnswer(Decision):
+    same: bool
+    probability: float = Field(ge=0.0, le=1.0, description="p(same person) from the Siamese head")
+    faces: list[FaceReport] = Field(default_factory=list, description="one per image, in order (face models)")
+
+
+class VerifyAgainstAnswer(Decision):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    same: bool
+    probability: float = Field(ge=0.0, le=1.0)
+    photos: int
+    faces: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Candidate(BaseModel):
+    name: str
+    probability: float
+
+
+class IdentifiedFace(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    face: dict[str, Any] | None = Field(None, description="the face this row is about: box and landmarks")
+    match: str | None = Field(None, description="the best candidate at or above the threshold; null: unknown")
+    candidates: list[Candidate] = Field(default_factory=list)
+
+
+class IdentifyAnswer(Decision):
+    model_config = ConfigDict(extra="allow")
+
+    faces: list[IdentifiedFace]
+
+
+class Enrollment(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    source: str | None = None
+    sha256: str | None = None
+    face: dict[str, Any] | None = None
+
+
+class EnrollAnswer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    enrolled: list[Enrollment]
+    photos: int
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    photos: int
+    created: Any = None
+
+
+class PersonDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    created: Any = None
+    photos: int
+    enrollments: list[dict[str, Any]]
+
+
+class Deleted(BaseModel):
+    name: str
+    deleted: bool = True
+
+
+class Health(BaseModel):
+    status: str = "ok"
+    version: str
+    model: str
+    threshold: float
+    threshold_source: str
+    operating_point: str | None = None
+    gallery: str | None = None
+    people: int | None = None
+    read_only: bool = Field(description="true when SIAMFACE_API_KEY is unset: the write endpoints refuse")
+    limits: dict[str, int | float]
+
+
+class ErrorAnswer(BaseModel):
+    """Every error: a one-line message, and the error's kind."""
+
+    detail: str
+    error: str | None = None

@@ -1,0 +1,252 @@
+// siamface web page: plain JavaScript, no build step. Talks to the same server's JSON API.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("api-key");
+keyInput.value = sessionStorage.getItem("siamface-key") || "";
+keyInput.addEventListener("input", () => sessionStorage.setItem("siamface-key", keyInput.value));
+
+async function call(method, path, form, withKey) {
+  const headers = withKey && keyInput.value ? { "X-API-Key": keyInput.value } : {};
+  const res = await fetch(path, { method, body: form, headers });
+  const body = await res.json().catch(() => ({ detail: `${res.status} ${res.statusText}` }));
+  if (!res.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+  return body;
+}
+
+function say(el, html, cls) {
+  el.className = "result" + (cls ? " " + cls : "");
+  el.innerHTML = html;
+}
+
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+const pct = (p) => (100 * p).toFixed(1) + "%";
+
+function decisionLine(r) {
+  const op = r.operating_point ? ` at ${esc(r.operating_point)}` : "";
+  return `<div class="detail">threshold ${r.threshold.toFixed(3)}${op} · ${r.elapsed_ms} ms<br>` +
+    `${esc(r.threshold_source)}<br>model ${esc(r.model)}</div>`;
+}
+
+// ---- photos on canvases, with face boxes -------------------------------------------------------------
+
+async function showPhoto(canvas, blob, name) {
+  canvas.bitmap = await createImageBitmap(blob);
+  canvas.dataset.source = name || blob.name || "";
+  canvas.width = canvas.bitmap.width;
+  canvas.height = canvas.bitmap.height;
+  drawFaces(canvas, []);
+  canvas.hidden = false;
+}
+
+// A face box: {x, y, w, h} directly, or under "used" / "box" (a face report).
+const boxOf = (f) => (f && f.w !== undefined ? f : f && (f.used || f.box)) || null;
+
+function drawFaces(canvas, faces) {
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(canvas.bitmap, 0, 0);
+  const lw = Math.max(2, canvas.width / 150);
+  ctx.lineWidth = lw;
+  ctx.font = `${Math.max(12, canvas.width / 25)}px system-ui, sans-serif`;
+  for (const f of faces) {
+    const b = boxOf(f.face);
+    if (!b) continue;
+    ctx.strokeStyle = f.color || "#2e5bff";
+    ctx.strokeRect(b.x, b.y, b.w, b.h);
+    const eyes = f.face.eyes || (f.face.used && f.face.eyes);
+    ctx.fillStyle = "#ffd400";
+    for (const [x, y] of eyes || []) { ctx.beginPath(); ctx.arc(x, y, lw * 1.5, 0, 2 * Math.PI); ctx.fill(); }
+    if (f.label) {
+      ctx.fillStyle = f.color || "#2e5bff";
+      ctx.fillText(f.label, b.x, Math.max(ctx.measureText("M").width, b.y - lw * 2));
+    }
+  }
+}
+
+// Every detected face in a face report: the used one in blue with its eyes, the others grey.
+function reportFaces(report) {
+  if (!report) return [];
+  const used = report.used;
+  const others = (report.faces || []).filter((b) => !used || b.x !== used.x || b.y !== used.y)
+    .map((b) => ({ face: b, color: "#98a2b3" }));
+  return used ? [...others, { face: report }] : others;
+}
+
+function dropTarget(el, onFile) {
+  el.addEventListener("dragover", (e) => { e.preventDefault(); el.classList.add("over"); });
+  el.addEventListener("dragleave", () => el.classList.remove("over"));
+  el.addEventListener("drop", (e) => {
+    e.preventDefault();
+    el.classList.remove("over");
+    if (e.dataTransfer.files.length) onFile(e.dataTransfer.files[0]);
+  });
+}
+
+function camera(prefix, onBlob, result) {
+  const video = $(prefix + "-video"), snap = $(prefix + "-snap");
+  $(prefix + "-camera").addEventListener("click", async () => {
+    try {
+      video.srcObject = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    } catch (e) {
+      say(result, `Camera unavailable: ${esc(e.message || e.name)}`, "error");
+      return;
+    }
+    video.hidden = false;
+    await video.play();
+    snap.hidden = false;
+  });
+  snap.addEventListener("click", () => {
+    $(prefix + "-button").disabled = true; // until the snapshot replaces the previous photo
+    const c = document.createElement("canvas");
+    c.width = video.videoWidth;
+    c.height = video.videoHeight;
+    c.getContext("2d").drawImage(video, 0, 0);
+    video.srcObject.getTracks().forEach((t) => t.stop());
+    video.hidden = snap.hidden = true;
+    c.toBlob((blob) => onBlob(blob, "camera.jpg"), "image/jpeg", 0.95);
+  });
+}
+
+// ---- verify ----------------------------------------------------------------------------------------
+
+const pair = { a: null, b: null };
+for (const slot of ["a", "b"]) {
+  const input = $(`verify-${slot}-input`), canvas = $(`verify-${slot}-canvas`);
+  const take = async (file) => {
+    pair[slot] = file;
+    await showPhoto(canvas, file);
+    $("verify-button").disabled = !(pair.a && pair.b);
+  };
+  input.addEventListener("change", () => input.files.length && take(input.files[0]));
+  dropTarget(input.parentElement, take);
+}
+
+$("verify-button").addEventListener("click", async () => {
+  const out = $("verify-result");
+  const form = new FormData();
+  form.append("image_a", pair.a, pair.a.name || "a.jpg");
+  form.append("image_b", pair.b, pair.b.name || "b.jpg");
+  say(out, "Comparing…");
+  try {
+    const r = await call("POST", "/verify", form);
+    out.dataset.same = r.same;
+    say(out, `<div class="verdict ${r.same ? "same" : "different"}">` +
+      `${r.same ? "Same person" : "Different people"}</div>` +
+      `<div>probability <b class="probability">${pct(r.probability)}</b></div>` + decisionLine(r));
+    r.faces.forEach((f, i) => drawFaces($(`verify-${"ab"[i]}-canvas`), reportFaces(f)));
+  } catch (e) {
+    delete out.dataset.same;
+    say(out, esc(e.message), "error");
+  }
+});
+
+// ---- enroll ----------------------------------------------------------------------------------------
+
+const enrollPhoto = { blob: null, name: null };
+const enrollReady = () => {
+  $("enroll-button").disabled = !(enrollPhoto.blob && $("enroll-name").value.trim());
+};
+async function takeEnroll(blob, name) {
+  Object.assign(enrollPhoto, { blob, name: name || blob.name || "photo.jpg" });
+  await showPhoto($("enroll-canvas"), blob, enrollPhoto.name);
+  enrollReady();
+}
+$("enroll-name").addEventListener("input", enrollReady);
+$("enroll-file").addEventListener("change", (e) => e.target.files.length && takeEnroll(e.target.files[0]));
+camera("enroll", takeEnroll, $("enroll-result"));
+
+$("enroll-button").addEventListener("click", async () => {
+  const out = $("enroll-result");
+  const form = new FormData();
+  form.append("name", $("enroll-name").value.trim());
+  form.append("image", enrollPhoto.blob, enrollPhoto.name);
+  say(out, "Enrolling…");
+  try {
+    const r = await call("POST", "/enroll", form, true);
+    say(out, `Enrolled <b class="enrolled-name">${esc(r.name)}</b> (${r.photos} photo${r.photos === 1 ? "" : "s"})`);
+    drawFaces($("enroll-canvas"), r.enrolled.map((e) => ({ face: e.face, label: r.name })));
+    loadPeople();
+  } catch (e) {
+    say(out, esc(e.message), "error");
+  }
+});
+
+// ---- identify --------------------------------------------------------------------------------------
+
+const probe = { blob: null, name: null };
+async function takeProbe(blob, name) {
+  Object.assign(probe, { blob, name: name || blob.name || "photo.jpg" });
+  await showPhoto($("identify-canvas"), blob, probe.name);
+  $("identify-button").disabled = false;
+}
+$("identify-file").addEventListener("change", (e) => e.target.files.length && takeProbe(e.target.files[0]));
+camera("identify", takeProbe, $("identify-result"));
+
+$("identify-button").addEventListener("click", async () => {
+  const out = $("identify-result");
+  const form = new FormData();
+  form.append("image", probe.blob, probe.name);
+  say(out, "Searching…");
+  try {
+    const r = await call("POST", "/identify", form);
+    const rows = r.faces.map((f) => {
+      const who = f.match ? `<b class="match">${esc(f.match)}</b>` : `<b class="unknown">unknown</b>`;
+      const cands = f.candidates.map((c) => `${esc(c.name)} ${pct(c.probability)}`).join(", ");
+      return `<li>${who} <span class="detail">${cands || "no one enrolled"}</span></li>`;
+    });
+    say(out, `<ul>${rows.join("")}</ul>` + decisionLine(r));
+    drawFaces($("identify-canvas"), r.faces.map((f) => ({
+      face: f.face, label: f.match || "unknown", color: f.match ? "#067647" : "#b42318" })));
+  } catch (e) {
+    say(out, esc(e.message), "error");
+  }
+});
+
+// ---- people and status -----------------------------------------------------------------------------
+
+async function loadPeople() {
+  const list = $("people-list"), out = $("people-result");
+  try {
+    const people = await call("GET", "/people");
+    list.innerHTML = "";
+    for (const p of people) {
+      const li = document.createElement("li");
+      li.innerHTML = `<span><b>${esc(p.name)}</b> <span class="detail">${p.photos} photo(s)</span></span>`;
+      const del = document.createElement("button");
+      del.textContent = "Delete";
+      del.addEventListener("click", () => removePerson(p.name));
+      li.append(del);
+      list.append(li);
+    }
+    say(out, people.length ? "" : "No one is enrolled yet.");
+  } catch (e) {
+    say(out, esc(e.message), "error");
+  }
+  loadStatus();
+}
+
+async function removePerson(name) {
+  if (!confirm(`Delete ${name} and every photo and face stored for them?`)) return;
+  try {
+    await call("DELETE", `/people/${encodeURIComponent(name)}`, undefined, true);
+    say($("people-result"), `Deleted ${esc(name)}.`);
+    await loadPeople();
+    say($("people-result"), `Deleted ${esc(name)}.`);
+  } catch (e) {
+    say($("people-result"), esc(e.message), "error");
+  }
+}
+
+async function loadStatus() {
+  try {
+    const h = await call("GET", "/health");
+    const model = h.model.split("/").filter(Boolean).pop();
+    const people = h.people === null ? "no gallery" : `${h.people} enrolled`;
+    $("status").textContent = `model ${model} · ${people}${h.read_only ? " · read-only (no API key set)" : ""}`;
+  } catch (e) {
+    $("status").textContent = `server unreachable: ${e.message}`;
+  }
+}
+
+$("people-refresh").addEventListener("click", loadPeople);
+loadPeople();
