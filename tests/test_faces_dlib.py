@@ -272,3 +272,17 @@ def test_missing_or_corrupt_model_files_raise_model_error(tmp_path: Path) -> Non
             loader(tmp_path / "nowhere.safetensors")
         with pytest.raises(ModelError, match="bad.safetensors"):
             loader(bad)
+
+
+def test_every_face_of_a_photo_gets_the_dlib_chip(lfw_faces: list) -> None:
+    """extract_all_faces (identify, the gallery) aligns each face with the model's recipe too."""
+    from siamface.faces import DLIB_CHIP
+    from siamface.faces.multi import extract_all_faces
+
+    canvas = np.full((250, 520, 3), 127, np.uint8)
+    canvas[:, :250], canvas[:, 270:] = lfw_faces[3][1], lfw_faces[4][1]
+    crops = extract_all_faces(canvas, 150, DLIB_CHIP)
+    assert len(crops) >= 2 and {c.used.center[0] < 260 for c in crops} == {True, False}
+    for c in crops:
+        assert c.eyes_source == "landmarks" and len(c.to_dict()["landmarks"]) == 5
+        assert np.array_equal(c.image, face_chip(canvas, np.array(c.used.landmarks)))
