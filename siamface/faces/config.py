@@ -56,9 +56,10 @@ class AlignConfig:
     chip from the 5 landmarks, `get_face_chip_details` with chip_padding: what dlib's face descriptor expects).
     upsample: how many times the image is doubled before the mmod detector runs (finds faces down to about
     80 / 2^upsample pixels, at about 4^upsample the cost; face_recognition uses 1).
-    scale_factor / min_neighbors / min_size: face cascade settings; min_size is the smallest face side as a
-    fraction of the image's shorter side. eye_scale_factor / eye_min_neighbors: the same for the eye cascade.
-    max_side: images whose longer side exceeds it are downscaled for detection (0 = never).
+    scale_factor / min_neighbors / min_size: face cascade settings (Haar only); min_size is the smallest face
+    side as a fraction of the image's shorter side. eye_scale_factor / eye_min_neighbors: the same for the eye cascade.
+    max_side: images whose longer side exceeds it are downscaled for detection, by either detector (0 = never);
+    landmarks and alignment always use the full image.
     on_missing: "error" (NoFaceError: verify, the service) or "center": a centred square of fallback_box of
     the shorter side stands in for the face (datasets of tight crops where the cascade sometimes misses,
     e.g. AT&T). Protocol evaluation always falls back, since it may not drop pairs.
