@@ -33,7 +33,7 @@ from .embed import autocast, embed_batches, score_indices
 from .errors import CollapseError, SiamfaceError
 from .evaluate import evaluate_identities
 from .files import FolderLock, check_output_folder
-from .freeze import ALL, FrozenDescriptors, freeze_tower, keep_frozen_in_eval
+from .freeze import ALL, FrozenDescriptors, embed_frozen, freeze_tower, keep_frozen_in_eval
 from .lineage import init_from
 from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
@@ -360,7 +360,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         cache = val_emb = None
         if cfg.freeze == ALL:  # the tower never changes: each image's descriptor is computed once
             cache = FrozenDescriptors(model, data.train_images, run.preprocess, cfg.device, cfg.bf16, cfg.flip)
-            val_emb = embed_batches(model, data.val_images, run.preprocess, device=cfg.device, bf16=cfg.bf16)
+            val_emb = embed_frozen(model, data.val_images, run.preprocess, cfg.device, cfg.bf16)
         state = start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
         rows = rewrite_log(out, state.epoch)
         pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed),
