@@ -11,6 +11,7 @@ stored embeddings), the head pass alone on a precomputed probe embedding, the fi
 
     python benchmarks/gallery_identify.py                     # 1000 people -> results/gallery_identify.json
     python benchmarks/gallery_identify.py --people 50 --probes 20 --name gallery_identify_quick
+    python benchmarks/gallery_identify.py --far 1e-3 --name gallery_identify_far1e-3
 """
 
 from __future__ import annotations
@@ -50,13 +51,15 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=1000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--far", type=float, default=None,
+                    help="decide at the threshold calibrated for this false accept rate (needs Verifier(far=...))")
     ap.add_argument("--name", default="gallery_identify")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     where = machine()  # the commit that runs, not the one checked out when the run ends
     everyone = people_with_two_photos(data_root() / "lfw")
     enrolled, strangers = everyone[:args.people], everyone[args.people:args.people + args.probes]
-    verifier = Verifier()
+    verifier = Verifier() if args.far is None else Verifier(far=args.far)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "people.db"
         g = Gallery(db, verifier)
