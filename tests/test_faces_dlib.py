@@ -161,10 +161,10 @@ def test_mmod_batch_equals_single_and_rejects_bad_upsample(mmod_pairs: list, dat
     port = MMODDetector.load()
     files = _spread(sorted((data_root / "att_faces").glob("s*/*.pgm")), 4)[:2]
     images = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
-    batch = port(images + [np.zeros((50, 70, 3), np.uint8)], upsample=1)
+    batch = port(images + [np.zeros((50, 70, 3), np.uint8), np.zeros((2, 3), np.uint8)], upsample=1)
     for im, dets in zip(images, batch):
         assert dets == port([im], upsample=1)[0]
-    assert batch[2] == []  # a blank image has no face
+    assert batch[2] == [] and batch[3] == []  # a blank image and one too small for the network: no face
     with pytest.raises(ValueError, match="upsample"):
         port(images, upsample=-1)
 
@@ -272,3 +272,17 @@ def test_missing_or_corrupt_model_files_raise_model_error(tmp_path: Path) -> Non
             loader(tmp_path / "nowhere.safetensors")
         with pytest.raises(ModelError, match="bad.safetensors"):
             loader(bad)
+
+
+def test_every_face_of_a_photo_gets_the_dlib_chip(lfw_faces: list) -> None:
+    """extract_all_faces (identify, the gallery) aligns each face with the model's recipe too."""
+    from siamface.faces import DLIB_CHIP
+    from siamface.faces.multi import extract_all_faces
+
+    canvas = np.full((250, 520, 3), 127, np.uint8)
+    canvas[:, :250], canvas[:, 270:] = lfw_faces[3][1], lfw_faces[4][1]
+    crops = extract_all_faces(canvas, 150, DLIB_CHIP)
+    assert len(crops) >= 2 and {c.used.center[0] < 260 for c in crops} == {True, False}
+    for c in crops:
+        assert c.eyes_source == "landmarks" and len(c.to_dict()["landmarks"]) == 5
+        assert np.array_equal(c.image, face_chip(canvas, np.array(c.used.landmarks)))

@@ -198,7 +198,7 @@ def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dic
     assert [e["source"] for e in person["enrollments"]] == [q.name for q in p]
     assert [e["sha256"] for e in person["enrollments"]] == [hashlib.sha256(q.read_bytes()).hexdigest() for q in p]
     first = person["enrollments"][0]
-    assert first["box"] == r1["enrolled"][0]["face"]["box"] and first["landmarks"] == []
+    assert first["box"] == r1["enrolled"][0]["face"]["box"] and len(first["landmarks"]) == 5  # dlib's 5 points
     assert first["face"]["eyes_source"] in ("detected", "estimated") and first["time"].endswith("+00:00")
     crop = png_to_rgb(gallery.face_crop(first["id"]))
     size = gallery.verifier.loaded.preprocess.size

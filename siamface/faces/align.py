@@ -118,6 +118,8 @@ class FaceCrop:
             "used": None if self.used is None else self.used.to_dict(),
             "eyes_source": self.eyes_source,
             "eyes": None if self.eyes is None else [list(map(float, p)) for p in self.eyes],
+            "landmarks": None if self.used is None or self.used.landmarks is None
+            else [list(p) for p in self.used.landmarks],
         }
 
 
@@ -135,9 +137,10 @@ def _detector_words(cfg: AlignConfig) -> str:
     return f"Haar cascade {cfg.face_cascade}, min_size={cfg.min_size} of the shorter side"
 
 
-def _align(image: np.ndarray, box: FaceBox, size: int, cfg: AlignConfig, fallback: bool) -> tuple[
+def align_box(image: np.ndarray, box: FaceBox, size: int, cfg: AlignConfig, fallback: bool = False) -> tuple[
         np.ndarray, tuple[Point, Point], str]:
-    """(aligned image, eyes, eyes_source) for one face box (with landmarks) and the configured recipe."""
+    """(aligned image, eyes, eyes_source) for one face box (with landmarks when the recipe needs them) and
+    cfg's recipe; `fallback`: the box is a stand-in, so its eyes are estimated, never detected."""
     if cfg.alignment == "dlib_chip":
         return face_chip(image, np.asarray(box.landmarks), size, cfg.chip_padding), \
             landmark_eyes(box.landmarks), "landmarks"
@@ -170,7 +173,7 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
     faces = detect_faces(image, cfg)
     if not faces and (fallback or cfg.on_missing == "center"):
         box = with_landmarks(image, [central_box(image, cfg.fallback_box)])[0]
-        out, eyes, eyes_source = _align(image, box, size, cfg, fallback=True)
+        out, eyes, eyes_source = align_box(image, box, size, cfg, fallback=True)
         return FaceCrop(image=out, faces=[], used=box, eyes_source=eyes_source, eyes=eyes)
     if not faces:
         where = f" {source}" if source else ""
@@ -178,5 +181,5 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
             f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; {_detector_words(cfg)}): "
             "expected an upright frontal face; use detector='none' for images that are already face crops")
     faces = with_landmarks(image, faces)
-    out, eyes, eyes_source = _align(image, faces[0], size, cfg, fallback=False)
+    out, eyes, eyes_source = align_box(image, faces[0], size, cfg)
     return FaceCrop(image=out, faces=faces, used=faces[0], eyes_source=eyes_source, eyes=eyes)

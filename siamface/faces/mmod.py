@@ -96,6 +96,7 @@ class MMODDetector:
         self.device = torch.device(device)
         self.net.eval().to(self.device, memory_format=torch.channels_last)  # faster on CPU
         # each score position maps back onto the canvas through the convolutions (con_::map_output_to_input)
+        self.convs = config["convs"]
         self.step, self.offset = 1.0, 0.0
         for c in reversed(config["convs"]):
             self.offset = self.offset * c["stride"][0] - c["padding"][0] + c["kernel"][0] // 2
@@ -127,6 +128,15 @@ class MMODDetector:
         for _ in range(upsample):
             image = pyramid_up2(image)
         return tiled_pyramid(image, self.means, self.scale_n, *self.padding)
+
+    def fits(self, height: int, width: int) -> bool:
+        """Whether a canvas is large enough to give a score map (tiny images give none, and no faces)."""
+        for c in self.convs:
+            height = (height + 2 * c["padding"][0] - c["kernel"][0]) // c["stride"][0] + 1
+            width = (width + 2 * c["padding"][1] - c["kernel"][1]) // c["stride"][1] + 1
+            if height < 1 or width < 1:
+                return False
+        return True
 
     @torch.no_grad()
     def scores(self, canvases: np.ndarray) -> np.ndarray:
@@ -165,7 +175,7 @@ class MMODDetector:
         for i, (canvas, _) in enumerate(prepared):
             groups.setdefault(canvas.shape, []).append(i)
         for shape, idx in groups.items():
-            if 0 in shape:
+            if not self.fits(shape[1], shape[2]):
                 continue
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]

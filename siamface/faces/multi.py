@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from siamface.faces.align import FaceCrop, align_face, center_square, extract_face
+from siamface.faces.align import FaceCrop, align_box, center_square, extract_face
 from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
-from siamface.faces.detect import check_image, detect_eyes, detect_faces, estimate_eyes
+from siamface.faces.detect import check_image, detect_faces, with_landmarks
 
 
 def extract_all_faces(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG,
@@ -20,12 +20,9 @@ def extract_all_faces(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_C
     faces = detect_faces(image, cfg)
     if not faces:
         return [extract_face(image, size, cfg, source=source)]  # raises NoFaceError, or falls back
+    faces = with_landmarks(image, faces)
     crops = []
     for box in faces:
-        eyes = detect_eyes(image, box, cfg) if cfg.eyes == "detect" else None
-        eyes_source = "detected"
-        if eyes is None:
-            eyes, eyes_source = estimate_eyes(box), "estimated"
-        crops.append(FaceCrop(image=align_face(image, eyes[0], eyes[1], size, cfg), faces=faces, used=box,
-                              eyes_source=eyes_source, eyes=eyes))
+        aligned, eyes, eyes_source = align_box(image, box, size, cfg)
+        crops.append(FaceCrop(image=aligned, faces=faces, used=box, eyes_source=eyes_source, eyes=eyes))
     return crops
