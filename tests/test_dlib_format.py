@@ -93,7 +93,7 @@ def test_shape_predictor_file_decodes_to_a_full_tree_ensemble() -> None:
 def test_primitive_encodings_by_hand() -> None:
     from siamface.dlib_format import _Reader
 
-    r = _Reader(bytes.fromhex("0100 8105 023412 0103 8101 04 61626364 31 30"), "hand.dat")
+    r = _Reader(bytes.fromhex("0100 8105 023412 0103 8101 0104 61626364 31 30"), "hand.dat")
     assert [r.int(), r.int(), r.int()] == [0, -5, 0x1234]
     assert r.float() == 3 * 2.0**-1
     assert r.string() == "abcd"
