@@ -42,6 +42,19 @@ def test_freeze_all_needs_no_distortions() -> None:
     TrainConfig(freeze="all", distortions=False, flip=True)
 
 
+def _count_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that receives the number of images of every tower pass of siamface.freeze."""
+    rows: list[int] = []
+    real = siamface.freeze.embed_batches
+
+    def counting(model: object, images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        rows.append(len(images))
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(siamface.freeze, "embed_batches", counting)
+    return rows
+
+
 def _frozen_run(data_root: Path, **train: object) -> object:
     return att_run(data_root, **{"freeze": "all", "distortions": False, "flip": True, "epochs": 3, **train})
 
@@ -51,14 +64,7 @@ def test_a_frozen_tower_is_embedded_once_per_image_and_never_changes(data_root: 
     run = _frozen_run(data_root)
     torch.manual_seed(run.train.seed)
     start = create_model("tiny").tower.state_dict()  # what train() builds from the same seed
-    rows: list[int] = []
-    real = siamface.freeze.embed_batches
-
-    def counting(model: object, images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        rows.append(len(images))
-        return real(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(siamface.freeze, "embed_batches", counting)
+    rows = _count_embedded(monkeypatch)
     meta = train(run, tmp_path / "run")
     n_train = meta["split"]["train"]
     assert sum(rows) == 2 * 10 * len(n_train) + 10 * len(meta["split"]["val"])  # train images and mirrors, val: once
@@ -87,14 +93,7 @@ def test_kept_descriptors_embed_each_image_once_across_runs(data_root: Path, tmp
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(siamface.freeze, "_MEMO", None)
     siamface.freeze.keep_descriptors()
-    rows: list[int] = []
-    real = siamface.freeze.embed_batches
-
-    def counting(model: object, images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        rows.append(len(images))
-        return real(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(siamface.freeze, "embed_batches", counting)
+    rows = _count_embedded(monkeypatch)
     init = tmp_path / "init"
     meta = train(_frozen_run(data_root, epochs=1, flip=False), init)  # trains a tiny head on a random tower
     first = sum(rows)
