@@ -135,8 +135,9 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.json:
         _print(rows)
         return
+    width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<10} {r['parameters']:>12,}  {r['input']:<10} {r['description']}")
+        print(f"{r['name']:<{width}} {r['parameters']:>12,}  {r['input']:<10} {r['description']}")
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
