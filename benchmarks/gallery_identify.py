@@ -6,11 +6,14 @@ then identifies:
   * "known" probes: the second photo of --probes enrolled people (rank-1 rate, rate matched correctly at
     the threshold, rate wrongly matched to someone else, rate called unknown);
   * "unknown" probes: the first photo of --probes people never enrolled (rate wrongly matched to someone).
-Reports enrollment time per photo, identify latency (p50/p99: decode, detect, embed, one head pass over all
-stored embeddings), the head pass alone on a precomputed probe embedding, the file size and peak memory.
+Reports the open-set trade-off (the share of known probes identified at the thresholds that let 1%, 10%,
+50% of the strangers through), enrollment time per photo, identify latency (p50/p99: decode, detect, embed,
+one head pass over all stored embeddings), the head pass alone on a precomputed probe embedding, the file
+size and peak memory.
 
     python benchmarks/gallery_identify.py                     # 1000 people -> results/gallery_identify.json
     python benchmarks/gallery_identify.py --people 50 --probes 20 --name gallery_identify_quick
+    python benchmarks/gallery_identify.py --far 1e-3 --name gallery_identify_far1e-3
 """
 
 from __future__ import annotations
@@ -50,13 +53,15 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=1000)
     ap.add_argument("--probes", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--far", type=float, default=None,
+                    help="decide at the threshold calibrated for this false accept rate (needs Verifier(far=...))")
     ap.add_argument("--name", default="gallery_identify")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     where = machine()  # the commit that runs, not the one checked out when the run ends
     everyone = people_with_two_photos(data_root() / "lfw")
     enrolled, strangers = everyone[:args.people], everyone[args.people:args.people + args.probes]
-    verifier = Verifier()
+    verifier = Verifier() if args.far is None else Verifier(far=args.far)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "people.db"
         g = Gallery(db, verifier)
@@ -70,8 +75,10 @@ def main() -> None:
                 continue
             enroll_ms.append((time.perf_counter() - t0) * 1000)
         known = [(n, p[1]) for n, p in enrolled if n not in skipped][:args.probes]
-        stats: dict[str, Any] = {"known": _score(g, known, verifier.threshold),
-                                 "unknown": _score(g, [(None, p[0]) for _, p in strangers], verifier.threshold)}
+        tops: dict[str, list[tuple[float, bool]]] = {"known": [], "unknown": []}
+        stats: dict[str, Any] = {"known": _score(g, known, tops["known"]),
+                                 "unknown": _score(g, [(None, p[0]) for _, p in strangers], tops["unknown"])}
+        stats["open_set"] = open_set(tops)
         probe = g._embed(faces_of(photo_of(known[0][1]), verifier)[:1])
         head_ms = []
         for _ in range(50):
@@ -96,8 +103,22 @@ def main() -> None:
     write_result(args.name, result)
 
 
-def _score(g: Gallery, probes: list[tuple[str | None, Path]], threshold: float) -> dict[str, Any]:
-    """Latency and outcomes of identify over probes (name None: a person never enrolled)."""
+def open_set(tops: dict[str, list[tuple[float, bool]]]) -> list[dict[str, float]]:
+    """The open-set trade-off (as an ROC, described on these probes, not a calibration): at the threshold
+    that lets a fraction FPIR of the strangers' best scores through, the fraction of known probes whose
+    best candidate is right and passes it (DIR)."""
+    strangers = np.array([s for s, _ in tops["unknown"]])
+    out = []
+    for fpir in (0.01, 0.1, 0.5):
+        t = float(np.quantile(strangers, 1 - fpir))
+        dir_ = np.mean([ok and s > t for s, ok in tops["known"]])
+        out.append({"fpir": fpir, "threshold": round(t, 6), "dir": round(float(dir_), 4)})
+    return out
+
+
+def _score(g: Gallery, probes: list[tuple[str | None, Path]], tops: list[tuple[float, bool]]) -> dict[str, Any]:
+    """Latency and outcomes of identify over probes (name None: a person never enrolled); appends each
+    probe's (best score, best candidate is right) to `tops`."""
     ms, rank1, right, wrong, unknown, no_face = [], 0, 0, 0, 0, 0
     for name, path in probes:
         t0 = time.perf_counter()
@@ -108,6 +129,7 @@ def _score(g: Gallery, probes: list[tuple[str | None, Path]], threshold: float) 
             continue
         ms.append((time.perf_counter() - t0) * 1000)
         face = r["faces"][0]  # the largest face, as enrollment chose it
+        tops.append((face["candidates"][0]["probability"], face["candidates"][0]["name"] == name))
         rank1 += face["candidates"][0]["name"] == name
         right += face["match"] is not None and face["match"] == name
         wrong += face["match"] is not None and face["match"] != name

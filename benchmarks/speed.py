@@ -44,7 +44,8 @@ from siamface.data import read_omniglot_runs
 from siamface.embed import embed_batches
 from siamface.evaluate import evaluate_oneshot
 from siamface.models import SiameseNet, create_model, default_preprocess
-from siamface.training import make_optimizer, pair_batch_loss
+from siamface.optim import make_optimizer
+from siamface.training import pair_batch_loss
 from siamface.verify import Verifier
 
 TARGETS = {"koch2015_speedup_over_reference": 4.0, "koch2015_fraction_of_bf16_peak": 0.5}

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from . import metrics
 from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict
 from .errors import ModelError
 
@@ -177,3 +180,35 @@ class ModelCard:
                    data, train, {k: tuple(v) for k, v in split.items()}, lineage, dict(raw.get("val") or {}),
                    Calibration.from_dict(cal, f"{where}: calibration") if cal is not None else None,
                    str(raw.get("warning", "")), raw)
+
+
+def calibrate(labels: np.ndarray, scores: np.ndarray, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Operating points on the validation pairs, each with its provenance: the observed score nearest the
+    equal-error point (the default decision), and the thresholds for FAR 1e-2, 1e-3 and 1e-4 where there
+    are enough different-person pairs to resolve them (at least 1/FAR)."""
+    threshold, far, frr = metrics.eer_operating_point(labels, scores)
+    n_ids, n_neg = len(split_val), int((labels == 0).sum())
+    ids = ", ".join(split_val[:8]) + (" ..." if n_ids > 8 else "")
+    pairs = f"{len(labels)} validation pairs ({n_neg} different-person) of {n_ids} identities never used for " \
+            f"training ({ids}); seed {seed}"
+    points = {EER: {"threshold": threshold, "far": far, "frr": frr, "source": f"EER point of {pairs}"}}
+    for target in STANDARD_FARS:
+        if n_neg * target < 1:
+            continue
+        tar, thr = metrics.tar_at_far(labels, scores, target)
+        if not 0.0 <= thr <= 1.0:  # nothing can be accepted at this FAR
+            continue
+        points[far_name(target)] = {"threshold": thr, "far": float((scores[labels == 0] >= thr).mean()),
+                                    "frr": 1.0 - tar, "source": f"FAR <= {target:g} on {pairs}"}
+    cal = {
+        "threshold": threshold,
+        "rule": "equal error rate: the validation score minimising max(FAR, FRR)",
+        "source": points[EER]["source"],
+        "val_identities": list(split_val),
+        "n_pairs": int(len(labels)),
+        "val_far": far, "val_frr": frr,
+        "val_accuracy_at_threshold": metrics.accuracy_at(labels, scores, threshold),
+        "operating_points": points,
+    }
+    Calibration.from_dict(cal, "calibration")  # what verify will read back must validate
+    return cal

@@ -9,6 +9,8 @@ epoch: training the head on 10,000 faces then costs one pass of the tower.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -52,15 +54,54 @@ def keep_frozen_in_eval(model: SiameseNet) -> None:
             module.eval()
 
 
+_MEMO: dict[tuple[str, bytes], torch.Tensor] | None = None
+
+
+def keep_descriptors() -> None:
+    """Remember every frozen-tower embedding in this process (keyed by the tower's weights and the image's
+    bytes), so runs that share images and a tower (the ten LFW View 2 folds) embed each face once."""
+    global _MEMO
+    if _MEMO is None:
+        _MEMO = {}
+
+
+def _fingerprint(model: SiameseNet) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in model.tower.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def embed_frozen(model: SiameseNet, images: torch.Tensor, pre: PreprocessConfig, device: str, bf16: bool,
+                 mirror: bool = False, chunk: int = 512) -> torch.Tensor:
+    """Embeddings of uint8 images (mirrored left-right with `mirror`) by a frozen tower, a chunk at a time,
+    through the process memo when `keep_descriptors` turned it on."""
+    tower = f"{_fingerprint(model)}:{bf16}" if _MEMO is not None else ""
+    out = [torch.zeros(0, model.embed_dim)]
+    for start in range(0, len(images), chunk):
+        x = images[start:start + chunk]
+        x = x.flip(-1) if mirror else x
+        if _MEMO is None:
+            out.append(embed_batches(model, x, pre, device=device, bf16=bf16))
+            continue
+        keys = [(tower, hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest()) for img in x]
+        missing = [i for i, k in enumerate(keys) if k not in _MEMO and keys.index(k) == i]
+        if missing:
+            new = embed_batches(model, x[torch.as_tensor(missing)], pre, device=device, bf16=bf16)
+            _MEMO.update({keys[i]: e for i, e in zip(missing, new)})
+        out.append(torch.stack([_MEMO[k] for k in keys]))
+    return torch.cat(out)
+
+
 class FrozenDescriptors:
     """A frozen tower's embedding of every image of a store, computed once (and of its mirror image with
     `flip`, so training can still mirror faces at random)."""
 
     def __init__(self, model: SiameseNet, images: torch.Tensor, pre: PreprocessConfig, device: str,
-                 bf16: bool, flip: bool, chunk: int = 512) -> None:
-        self.table = embed_batches(model, images, pre, device=device, bf16=bf16).to(device)
-        self.mirror = torch.cat([embed_batches(model, images[i:i + chunk].flip(-1), pre, device=device, bf16=bf16)
-                                 for i in range(0, len(images), chunk)]).to(device) if flip else None
+                 bf16: bool, flip: bool) -> None:
+        self.table = embed_frozen(model, images, pre, device, bf16).to(device)
+        self.mirror = embed_frozen(model, images, pre, device, bf16, mirror=True).to(device) if flip else None
 
     def __call__(self, idx: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
         """Embeddings of images idx; with flip, each row is the mirror image's with probability 1/2."""

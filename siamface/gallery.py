@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import gallery_db
+from .embed import embed_batches
 from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
 from .verify import Verifier
@@ -53,15 +54,6 @@ def model_record(verifier: Verifier) -> dict[str, str]:
     return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
             "weights_sha256": sha256_file(path / WEIGHTS), "embed_dim": str(loaded.model.embed_dim),
             "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
-
-
-def _embed_batches(*args: Any, **kwargs: Any) -> torch.Tensor:
-    """`embed_batches` from wherever this siamface keeps it (issue 11 moves it from evaluate to embed)."""
-    try:
-        from .embed import embed_batches
-    except ImportError:
-        from .evaluate import embed_batches  # type: ignore[no-redef]
-    return embed_batches(*args, **kwargs)
 
 
 def _iso(t: float) -> str:
@@ -210,7 +202,7 @@ class Gallery:
     def _embed(self, faces: list[Face]) -> torch.Tensor:
         v = self.verifier
         x = torch.from_numpy(np.stack([f.input for f in faces]))
-        return _embed_batches(v.loaded.model, x, v.preprocess, device=v.device)
+        return embed_batches(v.net, x, v.preprocess, device=v.device)
 
     # ---- identification ------------------------------------------------------------------------------
 
@@ -235,7 +227,7 @@ class Gallery:
     def _decision_fields(self) -> dict[str, Any]:
         v = self.verifier
         return {"threshold": v.threshold, "threshold_source": v.threshold_source,
-                "operating_point": getattr(v, "operating_point", "EER"), "model": v.name,
+                "operating_point": v.operating_point, "model": v.name,
                 "aggregate": self.aggregate}
 
     @torch.no_grad()
@@ -345,7 +337,7 @@ class Gallery:
             updates = []
             if rows:
                 x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
-                emb = _embed_batches(verifier.loaded.model, x, pre, device=verifier.device)
+                emb = embed_batches(verifier.net, x, pre, device=verifier.device)
                 updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
             self._verifier, self._matrix = verifier, None
             conn.execute("DELETE FROM meta")

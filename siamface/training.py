@@ -24,7 +24,7 @@ import torch
 
 from . import __version__, metrics
 from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
-from .card import EER, STANDARD_FARS, Calibration, far_name
+from .card import calibrate
 from .checkpoint import FROM_FACTORY, load_model, save_model
 from .config import PreprocessConfig, RunConfig, TrainConfig
 from .data.batches import ClassBatches
@@ -33,10 +33,11 @@ from .embed import autocast, embed_batches, score_indices
 from .errors import CollapseError, SiamfaceError
 from .evaluate import evaluate_identities
 from .files import FolderLock, check_output_folder
-from .freeze import ALL, FrozenDescriptors, freeze_tower, keep_frozen_in_eval
+from .freeze import ALL, FrozenDescriptors, embed_frozen, freeze_tower, keep_frozen_in_eval
 from .lineage import init_from
 from .losses import CosineClassifier, all_pairs_bce, cosface, pair_bce
 from .models import SiameseNet, count_parameters, create_model
+from .optim import cosine_lr, make_optimizer, seed_for, set_epoch_hparams
 from .plots import plot_training
 from .preprocess import load_input, normalize
 from .progress import on_terminal, progress_bar
@@ -44,73 +45,6 @@ from .resume import LOG, TrainState, append_log, rewrite_log, save_state, start
 
 CURVES = "curves.png"
 COLLAPSE_EPOCHS = 3
-
-
-# ---- schedules: pure functions of the step or epoch ---------------------------------------------------
-
-def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
-    """Linear warm-up to `base`, then cosine decay to 1% of it."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
-
-
-def koch_momentum(epoch: int, start: float, end: float, ramp_epochs: int) -> float:
-    """Momentum rises linearly from `start` to the layer's final value over `ramp_epochs` (paper: slope unstated)."""
-    return start + (end - start) * min(1.0, epoch / max(1, ramp_epochs))
-
-
-def seed_for(seed: int, epoch: int) -> int:
-    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
-
-
-# ---- optimiser -----------------------------------------------------------------------------------------
-
-def _layers(model: SiameseNet) -> list[torch.nn.Module]:
-    """Parametric leaf layers in order (conv, linear, batch norm): the paper's 'layers' for per-layer values."""
-    return [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
-
-
-def _per_layer(values: tuple[float, ...], n: int, default: float, name: str) -> list[float]:
-    if not values:
-        return [default] * n
-    if len(values) != n:
-        raise ValueError(f"train.{name} has {len(values)} values but the model has {n} layers")
-    return list(values)
-
-
-def make_optimizer(model: SiameseNet, cfg: TrainConfig, classifier: CosineClassifier | None = None
-                   ) -> torch.optim.Optimizer:
-    """'koch': SGD with one group per layer (lr_j, mu_j, lambda_j); 'adamw': decay on weights only
-    (not on the identity prototypes of `classifier`, normalised in the loss, nor on a non-positive head,
-    whose stored w_j give a_j = -softplus(w_j): decay would pull every a_j to -0.69, not to 0)."""
-    constrained = model.head.fc if model.head.weights == "nonpositive" else None
-    if cfg.regime == "koch":
-        layers = _layers(model)
-        lrs = _per_layer(cfg.layer_lr, len(layers), cfg.lr, "layer_lr")
-        mus = _per_layer(cfg.layer_momentum, len(layers), cfg.momentum_end, "layer_momentum")
-        l2s = _per_layer(cfg.layer_l2, len(layers), cfg.weight_decay, "layer_l2")
-        l2s = [0.0 if m is constrained else l2 for m, l2 in zip(layers, l2s)]
-        groups = [{"params": list(m.parameters(recurse=False)), "lr": lr, "base_lr": lr, "momentum": cfg.momentum_start,
-                   "final_momentum": mu, "weight_decay": l2} for m, lr, mu, l2 in zip(layers, lrs, mus, l2s)]
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum_start)
-    skip = {id(constrained.weight)} if constrained is not None else set()
-    decay = [p for p in model.parameters() if p.ndim > 1 and id(p) not in skip]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1 or id(p) in skip]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if classifier is not None:
-        groups.append({"params": list(classifier.parameters()), "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=cfg.lr)
-
-
-def set_epoch_hparams(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
-    """Koch: lr_j <- lr_j * 0.99^epoch, momentum ramp. AdamW: set per step by `cosine_lr`."""
-    if cfg.regime != "koch":
-        return
-    for g in opt.param_groups:
-        g["lr"] = g["base_lr"] * cfg.lr_decay**epoch
-        g["momentum"] = koch_momentum(epoch, cfg.momentum_start, g["final_momentum"], cfg.momentum_epochs)
 
 
 # ---- one epoch -----------------------------------------------------------------------------------------
@@ -301,38 +235,6 @@ def selection_score(summary: dict[str, Any], select: str) -> float:
     return float(summary["auc"])
 
 
-def calibration(labels: np.ndarray, scores: np.ndarray, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:
-    """Operating points on the validation pairs, each with its provenance: the observed score nearest the
-    equal-error point (the default decision), and the thresholds for FAR 1e-2, 1e-3 and 1e-4 where there
-    are enough different-person pairs to resolve them (at least 1/FAR)."""
-    threshold, far, frr = metrics.eer_operating_point(labels, scores)
-    n_ids, n_neg = len(split_val), int((labels == 0).sum())
-    ids = ", ".join(split_val[:8]) + (" ..." if n_ids > 8 else "")
-    pairs = f"{len(labels)} validation pairs ({n_neg} different-person) of {n_ids} identities never used for " \
-            f"training ({ids}); seed {seed}"
-    points = {EER: {"threshold": threshold, "far": far, "frr": frr, "source": f"EER point of {pairs}"}}
-    for target in STANDARD_FARS:
-        if n_neg * target < 1:
-            continue
-        tar, thr = metrics.tar_at_far(labels, scores, target)
-        if not 0.0 <= thr <= 1.0:  # nothing can be accepted at this FAR
-            continue
-        points[far_name(target)] = {"threshold": thr, "far": float((scores[labels == 0] >= thr).mean()),
-                                    "frr": 1.0 - tar, "source": f"FAR <= {target:g} on {pairs}"}
-    cal = {
-        "threshold": threshold,
-        "rule": "equal error rate: the validation score minimising max(FAR, FRR)",
-        "source": points[EER]["source"],
-        "val_identities": list(split_val),
-        "n_pairs": int(len(labels)),
-        "val_far": far, "val_frr": frr,
-        "val_accuracy_at_threshold": metrics.accuracy_at(labels, scores, threshold),
-        "operating_points": points,
-    }
-    Calibration.from_dict(cal, "calibration")  # what verify will read back must validate
-    return cal
-
-
 # ---- the loop ------------------------------------------------------------------------------------------
 
 def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -360,7 +262,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
         cache = val_emb = None
         if cfg.freeze == ALL:  # the tower never changes: each image's descriptor is computed once
             cache = FrozenDescriptors(model, data.train_images, run.preprocess, cfg.device, cfg.bf16, cfg.flip)
-            val_emb = embed_batches(model, data.val_images, run.preprocess, device=cfg.device, bf16=cfg.bf16)
+            val_emb = embed_frozen(model, data.val_images, run.preprocess, cfg.device, cfg.bf16)
         state = start(out, run, model, opt, resume, extra, init_meta.get("init_weights_sha256", ""))
         rows = rewrite_log(out, state.epoch)
         pairs = data.sample_train_pairs(cfg.pairs_per_epoch, np.random.default_rng(cfg.seed),
@@ -470,7 +372,7 @@ def _finish(out: Path, run: RunConfig, data: Prepared, state: TrainState, base: 
     summary, labels, scores = validate(model, data, run.replace_train(bf16=False))  # fp32, as verify scores
     meta = {**base, "status": "complete", "epoch": state.best_epoch, "epochs_run": state.epoch,
             "train_seconds": round(state.elapsed_s, 1), "val": summary,
-            "calibration": calibration(labels, scores, data.split.val, run.train.seed)}
+            "calibration": calibrate(labels, scores, data.split.val, run.train.seed)}
     warning = below_chance(summary)
     if collapsed:
         warning = (f"training stopped at epoch {state.epoch} after a collapse "

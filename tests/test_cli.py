@@ -250,7 +250,7 @@ def test_val_way_above_the_validation_identities_is_refused_before_decoding(
     def no_decoding(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("images were decoded before the check")
 
-    monkeypatch.setattr(siamface.data.prepare, "_store", no_decoding)
+    monkeypatch.setattr(siamface.data.prepare, "decode_images", no_decoding)
     rc, stdout, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--model", "tiny", "--n-val", "5",
                            "--val-way", "50", "--out", str(tmp_path / "run"))
     assert rc == 2 and stdout == ""

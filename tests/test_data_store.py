@@ -53,8 +53,8 @@ def test_kept_decoded_images_are_reused_across_runs(data_root, monkeypatch):
 
     paths = sorted((data_root / "att_faces" / "s1").glob("*.pgm"))[:3]
     pre = PreprocessConfig(size=32)
-    a = prep._store(paths, pre, spy, progress=False)
-    b = prep._store(paths, pre, spy, progress=False)
+    a = prep.decode_images(paths, pre, spy, progress=False)
+    b = prep.decode_images(paths, pre, spy, progress=False)
     assert len(calls) == 3 and (a.images == b.images).all()
-    prep._store(paths, PreprocessConfig(size=40), spy, progress=False)  # other preprocessing: decoded again
+    prep.decode_images(paths, PreprocessConfig(size=40), spy, progress=False)  # other preprocessing: decoded again
     assert len(calls) == 6

@@ -17,7 +17,7 @@ import pytest
 from safetensors import safe_open
 
 from siamface.dlib_convert import OUT_DIR, SOURCES, convert, main, mmod_tensors, resnet_state_dict
-from siamface.dlib_format import parse_net, parse_shape_predictor, read_net, read_shape_predictor
+from siamface.dlib_format import ShapePredictorData, parse_net, parse_shape_predictor, read_net, read_shape_predictor
 from siamface.errors import DlibFormatError
 from siamface.models.dlib_resnet import DLIB_MEANS, PARAMETERS, DlibResNet
 
@@ -37,6 +37,11 @@ def _offset(err: pytest.ExceptionInfo[DlibFormatError]) -> int:
 @pytest.fixture(scope="module")
 def resnet_bytes() -> bytes:
     return RESNET.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def sp() -> ShapePredictorData:
+    return read_shape_predictor(SP5)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +81,7 @@ def test_detector_file_has_the_mmod_layers() -> None:
             assert (r.fields["running_variances"] > 0).all()
 
 
-def test_shape_predictor_file_decodes_to_a_full_tree_ensemble() -> None:
-    sp = read_shape_predictor(SP5)
+def test_shape_predictor_file_decodes_to_a_full_tree_ensemble(sp: ShapePredictorData) -> None:
     c, t, s = sp.split_idx1.shape
     n_feat = sp.anchor_idx.shape[1]
     assert sp.initial_shape.shape == (5, 2)
@@ -93,7 +97,7 @@ def test_shape_predictor_file_decodes_to_a_full_tree_ensemble() -> None:
 def test_primitive_encodings_by_hand() -> None:
     from siamface.dlib_format import _Reader
 
-    r = _Reader(bytes.fromhex("0100 8105 023412 0103 8101 04 61626364 31 30"), "hand.dat")
+    r = _Reader(bytes.fromhex("0100 8105 023412 0103 8101 0104 61626364 31 30"), "hand.dat")
     assert [r.int(), r.int(), r.int()] == [0, -5, 0x1234]
     assert r.float() == 3 * 2.0**-1
     assert r.string() == "abcd"
@@ -209,8 +213,7 @@ def test_provenance_names_sources_and_licence(converted: dict[str, bytes]) -> No
     assert not any("68" in name for name in converted)
 
 
-def test_shape_predictor_arrays_follow_the_contract() -> None:
-    sp = read_shape_predictor(SP5)
+def test_shape_predictor_arrays_follow_the_contract(sp: ShapePredictorData) -> None:
     with safe_open(str(OUT_DIR / "shape_predictor_5.safetensors"), "np") as f:
         arrays = {k: f.get_tensor(k) for k in f.keys()}
     assert set(arrays) == {"initial_shape", "anchor_idx", "deltas", "split_idx1", "split_idx2", "split_thresh",

@@ -42,6 +42,19 @@ def test_freeze_all_needs_no_distortions() -> None:
     TrainConfig(freeze="all", distortions=False, flip=True)
 
 
+def _count_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that receives the number of images of every tower pass of siamface.freeze."""
+    rows: list[int] = []
+    real = siamface.freeze.embed_batches
+
+    def counting(model: object, images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        rows.append(len(images))
+        return real(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(siamface.freeze, "embed_batches", counting)
+    return rows
+
+
 def _frozen_run(data_root: Path, **train: object) -> object:
     return att_run(data_root, **{"freeze": "all", "distortions": False, "flip": True, "epochs": 3, **train})
 
@@ -51,17 +64,10 @@ def test_a_frozen_tower_is_embedded_once_per_image_and_never_changes(data_root: 
     run = _frozen_run(data_root)
     torch.manual_seed(run.train.seed)
     start = create_model("tiny").tower.state_dict()  # what train() builds from the same seed
-    rows: list[int] = []
-    real = siamface.freeze.embed_batches
-
-    def counting(model: object, images: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        rows.append(len(images))
-        return real(model, images, *args, **kwargs)
-
-    monkeypatch.setattr(siamface.freeze, "embed_batches", counting)
+    rows = _count_embedded(monkeypatch)
     meta = train(run, tmp_path / "run")
     n_train = meta["split"]["train"]
-    assert sum(rows) == 2 * 10 * len(n_train)  # each training image and its mirror, once for all 3 epochs
+    assert sum(rows) == 2 * 10 * len(n_train) + 10 * len(meta["split"]["val"])  # train images and mirrors, val: once
     trained = load_model(tmp_path / "run").model
     for k, v in start.items():
         assert torch.equal(trained.tower.state_dict()[k], v), k  # weights and batch-norm statistics
@@ -81,3 +87,16 @@ def test_a_frozen_pretrained_tower_is_not_stored_and_loads_back(data_root: Path,
     shipped = create_model("dlib_resnet").tower.state_dict()
     assert all(torch.equal(lm.model.tower.state_dict()[k], v) for k, v in shipped.items())
     assert torch.equal(lm.model.head.fc.weight, stored["head.fc.weight"])
+
+
+def test_kept_descriptors_embed_each_image_once_across_runs(data_root: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(siamface.freeze, "_MEMO", None)
+    siamface.freeze.keep_descriptors()
+    rows = _count_embedded(monkeypatch)
+    init = tmp_path / "init"
+    meta = train(_frozen_run(data_root, epochs=1, flip=False), init)  # trains a tiny head on a random tower
+    first = sum(rows)
+    assert first == 10 * (len(meta["split"]["train"]) + len(meta["split"]["val"]))
+    again = train(_frozen_run(data_root, epochs=2, flip=False), tmp_path / "again")  # same tower and images
+    assert sum(rows) == first and again["val"] != {}

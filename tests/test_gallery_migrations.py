@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _gallery_data import single_face_photos
+from _gallery_data import LFW_VIEW1, single_face_photos
 from _helpers import one_thread
 from PIL import Image
 
@@ -26,7 +26,7 @@ _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 @pytest.fixture(scope="module")
 def verifier() -> Verifier:
-    return Verifier()
+    return Verifier(LFW_VIEW1)  # the Haar-aligned grey model: the gallery's mechanics, fast
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,15 @@ import pytest
 import torch
 from _helpers import one_thread
 
+import siamface.optim as optim
 import siamface.training as tr
 from siamface.config import RunConfig
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, OMNIGLOT_VAL_ALPHABETS
 from siamface.data.prepare import Prepared, prepare_data
 from siamface.models import create_model
+from siamface.optim import make_optimizer, set_epoch_hparams
 from siamface.preprocess import load_input
-from siamface.training import fixed_distortions, make_optimizer, set_epoch_hparams, train_epoch
+from siamface.training import fixed_distortions, train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import koch_tables as kt  # noqa: E402
@@ -75,7 +77,7 @@ def test_the_configs_are_table_1(omniglot_subset: Path) -> None:
         assert all(0 <= v <= 0.1 for v in t.layer_l2)
         assert kt.sizing(run)["max_pair_presentations"] <= 6_750_000
     assert cells == {(n, k) for n in (30_000, 90_000, 150_000) for k in (0, 8)}
-    assert len(tr._layers(create_model("koch2015"))) == len(run.train.layer_lr) == 6
+    assert len(optim._layers(create_model("koch2015"))) == len(run.train.layer_lr) == 6
 
 
 def test_sizing_counts_the_flops_of_the_paper_network() -> None:

@@ -7,6 +7,7 @@ runs tasks) is covered by tests/test_evaluate.py and not repeated here.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 from _helpers import att_run, one_thread
-from reference import reference_pair_loss, reference_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference import reference_pair_loss, reference_step  # noqa: E402  (benchmarks/reference.py)
 
 import siamface.training as tr
 from siamface.augment import AffineParams
 from siamface.config import TrainConfig
 from siamface.models import SiameseNet, create_model, default_preprocess
+from siamface.optim import make_optimizer
 from siamface.training import FixedDistortions, fixed_distortions, pair_batch_loss, train
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
@@ -72,7 +76,7 @@ def test_reference_step_distorts_each_image_and_learns() -> None:
     pre = default_preprocess("tiny")
     images, model = _images(pre.size), _model("tiny").train()
     cfg = TrainConfig(regime="koch", lr=0.05)
-    opt = tr.make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     before = copy.deepcopy(model.state_dict())
     losses = [reference_step(model, opt, images, ROWS, pre, cfg, torch.Generator().manual_seed(k)) for k in range(2)]
     assert all(np.isfinite(losses))
@@ -118,7 +122,7 @@ def test_training_reuses_the_same_distorted_pairs_every_epoch(data_root: Path, t
     real_loss, real_affine = tr.pair_batch_loss, aug.apply_affine
 
     def loss_spy(model: Any, images: torch.Tensor, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        assert isinstance(args[-1], FixedDistortions)
+        assert isinstance(args[4], FixedDistortions)  # (pre, cfg, gen, embed, fixed, cache)
         seen.append((rows.copy(), images, torch.empty(0)))
         return real_loss(model, images, rows, *args, **kwargs)
 

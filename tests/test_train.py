@@ -36,13 +36,10 @@ from siamface.config import DataConfig, TrainConfig
 from siamface.data.prepare import prepare_data
 from siamface.errors import CollapseError, SiamfaceError
 from siamface.models import count_parameters, create_model, default_preprocess
+from siamface.optim import cosine_lr, koch_momentum, make_optimizer, set_epoch_hparams
 from siamface.preprocess import load_input
 from siamface.training import (
     RunConfig,
-    cosine_lr,
-    koch_momentum,
-    make_optimizer,
-    set_epoch_hparams,
     train,
 )
 

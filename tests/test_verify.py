@@ -163,3 +163,18 @@ def test_verify_pairs_scores_every_pair_it_can_and_gives_the_reason_for_the_othe
 def test_verify_pairs_with_no_usable_image_returns_only_errors(verifier: Verifier, tmp_path: Path) -> None:
     rows = verifier.verify_pairs([(tmp_path / "a.jpg", tmp_path / "b.jpg")], progress=False)
     assert [(r["error"], r["probability"]) for r in rows] == [("missing", None)]
+
+
+def test_inference_net_fuses_dlibs_tower_without_touching_the_loaded_model() -> None:
+    from siamface.models import create_model
+    from siamface.verify import inference_net
+
+    tiny = create_model("tiny")
+    assert inference_net(tiny) is tiny  # nothing to fuse
+    twin = create_model("dlib_resnet").eval()
+    net = inference_net(twin)
+    assert net.tower is not twin.tower and net.head is twin.head
+    assert type(twin.tower.affine).__name__ == "Affine"  # the loaded model keeps its trainable affines
+    x = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (net.embed(x) - twin.embed(x)).abs().max() < 1e-5

@@ -79,9 +79,22 @@ def keep_decoded_images() -> None:
         _MEMO = {}
 
 
-def _store(paths: list[Path], pre: PreprocessConfig, loader: Loader, progress: bool) -> ImageStore:
+def _memo_key(pre: PreprocessConfig) -> str:
+    return json.dumps(dataclasses.asdict(pre), sort_keys=True)
+
+
+def remember_decoded(pre: PreprocessConfig, decoded: dict[Path, np.ndarray | None]) -> None:
+    """Seed the memo of `keep_decoded_images` with photos decoded elsewhere (None: no face was found), e.g.
+    from a benchmark's cache file of aligned faces."""
+    keep_decoded_images()
+    assert _MEMO is not None
+    key = _memo_key(pre)
+    _MEMO.update({(Path(p), key): a for p, a in decoded.items()})
+
+
+def decode_images(paths: list[Path], pre: PreprocessConfig, loader: Loader, progress: bool) -> ImageStore:
     """Decode with the model's preprocessing (`loader`); training photos where no face is found are left out."""
-    key = json.dumps(dataclasses.asdict(pre), sort_keys=True)
+    key = _memo_key(pre)
 
     def decode(p: Path) -> np.ndarray | None:
         try:
@@ -167,8 +180,8 @@ def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Load
     _check_val_way(cfg, len(split.val), val_way)
     train_rec = _drawers(filter_identities(records, split.train), cfg.train_drawers)
     val_rec = _drawers(filter_identities(records, split.val), cfg.val_drawers)
-    train_store = _store([r.path for r in train_rec], pre, loader, progress)
-    val_store = _store([r.path for r in val_rec], pre, loader, progress)
+    train_store = decode_images([r.path for r in train_rec], pre, loader, progress)
+    val_store = decode_images([r.path for r in val_rec], pre, loader, progress)
     train_rec, val_rec = _kept(train_rec, train_store), _kept(val_rec, val_store)
     train_labels, val_labels = label_array(train_rec)[0], label_array(val_rec)[0]
     check_pairable(train_labels, cfg.root, "training")
@@ -194,7 +207,7 @@ def _pair_id(path: Path) -> str:
 def _index_pairs(pairs: list[Pair], pre: PreprocessConfig, loader: Loader, progress: bool
                  ) -> tuple[ImageStore, np.ndarray]:
     paths = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
-    store = _store(paths, pre, loader, progress)
+    store = decode_images(paths, pre, loader, progress)
     rows = np.array([[store.index[p.a], store.index[p.b], int(p.same)] for p in pairs
                      if p.a in store.index and p.b in store.index], dtype=np.int64).reshape(-1, 3)
     return store, rows

@@ -9,7 +9,6 @@ per thread; the gallery guards its SQLite connection and in-memory matrix with i
 from __future__ import annotations
 
 import hmac
-import inspect
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -73,12 +72,7 @@ class Resources:
 def open_resources(settings: Settings) -> Resources:
     """Load the model and open the gallery; library errors (a missing model, a gallery of another model)
     surface here, before the server listens."""
-    kw: dict[str, Any] = {}
-    if settings.far is not None:
-        if "far" not in inspect.signature(Verifier).parameters:
-            raise SiamfaceError("--far needs a siamface whose Verifier chooses operating points (far=...)")
-        kw["far"] = settings.far
-    verifier = Verifier(settings.model, **kw)
+    verifier = Verifier(settings.model, far=settings.far)
     gallery = None
     if settings.gallery is not None:
         from siamface.gallery import Gallery
@@ -222,7 +216,7 @@ def _add_routes(app: FastAPI) -> None:
         if res.gallery is not None:
             people = len(res.gallery.people())
         return {"version": __version__, "model": v.name, "threshold": v.threshold,
-                "threshold_source": v.threshold_source, "operating_point": getattr(v, "operating_point", None),
+                "threshold_source": v.threshold_source, "operating_point": v.operating_point,
                 "gallery": None if app.state.settings.gallery is None else str(app.state.settings.gallery),
                 "people": people, "read_only": not app.state.settings.api_key, "limits": asdict(limits)}
 

@@ -1,0 +1,141 @@
+"""`siamface enroll | identify | verify-against | people`: a gallery of people (siamface.gallery)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import SiamfaceError
+from .flags import check_device, print_json
+
+
+def _gallery_path(args: argparse.Namespace) -> Path:
+    """--gallery, else $SIAMFACE_GALLERY; only enroll creates the file."""
+    import os
+
+    path = args.gallery or os.environ.get("SIAMFACE_GALLERY")
+    if not path:
+        raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
+    if args.func is not cmd_enroll and not Path(path).is_file():
+        raise SiamfaceError(f"{path}: no such gallery (enroll someone first)")
+    return Path(path)
+
+
+def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
+    """Open the gallery with --model, else the model that made it (when it can be found), else the shipped one."""
+    from ..checkpoint import resolve_run
+    from ..errors import ModelError
+    from ..gallery import Gallery
+    from ..gallery_db import connect
+    from ..verify import Verifier
+
+    path = _gallery_path(args)
+    if not check_model:
+        return Gallery(path, check_model=False)
+    if model is None and path.is_file():
+        conn = connect(path)
+        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("model")
+        conn.close()
+        try:
+            model = str(resolve_run(stored)) if stored else None
+        except ModelError:
+            model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
+    check_device(args.device)
+    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
+    if getattr(args, "threshold", None) is not None:
+        kwargs["threshold"] = args.threshold
+    if getattr(args, "far", None) is not None:
+        kwargs["far"] = args.far
+    verifier = Verifier(model, **kwargs)
+    return Gallery(path, verifier, aggregate=getattr(args, "aggregate", "max"))
+
+
+def cmd_enroll(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        print_json(g.enroll(args.name, args.photos, select=args.select, new=args.new))
+
+
+def cmd_identify(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        print_json(g.identify(args.photo, k=args.k))
+
+
+def cmd_verify_against(args: argparse.Namespace) -> None:
+    with _gallery(args, args.model) as g:
+        print_json(g.verify_against(args.name, args.photo))
+
+
+def cmd_people(args: argparse.Namespace) -> None:
+    if args.action == "reembed":
+        from ..verify import Verifier
+
+        check_device(args.device)
+        with _gallery(args, check_model=False) as g:
+            n = g.reembed(Verifier(args.model, device=args.device))
+            print_json({"reembedded": n, "model": g.model_info()})
+        return
+    with _gallery(args, check_model=False) as g:
+        if args.action == "list":
+            print_json(g.people())
+        elif args.action == "show":
+            print_json(g.person(args.name))
+        elif args.action == "rename":
+            g.rename(args.name, args.new_name)
+            print_json({"renamed": args.name, "to": args.new_name})
+        else:
+            g.delete(args.name)
+            print_json({"deleted": args.name})
+
+
+def add_gallery_commands(sub: Any) -> None:
+    """The gallery's subcommands (siamface/gallery.py); JSON out, one-line errors."""
+    def common(p: argparse.ArgumentParser, model: bool = True) -> None:
+        p.add_argument("--gallery", help="the gallery file (default: $SIAMFACE_GALLERY); created on first enroll")
+        if model:
+            p.add_argument("--model", default=None,
+                           help="run folder or shipped model (default: the gallery's own, else the shipped face model)")
+            p.add_argument("--no-detect", dest="detect", action="store_false",
+                           help="photos are already face crops: no face detection")
+            p.add_argument("--far", type=float, default=None,
+                           help="operating point: the threshold calibrated for this false accept rate")
+        p.add_argument("--device", default="cpu")
+
+    e = sub.add_parser("enroll", help="enroll a person from one photo or more (adds photos to an existing name)")
+    e.add_argument("name")
+    e.add_argument("photos", nargs="+", metavar="PHOTO")
+    e.add_argument("--select", choices=("largest", "central"), default=None,
+                   help="which face to enroll from a photo with several (default: refuse such photos)")
+    e.add_argument("--new", action="store_true", help="refuse if the name is already enrolled")
+    common(e)
+    e.set_defaults(func=cmd_enroll)
+
+    i = sub.add_parser("identify", help="who is in this photo? top-k people per face, or unknown")
+    i.add_argument("photo")
+    i.add_argument("-k", type=int, default=5, help="candidates per face")
+    i.set_defaults(func=cmd_identify)
+    va = sub.add_parser("verify-against", help="is the person in this photo NAME? prints a verify verdict")
+    va.add_argument("name")
+    va.add_argument("photo")
+    va.set_defaults(func=cmd_verify_against)
+    for p in (i, va):
+        p.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                       help="a person's score over their photos: the best or the mean")
+        p.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
+        common(p)
+
+    pe = sub.add_parser("people", help="list | show | rename | delete | reembed the gallery's people")
+    acts = pe.add_subparsers(dest="action", required=True)
+    common(acts.add_parser("list", help="everyone enrolled"), model=False)
+    for act, h in (("show", "one person's enrollments"), ("delete", "delete a person, crops and embeddings")):
+        a = acts.add_parser(act, help=h)
+        a.add_argument("name")
+        common(a, model=False)
+    r = acts.add_parser("rename", help="rename a person")
+    r.add_argument("name")
+    r.add_argument("new_name")
+    common(r, model=False)
+    re = acts.add_parser("reembed", help="recompute every embedding with another model from the stored crops")
+    re.add_argument("--model", required=True, help="run folder or shipped model to re-embed with")
+    common(re, model=False)
+    pe.set_defaults(func=cmd_people)
