@@ -139,8 +139,10 @@ def _detector_words(cfg: AlignConfig) -> str:
 
 def align_box(image: np.ndarray, box: FaceBox, size: int, cfg: AlignConfig, fallback: bool = False) -> tuple[
         np.ndarray, tuple[Point, Point], str]:
-    """(aligned image, eyes, eyes_source) for one face box (with landmarks when the recipe needs them) and
-    cfg's recipe; `fallback`: the box is a stand-in, so its eyes are estimated, never detected."""
+    """(aligned image, eyes, eyes_source) for one face box and cfg's recipe (landmarks are predicted when the
+    recipe needs them and the box has none); `fallback`: a stand-in box, whose eyes are never detected."""
+    if box.landmarks is None and (cfg.alignment == "dlib_chip" or cfg.eyes == "landmarks"):
+        box = with_landmarks(image, [box])[0]
     if cfg.alignment == "dlib_chip":
         return face_chip(image, np.asarray(box.landmarks), size, cfg.chip_padding), \
             landmark_eyes(box.landmarks), "landmarks"
