@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Box(BaseModel):
-    """A face box in image pixels with the detector's confidence in (0, 1)."""
+    """A face box in image pixels with the detector's confidence (Haar: in (0, 1); MMOD: dlib's raw score,
+    about 1 for a clear frontal face)."""
 
     x: int
     y: int
