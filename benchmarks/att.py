@@ -3,9 +3,14 @@
 For each seed: `siamface train` (library call), then `siamface evaluate --split test`: verification AUC,
 EER, 10-fold accuracy, accuracy at the stored threshold, and 10-way one-shot accuracy on the held-out
 subjects. Writes benchmarks/results/att.json with the mean and spread over seeds; finished seeds are
-reused from their run folders, so an interrupted benchmark resumes.
+reused from their run folders, so an interrupted benchmark resumes. With --init, the starting model is also
+scored on the same test subjects before any AT&T training: with its own head (init_zero_shot, where it has a
+trained one) and as a twin alone, by plain L1 and Euclidean distances of its descriptors (twin_alone, on
+the test and the validation subjects).
 
     python benchmarks/att.py --seeds 0 1 2
+    python benchmarks/att.py --seeds 0 1 2 --init dlib-resnet --freeze all --no-distortions --flip --no-bf16 \
+        --lr 1e-2 --weight-decay 1e-4 --runs runs/bench-att-twin --name att_twin   # dlib's descriptor as the twin
 """
 
 from __future__ import annotations
