@@ -149,13 +149,15 @@ def zero_shot(init: str, out: Path, seed: int) -> dict:
 
 def twin_alone(init: str, out: Path, seed: int) -> dict:
     """The --init tower with no head and no AT&T training (plain distances of its descriptors, fp32, this
-    run's preprocessing) on the run's test subjects (the same pairs and one-shot tasks as the head's test)
-    and on its validation subjects (2,000 seeded pairs, 5-way: what recipe selection may look at)."""
-    tower, card = load_model(init).model, load_model(out).card
+    run's preprocessing) on the run's test subjects (the pairs and one-shot tasks of its test) and on its
+    validation subjects (the pairs and tasks its training validated on: what recipe selection may look at)."""
+    tower, tuned = load_model(init).model, load_model(out)
+    train = tuned.card.train
     result = {}
-    for split, n_pairs, way, tasks in (("test", 4000, 10, 1000), ("val", 2000, 5, 320)):
-        emb, labels, groups = split_embeddings(tower, load_model(out).preprocess, card.identities(split))
-        result[split] = plain_distance(emb, labels, groups, seed, n_pairs, way, tasks)
+    for split, draw, n_pairs, way, tasks in (("test", seed, 4000, 10, 1000),
+                                             ("val", train.seed + 1, train.val_pairs, train.val_way, train.val_tasks)):
+        emb, labels, groups = split_embeddings(tower, tuned.preprocess, tuned.card.identities(split))
+        result[split] = plain_distance(emb, labels, groups, draw, n_pairs, way, tasks)
     return result
 
 
