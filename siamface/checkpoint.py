@@ -57,14 +57,15 @@ class LoadedModel:
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = WEIGHTS_DIR / "lfw-view1"  # the default face model of verify
+DEFAULT_MODEL = WEIGHTS_DIR / "dlib-twin"  # verify's default: dlib's descriptor under a head trained on LFW
 
 
 def default_model_path() -> Path:
-    """The face model shipped inside the package (trained on LFW View 1 DevTrain people only)."""
-    if not (SHIPPED / META).is_file():
-        raise ModelError(f"no --model given and no model is shipped in this install ({SHIPPED} is missing)")
-    return SHIPPED
+    """The default face model shipped inside the package: dlib's face descriptor (converted, CC0) under the
+    Siamese L1 head trained by siamface on LFW people, with its calibrated operating points."""
+    if not (DEFAULT_MODEL / META).is_file():
+        raise ModelError(f"no --model given and no model is shipped in this install ({DEFAULT_MODEL} is missing)")
+    return DEFAULT_MODEL
 
 
 def shipped_models() -> list[str]:
@@ -74,7 +75,7 @@ def shipped_models() -> list[str]:
 
 def resolve_run(path: str | Path) -> Path:
     """Accept a run folder, its model.json or its model.safetensors, or the bare name of a shipped model
-    ('face-prior', 'lfw-view1') when no such local path exists; return the folder."""
+    ('dlib-twin', 'dlib-resnet', 'face-prior', 'lfw-view1') when no such local path exists; return the folder."""
     p = Path(path)
     if not p.exists() and str(path) in shipped_models():
         p = WEIGHTS_DIR / str(path)

@@ -1,4 +1,5 @@
-"""The face model shipped in the package: loads offline, aligns photos, beats chance on LFW DevTest."""
+"""The from-scratch face model shipped in the package (lfw-view1): loads offline, aligns photos with the Haar
+cascade, beats chance on LFW DevTest. The default model is the twin (tests/test_twin.py)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,22 @@ import pytest
 from PIL import Image
 
 from siamface import metrics
-from siamface.checkpoint import SHIPPED, WEIGHTS_DIR, default_model_path, load_model
+from siamface.checkpoint import WEIGHTS_DIR, load_model
 from siamface.data import read_lfw_pairs
 from siamface.errors import LeakageError, NoFaceError, SiamfaceError
 from siamface.verify import Verifier
 
 FACE_PRIOR = WEIGHTS_DIR / "face-prior"
+LFW_VIEW1 = WEIGHTS_DIR / "lfw-view1"
 
 
 @pytest.fixture(scope="module")
 def verifier() -> Verifier:
-    return Verifier()  # no model given: the shipped one
+    return Verifier(LFW_VIEW1)
 
 
 def test_shipped_model_is_complete_small_and_calibrated() -> None:
-    path = default_model_path()
-    assert path == SHIPPED
+    path = LFW_VIEW1
     size = sum(f.stat().st_size for f in path.iterdir())
     assert size < 20 * 2**20
     lm = load_model(path)  # safetensors + SHA-256 check, no network
@@ -38,7 +39,7 @@ def test_shipped_model_is_complete_small_and_calibrated() -> None:
 
 
 def test_shipped_model_never_saw_devtest_people(data_root) -> None:
-    lm = load_model(default_model_path())
+    lm = load_model(LFW_VIEW1)
     lfw = data_root / "lfw"
     pairs = read_lfw_pairs(lfw / "pairsDevTest.txt", lfw / "deepfunneled")
     people = {p.parent.name for pair in pairs for p in (pair.a, pair.b)}
@@ -59,8 +60,8 @@ def test_shipped_model_beats_chance_on_devtest_pairs(verifier: Verifier, data_ro
 
 def test_verify_cli_uses_the_shipped_model_and_reports_faces(data_root) -> None:
     a = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
-    out = subprocess.run([sys.executable, "-m", "siamface", "verify", str(a), str(a)], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--model", "lfw-view1", str(a), str(a)],
+                         capture_output=True, text=True, check=True)
     result = json.loads(out.stdout)
     assert result["same"] is True and result["probability"] > result["threshold"]
     assert result["model"].endswith("lfw-view1")
@@ -73,8 +74,8 @@ def test_photo_without_a_face_is_a_no_face_error(verifier: Verifier, data_root, 
     face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
     with pytest.raises(NoFaceError, match="wall.png"):
         verifier.verify(blank, face)
-    out = subprocess.run([sys.executable, "-m", "siamface", "verify", str(blank), str(face)], capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--model", "lfw-view1", str(blank), str(face)],
+                         capture_output=True, text=True)
     assert out.returncode != 0 and "wall.png" in out.stderr and "no face" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
@@ -89,8 +90,8 @@ def test_verify_batch_writes_a_scores_csv(data_root, tmp_path) -> None:
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"image_a,image_b,label\n{b},{c},1\n{a},{b},0\n{a},{a},1\n")
     out = tmp_path / "scores.csv"
-    res = subprocess.run([sys.executable, "-m", "siamface", "verify", "--pairs", str(pairs), "--out", str(out)],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-m", "siamface", "verify", "--model", "lfw-view1", "--pairs", str(pairs),
+                          "--out", str(out)], capture_output=True, text=True, check=True)
     summary = json.loads(res.stdout)
     assert summary["pairs"] == 3 and summary["out"] == str(out)
     rows = list(csv.DictReader(out.open()))
@@ -117,15 +118,15 @@ def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp
     blank = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
     face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
-    crops = Verifier(detect=False)
+    crops = Verifier(LFW_VIEW1, detect=False)
     assert crops.preprocess.align["detector"] == "none" and verifier.preprocess.align["detector"] == "haar"
     verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
     assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
     assert "--no-detect" in verdict.threshold_source and "--no-detect" not in verifier.threshold_source
     with pytest.raises(SiamfaceError, match="--no-detect"):
-        Verifier(detect=False, select="central")
-    out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--no-detect", str(blank), str(face)],
-                         capture_output=True, text=True, check=True)
+        Verifier(LFW_VIEW1, detect=False, select="central")
+    out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--model", "lfw-view1", "--no-detect",
+                          str(blank), str(face)], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["probability"] == pytest.approx(verdict.probability, abs=1e-5)
 
 
@@ -140,14 +141,14 @@ def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
     Image.fromarray(canvas).save(group)
     used = {}
     for select in ("largest", "central"):
-        v = Verifier(select=select)
+        v = Verifier(LFW_VIEW1, select=select)
         v.preprocess = replace(v.preprocess, align={**v.preprocess.align, "min_size": 0.1})
         faces = v.verify(group, group).faces[0]
         assert len(faces["faces"]) >= 2
         used[select] = faces["used"]
     assert used["largest"]["x"] < 250 and abs(used["central"]["x"] + used["central"]["w"] / 2 - 400) < 40
     with pytest.raises(ValueError, match="select"):
-        Verifier(select="leftmost")
+        Verifier(LFW_VIEW1, select="leftmost")
 
 
 # ---- the face prior (every LFW person; the start of AT&T and user fine-tuning) -------------------------------

@@ -18,8 +18,8 @@ SKIP = {("PreprocessConfig", "align"), ("ModelConfig", "kwargs")}
 HELP = {("TrainConfig", "freeze"): "none | all (train the Siamese head only, on descriptors computed once per "
                                    "image; needs --no-distortions) | a tower stage: the stages before it stay fixed",
         ("TrainConfig", "init"): "start from this trained model (fine-tuning): a run folder or a shipped model's "
-                                 "name (face-prior, lfw-view1); its architecture and preprocessing apply unless "
-                                 "flags change them"}
+                                 "name (dlib-resnet, dlib-twin, face-prior, lfw-view1); its architecture and "
+                                 "preprocessing apply unless flags change them"}
 
 
 def _flag(cls: type, name: str) -> str:
