@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     except SiamfaceError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from .checkpoint import atomic_write_bytes
+    from .files import atomic_write_bytes
 
     for fname, data in written.items():
         atomic_write_bytes(args.out / fname, data)

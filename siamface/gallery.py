@@ -47,7 +47,8 @@ def check_name(name: Any) -> str:
 def model_record(verifier: Verifier) -> dict[str, str]:
     """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
     name `--model` accepts), the SHA-256 of its weights file, its embedding size and preprocessing."""
-    from .checkpoint import WEIGHTS, WEIGHTS_DIR, sha256_file
+    from .checkpoint import WEIGHTS, WEIGHTS_DIR
+    from .files import sha256_file
 
     loaded = verifier.loaded
     path = Path(loaded.path).resolve()

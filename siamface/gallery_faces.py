@@ -18,10 +18,10 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from .checkpoint import sha256_file
 from .config import PreprocessConfig
 from .data import image_from_array, load_image
 from .errors import ImageError, MultipleFacesError
+from .files import sha256_file
 
 if TYPE_CHECKING:
     from .faces import FaceCrop

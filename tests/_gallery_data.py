@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from siamface.checkpoint import WEIGHTS_DIR, sha256_file
+from siamface.checkpoint import WEIGHTS_DIR
 from siamface.data import load_image
 from siamface.faces import AlignConfig, detect_faces
+from siamface.files import sha256_file
 
 # LFW people with many photos (deep-funneled: one centred face per photo, sometimes a second one behind)
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon",

@@ -16,8 +16,8 @@ from _helpers import one_thread
 from PIL import Image
 
 from siamface import gallery_db
-from siamface.checkpoint import sha256_file
 from siamface.errors import SiamfaceError
+from siamface.files import sha256_file
 from siamface.gallery import Gallery, model_record
 from siamface.verify import Verifier
 
