@@ -12,31 +12,37 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from common import command, data_root, machine, train_once, write_result
 
+from siamface.cli import add_config_flags, config_from_args
 from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import OMNIGLOT_VAL_ALPHABETS
 from siamface.evaluate import run_evaluation
 from siamface.models import create_model, default_preprocess
 from siamface.training import affine_for, pair_batch_loss
 
+RECIPE = RunConfig(
+    ModelConfig("conv4"), default_preprocess("conv4", invert=True), DataConfig(within_group=True),
+    TrainConfig(epochs=24, pairs_per_epoch=25_000, select="oneshot", val_way=20, val_tasks=320, val_pairs=10_000,
+                patience=20, max_minutes=55.0, pairing="all"))
+FLAGS = {ModelConfig: ("name",), TrainConfig: ("regime", "pairing", "classes_per_batch", "images_per_class",
+                                               "class_rotations", "epochs", "pairs_per_epoch", "batch_size", "lr",
+                                               "weight_decay", "max_minutes", "seed", "threads", "progress")}
+
 
 def run_config(args: argparse.Namespace) -> RunConfig:
+    """RECIPE with the flags applied: background alphabets train, 10 evaluation alphabets validate."""
     omni = data_root() / "omniglot"
-    pre = default_preprocess(args.model, invert=True)
-    data = DataConfig(root=str(omni / "images_background"), val_root=str(omni / "images_evaluation"),
-                      val_groups=OMNIGLOT_VAL_ALPHABETS, within_group=True)
-    cfg = TrainConfig(regime=args.regime, epochs=args.epochs, pairs_per_epoch=args.pairs_per_epoch, lr=args.lr,
-                      weight_decay=args.weight_decay, batch_size=args.batch_size, select="oneshot", val_way=20,
-                      val_tasks=320, val_pairs=10_000, patience=20, max_minutes=args.max_minutes, seed=args.seed,
-                      pairing=args.pairing, classes_per_batch=args.classes_per_batch,
-                      images_per_class=args.images_per_class, class_rotations=args.class_rotations,
-                      threads=args.threads, progress=args.progress)
-    return RunConfig(ModelConfig(args.model), pre, data, cfg)
+    model = config_from_args(ModelConfig, args, RECIPE.model)
+    data = replace(RECIPE.data, root=str(omni / "images_background"), val_root=str(omni / "images_evaluation"),
+                   val_groups=OMNIGLOT_VAL_ALPHABETS)
+    return RunConfig(model, default_preprocess(model.name, invert=True), data,
+                     config_from_args(TrainConfig, args, RECIPE.train))
 
 
 def koch_pairs_per_second(steps: int = 3, batch: int = 128) -> dict:
@@ -62,29 +68,18 @@ def koch_pairs_per_second(steps: int = 3, batch: int = 128) -> dict:
             "mode": "bf16 autocast + channels_last, both towers in one batched pass", "affine": str(affine_for(pre))}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="conv4")
-    p.add_argument("--regime", default="adamw")
-    p.add_argument("--pairing", choices=("sampled", "all"), default="all",
-                   help="all: every pair of a class-balanced batch from one alphabet (see siamface/losses.py)")
-    p.add_argument("--classes-per-batch", type=int, default=32)
-    p.add_argument("--images-per-class", type=int, default=4)
-    p.add_argument("--class-rotations", action=argparse.BooleanOptionalAction, default=False,
-                   help="turn each class of a batch by a random multiple of 90 degrees (class augmentation)")
-    p.add_argument("--epochs", type=int, default=24)
-    p.add_argument("--pairs-per-epoch", type=int, default=25_000)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--max-minutes", type=float, default=55.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    for cls, names in FLAGS.items():  # siamface train's own flags, defaults from RECIPE
+        add_config_flags(p, cls, base=RECIPE.model if cls is ModelConfig else RECIPE.train, only=names)
     p.add_argument("--out", default=str(Path("runs") / "bench-omniglot"))
     p.add_argument("--name", default="omniglot")
     p.add_argument("--skip-koch-speed", action="store_true")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     run = run_config(args)
     out = Path(args.out)
     t0 = time.perf_counter()
