@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from siamface.checkpoint import WEIGHTS_DIR
 from siamface.data import load_image
 from siamface.faces import AlignConfig, detect_faces
 from siamface.files import sha256_file
+from siamface.gallery import Gallery
+from siamface.verify import Verifier
 
 # LFW people with many photos (deep-funneled: one centred face per photo, sometimes a second one behind)
 PEOPLE = ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon",
@@ -57,3 +60,14 @@ def other_model(dst: Path) -> Path:
     meta["weights_sha256"] = sha256_file(dst / "model.safetensors")
     (dst / "model.json").write_text(json.dumps(meta))
     return dst
+
+
+def lfw_view1_verifier() -> Verifier:
+    """The Haar-aligned grey model: the gallery's mechanics, fast (a module fixture in the gallery tests)."""
+    return Verifier(LFW_VIEW1)
+
+
+def open_gallery(tmp_path: Path, verifier: Verifier) -> Iterator[Gallery]:
+    """A new gallery file in the test's folder, closed afterwards (a fixture in the gallery tests)."""
+    with Gallery(tmp_path / "people.db", verifier) as g:
+        yield g

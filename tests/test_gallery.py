@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _gallery_data import LFW_VIEW1, other_model, single_face_photos
+from _gallery_data import lfw_view1_verifier, open_gallery, other_model, single_face_photos
 from _helpers import one_thread
 
 from siamface.data import load_image
@@ -31,9 +31,7 @@ from siamface.verify import Verifier
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
-@pytest.fixture(scope="module")
-def verifier() -> Verifier:
-    return Verifier(LFW_VIEW1)  # the Haar-aligned grey model: the gallery's mechanics, fast
+verifier = pytest.fixture(scope="module")(lfw_view1_verifier)
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +39,7 @@ def photos(data_root: Path) -> dict[str, tuple[Path, ...]]:
     return single_face_photos(data_root / "lfw", 8, 3)
 
 
-@pytest.fixture
-def gallery(tmp_path: Path, verifier: Verifier) -> Gallery:
-    with Gallery(tmp_path / "people.db", verifier) as g:
-        yield g
+gallery = pytest.fixture(open_gallery)
 
 
 def _rgb(path: Path) -> np.ndarray:

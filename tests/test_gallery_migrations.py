@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _gallery_data import LFW_VIEW1, single_face_photos
+from _gallery_data import lfw_view1_verifier, open_gallery, single_face_photos
 from _helpers import one_thread
 from PIL import Image
 
@@ -24,9 +24,7 @@ from siamface.verify import Verifier
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
 
-@pytest.fixture(scope="module")
-def verifier() -> Verifier:
-    return Verifier(LFW_VIEW1)  # the Haar-aligned grey model: the gallery's mechanics, fast
+verifier = pytest.fixture(scope="module")(lfw_view1_verifier)
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +32,7 @@ def photos(data_root: Path) -> dict[str, tuple[Path, ...]]:
     return single_face_photos(data_root / "lfw", 3, 1)
 
 
-@pytest.fixture
-def gallery(tmp_path: Path, verifier: Verifier) -> Gallery:
-    with Gallery(tmp_path / "people.db", verifier) as g:
-        yield g
+gallery = pytest.fixture(open_gallery)
 
 
 def test_file_settings(gallery: Gallery) -> None:
