@@ -86,7 +86,8 @@ def embed_frozen(model: SiameseNet, images: torch.Tensor, pre: PreprocessConfig,
             out.append(embed_batches(model, x, pre, device=device, bf16=bf16))
             continue
         keys = [(tower, hashlib.blake2b(img.numpy().tobytes(), digest_size=16).digest()) for img in x]
-        missing = [i for i, k in enumerate(keys) if k not in _MEMO and keys.index(k) == i]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}  # a chunk may hold one image twice
+        missing = sorted(i for k, i in first.items() if k not in _MEMO)
         if missing:
             new = embed_batches(model, x[torch.as_tensor(missing)], pre, device=device, bf16=bf16)
             _MEMO.update({keys[i]: e for i, e in zip(missing, new)})
