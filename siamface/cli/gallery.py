@@ -58,12 +58,12 @@ def cmd_enroll(args: argparse.Namespace) -> None:
 
 def cmd_identify(args: argparse.Namespace) -> None:
     with _gallery(args, args.model) as g:
-        print_json(g.identify(args.photo, k=args.k))
+        print_json(g.identify(args.photo, k=args.k, fpir=args.fpir))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
     with _gallery(args, args.model) as g:
-        print_json(g.verify_against(args.name, args.photo))
+        print_json(g.verify_against(args.name, args.photo).to_dict())
 
 
 def cmd_people(args: argparse.Namespace) -> None:
@@ -113,6 +113,9 @@ def add_gallery_commands(sub: Any) -> None:
     i = sub.add_parser("identify", help="who is in this photo? top-k people per face, or unknown")
     i.add_argument("photo")
     i.add_argument("-k", type=int, default=5, help="candidates per face")
+    i.add_argument("--fpir", type=float, default=None,
+                   help="the share of strangers allowed to match someone in this gallery (default 0.01); the "
+                        "threshold follows the gallery's size, measured on its own people where they resolve it")
     i.set_defaults(func=cmd_identify)
     va = sub.add_parser("verify-against", help="is the person in this photo NAME? prints a verify verdict")
     va.add_argument("name")
