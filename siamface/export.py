@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict
@@ -87,7 +86,7 @@ def onnx_bytes(module: nn.Module, example: tuple[torch.Tensor, ...], names: list
     with torch.no_grad(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():  # the exporter chats about its own internals
         warnings.simplefilter("ignore", FutureWarning)
-        warnings.filterwarnings("ignore", "The axis name", UserWarning)
+        warnings.filterwarnings("ignore", ".*The axis name", UserWarning)
         program = torch.onnx.export(module, example, input_names=names, output_names=outputs,
                                     dynamic_shapes=shapes, dynamo=True, verbose=False)
         program.optimize()
@@ -153,7 +152,7 @@ def export_onnx(model: str | Path, out: str | Path, images: list[Path] | None = 
     torch; every difference must stay within TOLERANCE or nothing is written."""
     require_onnx()
     out = Path(out)
-    check_output_folder(out)
+    check_output_folder(out, create=False)  # a refused export leaves no folder behind
     loaded = load_model(model)
     net = loaded.model.eval()
     files = {TOWER: tower_onnx(net), HEAD: head_onnx(net)}
@@ -170,7 +169,7 @@ def export_onnx(model: str | Path, out: str | Path, images: list[Path] | None = 
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
         atomic_write_bytes(out / name, data)
-    shutil.copyfile(resolve_run(model) / META, out / META)
+    atomic_write_bytes(out / META, (resolve_run(model) / META).read_bytes())
     manifest = _manifest(loaded, files, parity, len(images or []))
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
@@ -204,7 +203,7 @@ def _manifest(loaded: LoadedModel, files: dict[str, bytes], parity: dict[str, fl
     return {
         "model": card.model.name, "weights_sha256": card.weights_sha256, "embed_dim": loaded.model.embed_dim,
         "preprocess": asdict(card.preprocess),
-        "input": "float32, normalised: (uint8 / 255, inverted if preprocess.invert) - mean) / std",
+        "input": "tower.onnx takes float32 x = (u - mean) / std, u = uint8 pixels / 255 (1 - that if invert)",
         "files": {name: {**shapes[name], "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
                          "max_abs_diff_vs_torch": parity[name]} for name, data in files.items()},
         "parity": {"tolerance": TOLERANCE, "images": n_images or "random inputs (no images given)"},

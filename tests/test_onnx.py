@@ -103,6 +103,17 @@ def test_cli_runtime_onnx(exported: tuple[Path, dict], data_root: Path, capsys: 
     assert abs(answers[0]["probability"] - answers[1]["probability"]) <= TOL
 
 
+def test_identify_on_onnxruntime_in_a_gallery_enrolled_with_torch(exported: tuple[Path, dict], data_root: Path,
+                                                                   tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "people.db"
+    for person in PEOPLE:
+        assert main(["enroll", person, str(_lfw(data_root, person, 1)), "--gallery", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(_lfw(data_root, PEOPLE[0], 2)), "--gallery", str(db), "--runtime", "onnx"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"][0]["match"] == PEOPLE[0]
+
+
 def test_first_use_exports_the_tower_once_then_loads_it(tmp_path_factory: pytest.TempPathFactory,
                                                         data_root: Path) -> None:
     tiny: TinyRun = tiny_run(tmp_path_factory, data_root)
@@ -113,6 +124,18 @@ def test_first_use_exports_the_tower_once_then_loads_it(tmp_path_factory: pytest
     again = Verifier(tiny.path, runtime="onnx")
     assert cached.stat().st_mtime_ns == stamp  # loaded, not exported again
     torch.testing.assert_close(again.embed(images), Verifier(tiny.path).embed(images), rtol=0, atol=TOL)
+
+
+def test_an_export_that_misses_the_tolerance_writes_nothing(tmp_path_factory: pytest.TempPathFactory,
+                                                            data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import siamface.export as ex
+
+    tiny: TinyRun = tiny_run(tmp_path_factory, data_root)
+    monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # no difference can meet it
+    out = tmp_path_factory.mktemp("refused") / "onnx"
+    with pytest.raises(SiamfaceError, match="onnxruntime differs from torch"):
+        export_onnx(tiny.path, out, detector=False)
+    assert not out.exists()
 
 
 def test_missing_extra_and_unknown_runtime_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
