@@ -32,6 +32,7 @@ class Shard:
 
     rank: int = 0
     world: int = 1
+    owns_group: bool = False  # this module started the process group, so training ends it
 
     @property
     def main(self) -> bool:
@@ -90,7 +91,7 @@ class _GatherSlices(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, part: torch.Tensor, n: int, shard: Shard) -> torch.Tensor:  # type: ignore[override]
-        sizes = [shard.__class__(r, shard.world).bounds(n) for r in range(shard.world)]
+        sizes = [Shard(r, shard.world).bounds(n) for r in range(shard.world)]
         width = max(hi - lo for lo, hi in sizes)
         padded = part.new_zeros((width, *part.shape[1:]))
         padded[:len(part)] = part
@@ -193,13 +194,14 @@ def start(device: str) -> tuple[Shard, str]:
         backend = "gloo"
     else:
         raise SiamfaceError(f"--device {device}: several processes train on cpu (gloo) or cuda (NCCL) only")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()  # a caller's own group is used as it is, and left to the caller
+    if owns:
         dist.init_process_group(backend, rank=rank, world_size=world)
-    return Shard(rank, world), device
+    return Shard(rank, world, owns), device
 
 
-def stop() -> None:
-    """Leave the process group (a no-op when training alone)."""
-    if dist.is_initialized():
+def stop(shard: Shard) -> None:
+    """Leave the process group this module started (nothing otherwise)."""
+    if shard.owns_group and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -134,8 +134,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
                 return _train(run, out, resume, shard)
         return _train(run, out, resume, shard)
     finally:
-        if shard.world > 1:
-            distributed.stop()
+        distributed.stop(shard)
 
 
 def _train(run: RunConfig, out: Path, resume: bool, shard: Shard) -> dict[str, Any]:

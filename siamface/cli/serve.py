@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
         resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
-    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
+    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
           f"gallery {args.gallery}, {mode}", file=sys.stderr)
     uvicorn.run(create_app(settings, resources), host=args.host, port=args.port, log_level=args.log_level)
 
