@@ -46,6 +46,17 @@ def _torchrun(config: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _end(proc: subprocess.Popen[str]) -> None:
+    """Never leave a launcher behind (a failed assertion, a timeout): SIGTERM reaches its ranks too."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+
+
 def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str = "") -> None:
     assert a.keys() == b.keys()
     for k in a:
@@ -63,15 +74,21 @@ def test_two_gloo_processes_take_one_process_steps_and_resume(data_root: Path, t
 
     two = tmp_path / "two"  # killed once its first epoch is saved, then resumed: the same end
     proc = _torchrun(config, two)
-    deadline = time.monotonic() + 120
-    while not (two / "state.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)  # torchrun passes it to both ranks
-    proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while not (two / "state.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # torchrun passes it to both ranks
+        proc.communicate(timeout=60)
+    finally:
+        _end(proc)
     killed_at = json.loads((two / "state.json").read_text())["epoch"]
     assert 1 <= killed_at < EPOCHS, "the run finished before it could be killed"
     done = _torchrun(config, two, "--resume")
-    stdout, stderr = done.communicate(timeout=180)
+    try:
+        stdout, stderr = done.communicate(timeout=180)
+    finally:
+        _end(done)
     assert done.returncode == 0, stderr[-2000:]
     assert json.loads(stdout)["status"] == "complete"  # rank 0 alone prints: one JSON document
 
