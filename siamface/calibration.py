@@ -58,6 +58,7 @@ class PairScores:
     id_a: np.ndarray
     id_b: np.ndarray
     kind: str = ""
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # impostor pairs grouped by people
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -84,7 +85,9 @@ class PairScores:
         return self.scores[self.same]
 
     def n_identities(self) -> int:
-        return int(len(np.unique(np.concatenate([self.id_a, self.id_b]))))
+        if "n_identities" not in self._memo:
+            self._memo["n_identities"] = int(len(np.unique(np.concatenate([self.id_a, self.id_b]))))
+        return self._memo["n_identities"]
 
     def people_pairs(self, mask: np.ndarray) -> int:
         """How many distinct (unordered) pairs of people the masked pairs come from."""
@@ -183,27 +186,36 @@ def identity_weights(n_ids: int, n_boot: int, seed: int) -> np.ndarray:
     return rng.multinomial(n_ids, np.full(n_ids, 1.0 / n_ids), size=n_boot).astype(np.float64)
 
 
-def bootstrap_far(ps: PairScores, threshold: float, weights: np.ndarray) -> np.ndarray:
-    """FAR at `threshold` in each bootstrap replicate: a pair of people a, b counts w_a * w_b times
-    (weights: (B, n_ids) counts over the compact identity index of `ps`'s impostor pairs)."""
-    imp = ~ps.same
-    a, b = _compact(ps.id_a[imp], ps.id_b[imp])
-    acc = ps.scores[imp] >= threshold
-    # the denominator sums w_a w_b over every impostor pair: group the pairs of people first
-    key, count = np.unique(a * (int(b.max(initial=0)) + 1) + b, return_counts=True)
-    ka, kb = key // (int(b.max(initial=0)) + 1), key % (int(b.max(initial=0)) + 1)
-    den = np.zeros(len(weights))
-    for c in range(0, len(key), 200_000):
-        sl = slice(c, c + 200_000)
-        den += (weights[:, ka[sl]] * weights[:, kb[sl]]) @ count[sl].astype(np.float64)
-    num = (weights[:, a[acc]] * weights[:, b[acc]]).sum(axis=1) if acc.any() else np.zeros(len(weights))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+def _impostor_groups(ps: PairScores) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """The impostor pairs' people on a compact index (a, b), the distinct pairs of people (ka, kb) with how
+    many pairs each holds, and the number of people: computed once per PairScores."""
+    if "groups" not in ps._memo:
+        imp = ~ps.same
+        a, b = _compact(ps.id_a[imp], ps.id_b[imp])
+        width = int(b.max(initial=0)) + 1
+        key, count = np.unique(a * width + b, return_counts=True)
+        n_ids = int(max(a.max(initial=-1), b.max(initial=-1))) + 1
+        ps._memo["groups"] = (a, b, key // width, key % width, count.astype(np.float64), n_ids)
+    return ps._memo["groups"]
 
 
 def _compact(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     _, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
     return inv[:len(a)], inv[len(a):]
+
+
+def bootstrap_far(ps: PairScores, threshold: float, weights: np.ndarray) -> np.ndarray:
+    """FAR at `threshold` in each bootstrap replicate: a pair of people a, b counts w_a * w_b times
+    (weights: (B, n_ids) counts over the compact identity index of `ps`'s impostor pairs)."""
+    a, b, ka, kb, count, _ = _impostor_groups(ps)
+    acc = ps.impostor >= threshold
+    den = np.zeros(len(weights))  # the denominator sums w_a w_b over every impostor pair, by pairs of people
+    for c in range(0, len(ka), 200_000):
+        sl = slice(c, c + 200_000)
+        den += (weights[:, ka[sl]] * weights[:, kb[sl]]) @ count[sl]
+    num = (weights[:, a[acc]] * weights[:, b[acc]]).sum(axis=1) if acc.any() else np.zeros(len(weights))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
 
 def far_interval(ps: PairScores, threshold: float, n_boot: int = N_BOOT, seed: int = 0,
@@ -213,9 +225,8 @@ def far_interval(ps: PairScores, threshold: float, n_boot: int = N_BOOT, seed: i
     imp = ps.impostor
     k, n = int((imp >= threshold).sum()), len(imp)
     lo, hi = wilson(k, n, level)
-    if n and k:
-        a, b = _compact(ps.id_a[~ps.same], ps.id_b[~ps.same])
-        far = bootstrap_far(ps, threshold, identity_weights(int(max(a.max(), b.max())) + 1, n_boot, seed))
+    if n and k and n_boot:
+        far = bootstrap_far(ps, threshold, identity_weights(_impostor_groups(ps)[5], n_boot, seed))
         far = far[np.isfinite(far)]
         if len(far):
             q = (1 - level) / 2
@@ -251,13 +262,16 @@ class Evidence:
         return cls(**{**d, "far_interval": tuple(d["far_interval"])})
 
 
-def evidence(ps: PairScores, threshold: float, needs: float | None = None, seed: int = 0) -> Evidence:
+def evidence(ps: PairScores, threshold: float, needs: float | None = None, seed: int = 0,
+             n_boot: int = N_BOOT) -> Evidence:
+    """What a set of pairs says about `threshold` (n_boot=0: the Wilson interval alone, for speed)."""
     imp_mask = ~ps.same
     acc = imp_mask & (ps.scores >= threshold)
     gen = ps.genuine
-    return Evidence(ps.kind, float(acc.sum() / max(imp_mask.sum(), 1)), far_interval(ps, threshold, seed=seed),
+    return Evidence(ps.kind, float(acc.sum() / max(imp_mask.sum(), 1)),
+                    far_interval(ps, threshold, n_boot=n_boot, seed=seed),
                     float((gen < threshold).mean()) if len(gen) else None, int(imp_mask.sum()),
-                    ps.people_pairs(imp_mask), int(acc.sum()), ps.people_pairs(acc), int(len(gen)),
+                    len(_impostor_groups(ps)[2]), int(acc.sum()), ps.people_pairs(acc), int(len(gen)),
                     ps.n_identities(), needs)
 
 
@@ -315,7 +329,8 @@ def _resolves(ps: PairScores, far: float, t: float) -> bool:
     return ps.people_pairs(imp & (ps.scores >= t)) >= RESOLVE_PEOPLE_PAIRS
 
 
-def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0) -> OperatingPoint | None:
+def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0,
+              n_boot: int = N_BOOT) -> OperatingPoint | None:
     """The point at FAR `far` over one or more kinds of photos, or None when none resolves it: the highest
     threshold any kind that can measure the rate needs."""
     needs = {}
@@ -331,7 +346,7 @@ def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0) 
     t = max(needs.values())
     if not any(_resolves(ps, far, needs[ps.kind]) for ps in sets if ps.kind in needs):
         return None
-    ev = tuple(evidence(ps, t, needs.get(ps.kind), seed) for ps in sets)
+    ev = tuple(evidence(ps, t, needs.get(ps.kind), seed, n_boot) for ps in sets)
     name = far_name(far)
     worst = max(ev, key=lambda e: e.far / far)
     lo = max(e.far_interval[0] for e in ev)
@@ -344,7 +359,7 @@ def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0) 
     return OperatingPoint(name, t, far, _pooled_frr(sets, t), src, (lo, hi), far, ev)
 
 
-def eer_point(sets: Sequence[PairScores], what: str, seed: int = 0) -> OperatingPoint | None:
+def eer_point(sets: Sequence[PairScores], what: str, seed: int = 0, n_boot: int = N_BOOT) -> OperatingPoint | None:
     """The equal-error point: the highest of the kinds' EER thresholds (kinds with both genuine and
     impostor pairs; with several kinds, a kind that separates perfectly needs only the lowest of its
     error-free thresholds); far is the highest FAR measured there."""
@@ -354,7 +369,7 @@ def eer_point(sets: Sequence[PairScores], what: str, seed: int = 0) -> Operating
     if not needs:
         return None
     t = max(needs.values())
-    ev = tuple(evidence(ps, t, needs.get(ps.kind), seed) for ps in sets)
+    ev = tuple(evidence(ps, t, needs.get(ps.kind), seed, n_boot) for ps in sets)
     worst = max(ev, key=lambda e: e.far)
     src = (f"EER point (the highest of the equal-error thresholds) on {len(ev)} kind(s) of photos of {what}: "
            f"{sum(e.n_impostor for e in ev):,} impostor and {sum(e.n_genuine for e in ev):,} genuine pairs")
@@ -392,16 +407,17 @@ class Points:
 
 
 def calibrate_sets(sets: Sequence[PairScores], what: str, fars: Sequence[float] = STANDARD_FARS,
-                   seed: int = 0) -> Points:
-    """Operating points (EER and each resolvable FAR) and the FAR curve over one or more kinds of photos."""
+                   seed: int = 0, n_boot: int = N_BOOT) -> Points:
+    """Operating points (EER and each resolvable FAR) and the FAR curve over one or more kinds of photos
+    (n_boot=0: thresholds and Wilson intervals only, no bootstrap)."""
     sets = [ps if ps.kind else replace(ps, kind=f"set{i}") for i, ps in enumerate(sets)]
     points: dict[str, OperatingPoint] = {}
-    eer = eer_point(sets, what, seed)
+    eer = eer_point(sets, what, seed, n_boot)
     if eer is not None:
         points[EER] = eer
     unresolved = []
     for far in fars:
-        p = far_point(sets, far, what, seed)
+        p = far_point(sets, far, what, seed, n_boot)
         if p is None:
             unresolved.append(far_name(far))
         else:

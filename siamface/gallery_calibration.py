@@ -9,7 +9,7 @@ then with the model's, and every answer says which calibration it used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,9 +17,7 @@ import torch
 from . import calibration as cal
 from .decision import Decision, from_curve, from_point, lowest_on_curve
 from .embed import probability
-
-if TYPE_CHECKING:
-    from .verify import Verifier
+from .verify import Verifier, model_decision, model_label
 
 MAX_PAIRS = 2_000_000  # impostor pairs scored at most (a seeded sample beyond)
 MAX_SEARCHES = 2_000  # enrolled photos searched against the others at most
@@ -99,7 +97,7 @@ class SelfCalibration:
             return d
         model = verifier.loaded.card.calibration
         curve = model.curve if model is not None else ()
-        where = f"model {verifier.loaded.path.name}"
+        where = f"model {model_label(verifier.loaded)}"
         if not curve:  # an older model: its default point, with the FPIR it gives if its FAR is known
             point = _model_far(verifier, None)
             got = cal.fpir_of_far(point.far, n) if point.far is not None and point.far == point.far else None
@@ -112,8 +110,6 @@ class SelfCalibration:
 
 
 def _model_far(verifier: Verifier, far: float | None) -> Decision:
-    from .verify import model_decision
-
     return model_decision(verifier.loaded, far=far)
 
 

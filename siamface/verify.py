@@ -113,7 +113,15 @@ def model_decision(loaded: LoadedModel, threshold: float | None = None, far: flo
         point = cal.point(far)
     except ModelError as e:
         raise ModelError(f"{loaded.card.file}: {e}") from None
-    return from_point(point, f"model {loaded.path}")
+    return from_point(point, f"model {model_label(loaded)}")
+
+
+def model_label(loaded: LoadedModel) -> str:
+    """How answers name a model: a shipped one by its name, any other by its folder."""
+    from .checkpoint import WEIGHTS_DIR
+
+    path = Path(loaded.path)
+    return path.name if path.resolve().parent == WEIGHTS_DIR.resolve() else str(path)
 
 
 class Verifier:

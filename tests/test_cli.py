@@ -347,13 +347,13 @@ def test_threshold_flag_overrides_the_calibrated_one(tiny: TinyRun, faces: tuple
     rc, out, _ = call(capsys, "verify", a, b, "--model", str(tiny.path), "--threshold", "0.0")
     low = json.loads(out)
     assert rc == 0 and low["same"] is True and low["threshold"] == 0.0
-    assert "command line" in low["threshold_source"]
+    assert "given explicitly" in low["threshold_source"]
     assert low["probability"] == p  # the threshold changes the decision, never the score
 
     rc, out, _ = call(capsys, "verify", a, b, "--model", str(tiny.path), "--threshold", "1.0")
     high = json.loads(out)
     assert rc == 0 and high["same"] is False and high["threshold"] == 1.0
-    assert "command line" in high["threshold_source"]
+    assert "given explicitly" in high["threshold_source"]
 
 
 # ---- flags map one-to-one onto config fields -------------------------------------------------------------------
