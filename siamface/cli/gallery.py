@@ -23,32 +23,19 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 
 def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
-    """Open the gallery with --model, else the model that made it (when it can be found), else the shipped one."""
-    from ..checkpoint import resolve_run
-    from ..errors import ModelError
+    """Open the gallery with --model, else the model that made it (Gallery.open finds it), else the shipped one."""
     from ..gallery import Gallery
-    from ..gallery_db import connect
-    from ..verify import Verifier
 
     path = _gallery_path(args)
     if not check_model:
         return Gallery(path, check_model=False)
-    if model is None and path.is_file():
-        conn = connect(path)
-        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("model")
-        conn.close()
-        try:
-            model = str(resolve_run(stored)) if stored else None
-        except ModelError:
-            model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
     check_device(args.device)
     kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
     if getattr(args, "threshold", None) is not None:
         kwargs["threshold"] = args.threshold
     if getattr(args, "far", None) is not None:
         kwargs["far"] = args.far
-    verifier = Verifier(model, **kwargs)
-    return Gallery(path, verifier, aggregate=getattr(args, "aggregate", "max"))
+    return Gallery.open(path, model, aggregate=getattr(args, "aggregate", "max"), **kwargs)
 
 
 def cmd_enroll(args: argparse.Namespace) -> None:

@@ -124,9 +124,10 @@ class Health(BaseModel):
     threshold: float
     threshold_source: str
     operating_point: str | None = None
-    gallery: str | None = None
+    gallery: str | None = Field(None, description="the gallery's file name (not its path)")
     people: int | None = None
     read_only: bool = Field(description="true when SIAMFACE_API_KEY is unset: the write endpoints refuse")
+    key_required: bool = Field(False, description="true when the gallery endpoints need the X-API-Key header")
     limits: dict[str, int | float]
 
 
