@@ -236,8 +236,9 @@ def test_with_a_key_every_gallery_endpoint_needs_it(client: TestClient, photos: 
     assert enroll(client, "Bush", photos["bush1"]).status_code == 200
     files = {"image": ("p.jpg", photos["bush2"], "image/jpeg")}
     anonymous = TestClient(client.app)  # the same running app, no key
-    for method, path, kw in (("GET", "/people", {}), ("GET", "/people/Bush", {}),
-                             ("POST", "/identify", {"files": files}), ("POST", "/people/Bush/verify", {"files": files})):
+    calls = [("GET", "/people", {}), ("GET", "/people/Bush", {}), ("POST", "/identify", {"files": files}),
+             ("POST", "/people/Bush/verify", {"files": files})]
+    for method, path, kw in calls:
         r = anonymous.request(method, path, **kw)
         assert r.status_code == 401, (path, r.json())
         assert r.json()["detail"].startswith("missing X-API-Key header")
