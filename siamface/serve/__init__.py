@@ -11,7 +11,7 @@ from typing import Any
 from siamface.errors import SiamfaceError
 
 _EXPORTS = {"create_app": "app", "Settings": "app", "open_resources": "app", "Limits": "limits"}
-_PACKAGES = {"multipart": "python-multipart", "swagger_ui_bundle": "swagger-ui-bundle"}  # import -> package
+_PACKAGES = {"multipart": "python-multipart", "swagger_ui_bundle": "swagger-ui-bundle-v2"}  # import -> package
 __all__ = ["require_extra", *sorted(_EXPORTS)]
 
 
