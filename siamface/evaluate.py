@@ -146,7 +146,7 @@ def _lfw_root(data: str | None) -> Path:
     root = Path(data) if data else data_root() / "lfw"
     root = root / "lfw" if (root / "lfw").is_dir() else root
     if not (root / "pairs.txt").is_file():
-        raise DataError(f"{root}: not an LFW folder (pairs.txt missing); pass --data")
+        raise DataError(f"{root}: not an LFW folder (pairs.txt missing); give the LFW folder", option="data")
     return root
 
 

@@ -163,19 +163,20 @@ def start(out: Path, run: RunConfig, model: torch.nn.Module, opt: torch.optim.Op
         if not leftovers:
             return fresh
         if not _unfinished_first_epoch(out):
-            raise SiamfaceError(f"{out}: holds a model but no training state; choose a new --out")
+            raise SiamfaceError(f"{out}: holds a model but no training state; choose another run folder", option="out")
         if not resume:
-            raise SiamfaceError(f"{out}: holds a run that stopped before its first epoch was saved; pass --resume "
-                                "to start it again or choose a new --out")
+            raise SiamfaceError(f"{out}: holds a run that stopped before its first epoch was saved; resume it to "
+                                "start it again, or choose another run folder", option="resume")
         for name in (META, LOG):  # nothing of that run can be continued: start it again, cleanly
             (out / name).unlink(missing_ok=True)
         return fresh
     if not resume:
-        raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
+        raise SiamfaceError(f"{out}: a run already exists there; resume it to continue it, or choose another run "
+                            "folder", option="resume")
     saved = json.loads((out / STATE_META).read_text())
     diff = run_differences(RunConfig.from_dict(saved["run"]), run)
     if saved.get("init_weights_sha256", init_sha) != init_sha:
-        diff.append(f"the weights of --init {run.train.init} (SHA-256 {init_sha[:12]}, started from "
+        diff.append(f"the weights of the starting model (init) {run.train.init} (SHA-256 {init_sha[:12]}, started from "
                     f"{saved['init_weights_sha256'][:12]})")
     if diff:
         raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")

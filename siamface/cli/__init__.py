@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 OPTION_FLAGS = {
     "select": "--select largest or --select central",
     "detect": "--no-detect if the photos already are face crops",
-    "resume": "--resume",
+    "resume": "--resume, or another --out",
     "out": "--out",
+    "model": "--model",
     "threshold": "--threshold",
     "far": "--far",
     "data": "--data",

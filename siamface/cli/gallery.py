@@ -38,19 +38,34 @@ def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bo
     return Gallery.open(path, model, aggregate=getattr(args, "aggregate", "max"), **kwargs)
 
 
+def _print(args: argparse.Namespace, answer: dict[str, Any], compact: Any) -> None:
+    from .compact import print_compact
+
+    if args.full:
+        print_json(answer)
+    else:
+        print_compact(compact(answer))
+
+
 def cmd_enroll(args: argparse.Namespace) -> None:
+    from .compact import enroll_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.enroll(args.name, args.photos, select=args.select, new=args.new))
+        _print(args, g.enroll(args.name, args.photos, select=args.select, new=args.new), enroll_answer)
 
 
 def cmd_identify(args: argparse.Namespace) -> None:
+    from .compact import identify_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.identify(args.photo, k=args.k))
+        _print(args, g.identify(args.photo, k=args.k), lambda a: identify_answer(a, args.photo))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
+    from .compact import verify_against_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.verify_against(args.name, args.photo))
+        _print(args, g.verify_against(args.name, args.photo), lambda a: verify_against_answer(a, args.photo))
 
 
 def cmd_people(args: argparse.Namespace) -> None:
@@ -81,7 +96,9 @@ def add_gallery_commands(sub: Any) -> None:
         p.add_argument("--gallery", help="the gallery file (default: $SIAMFACE_GALLERY); created on first enroll")
         if model:
             p.add_argument("--model", default=None,
-                           help="run folder or shipped model (default: the gallery's own, else the shipped face model)")
+                           help="a shipped model's name or a run folder (default: the gallery's own, else dlib-twin)")
+            p.add_argument("--full", action="store_true",
+                           help="print the whole report (every box, eyes, landmarks), not one line per face")
             p.add_argument("--no-detect", dest="detect", action="store_false",
                            help="photos are already face crops: no face detection")
             p.add_argument("--far", type=float, default=None,

@@ -11,14 +11,14 @@ from typing import Any
 from siamface.errors import SiamfaceError
 
 _EXPORTS = {"create_app": "app", "Settings": "app", "open_resources": "app", "Limits": "limits"}
-_PACKAGES = {"multipart": "python-multipart", "swagger_ui_bundle": "swagger-ui-bundle-v2"}  # import -> package
+_PACKAGES = {"python_multipart": "python-multipart", "swagger_ui_bundle": "swagger-ui-bundle-v2"}  # import -> package
 __all__ = ["require_extra", *sorted(_EXPORTS)]
 
 
 def require_extra() -> None:
     """Raise a one-line SiamfaceError naming the install command when the service's packages are missing."""
     missing = []
-    for module in ("fastapi", "uvicorn", "multipart", "swagger_ui_bundle"):
+    for module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle"):
         try:
             import_module(module)
         except ImportError:
