@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _helpers import TinyRun, one_thread, tiny_run
-from _serve_helpers import encode, face_tiny_model, lfw_photos, rgb, side_by_side
+from _serve_helpers import encode, face_tiny_model, free_port, lfw_photos, rgb, side_by_side
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -412,3 +412,42 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.Monkey
     assert capsys.readouterr().err == ("siamface: error: siamface serve needs fastapi: in the siamface checkout, "
                                        "pip install -e '.[serve]' (or .venv/bin/pip after scripts/setup.sh)\n")
     assert not (tmp_path / "people.db").exists()
+
+
+def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Path) -> None:
+    import socket
+
+    import uvicorn
+
+    from siamface.serve.server import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
+                                       header_timeout_s=1.0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: srv.started)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            t0, closed = time.monotonic(), False
+            for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                s.settimeout(0.1)
+                try:
+                    if s.recv(1) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            elapsed = time.monotonic() - t0
+        assert closed and elapsed < 5  # closed about 1 s in, not after all 140 bytes (14 s)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200  # others still served
+    finally:
+        srv.should_exit = True
+        thread.join(10)

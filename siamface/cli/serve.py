@@ -36,7 +36,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
           f"gallery {gallery}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
-    uvicorn.run(create_app(settings, resources), host=args.host, port=args.port, log_level=args.log_level)
+    from ..serve.server import server_config
+
+    config = server_config(create_app(settings, resources), args.host, args.port, args.header_timeout,
+                           args.max_connections, args.log_level)
+    uvicorn.Server(config).run()
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -60,6 +64,9 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--timeout", type=float, default=30.0,
                    help="seconds a request may take before a 504 (its work stops at its next stage)")
     s.add_argument("--workers", type=int, default=2, help="requests computing at once")
+    s.add_argument("--max-connections", type=int, default=64, help="open connections; more are answered 503")
+    s.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client may take to send a request's headers before the connection is closed")
     s.add_argument("--queue", type=int, default=8, help="requests waiting for a worker; more are answered 503")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
