@@ -132,12 +132,26 @@ def evaluate_identities(
     scores = score_indices(model, emb, pairs[:, 0], pairs[:, 1])
     y = pairs[:, 2].astype(int)
     summary = metrics.verification_summary(y, scores, metrics.fold_ids(len(y), 10, seed=seed))
-    n_way = min(n_way, len(np.unique(labels)))
+    summary["distinct_pairs"] = _distinct_pairs(pairs)
+    if summary["distinct_pairs"] < 0.9 * len(pairs):
+        warnings.warn(f"{len(pairs)} pairs drawn from {len(labels)} images hold only {summary['distinct_pairs']} "
+                      "distinct pairs: repeated pairs weigh more in the metrics (distinct_pairs in the report)",
+                      stacklevel=2)
+    n_ids = len(np.unique(labels))
+    if n_way > n_ids:
+        warnings.warn(f"{n_way}-way one-shot needs {n_way} identities, the split has {n_ids}: the tasks are "
+                      f"{n_ids}-way (oneshot_way in the report)", stacklevel=2)
+        summary["oneshot_way_requested"] = n_way
+    n_way = min(n_way, n_ids)
     q, c, ans = make_oneshot_tasks(labels, n_way, n_tasks, seed, groups=groups, within_group=within_group)
     summary["oneshot_accuracy"] = metrics.oneshot_accuracy(oneshot_scores(model, emb, q, c), ans)
-    summary.update(oneshot_way=n_way, oneshot_tasks=len(q), identities=int(len(np.unique(labels))),
-                   images=len(store))
+    summary.update(oneshot_way=n_way, oneshot_tasks=len(q), identities=int(n_ids), images=len(store))
     return summary, y, scores
+
+
+def _distinct_pairs(pairs: np.ndarray) -> int:
+    """How many different unordered image pairs (i, j) an array of [i, j, same] rows holds."""
+    return len(np.unique(np.sort(pairs[:, :2], axis=1), axis=0)) if len(pairs) else 0
 
 
 # ---- the `siamface evaluate` command -------------------------------------------------------------------
