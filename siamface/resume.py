@@ -67,10 +67,11 @@ def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
 # ---- saving and loading --------------------------------------------------------------------------------
 
 def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: TrainState, run: RunConfig,
-               extra: dict[str, torch.nn.Module] | None = None) -> None:
-    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON.
-    `extra`: training-only modules (an identity classifier) saved under their own prefix."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+               extra: dict[str, torch.nn.Module] | None = None, rebuilt: str = "") -> None:
+    """Last-epoch state for resuming: weights and optimiser tensors in safetensors, the rest in JSON.
+    `extra`: training-only modules (an identity classifier) saved under their own prefix. `rebuilt`: a prefix
+    of the model's tensors not to save (a frozen pretrained tower: its factory rebuilds it, 22 MB saved)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if not (rebuilt and k.startswith(rebuilt))}
     for prefix, module in (extra or {}).items():
         tensors.update({f"extra.{prefix}.{k}": v for k, v in module.state_dict().items()})
     opt_sd = opt.state_dict()
@@ -103,7 +104,8 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
         tensors = load_file(path)
     except (OSError, json.JSONDecodeError, KeyError, SafetensorError) as e:
         raise ModelError(f"{out / STATE_META}: unreadable training state ({e})") from e
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    # tensors not saved (a frozen factory tower) keep the values the model was built with
+    model.load_state_dict({**model.state_dict(), **{k[6:]: v for k, v in tensors.items() if k.startswith("model.")}})
     for prefix, module in (extra or {}).items():
         head = f"extra.{prefix}."
         try:

@@ -294,7 +294,8 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
                 state.bad_epochs += 1
             state.epoch = epoch + 1
             state.stopped = _stop_reason(state, cfg)
-            save_state(out, model, opt, state, run, extra)
+            save_state(out, model, opt, state, run, extra,
+                       rebuilt="tower." if base.get("tower_weights") == FROM_FACTORY else "")
             plot_training(rows, out / CURVES)
             _report_epoch(row, cfg, improved)
             if state.stopped:

@@ -90,6 +90,10 @@ def test_a_frozen_pretrained_tower_is_not_stored_and_loads_back(data_root: Path,
     shipped = create_model("dlib_resnet").tower.state_dict()
     assert all(torch.equal(lm.model.tower.state_dict()[k], v) for k, v in shipped.items())
     assert torch.equal(lm.model.head.fc.weight, stored["head.fc.weight"])
+    states = list((tmp_path / "twin").glob("state*.safetensors"))
+    assert states and all(p.stat().st_size < 100_000 for p in states)  # no copy of the 22 MB tower either
+    again = train(run, tmp_path / "twin", resume=True)  # the state still resumes: the factory gives the tower
+    assert again["calibration"] == meta["calibration"]
 
 
 def test_kept_descriptors_embed_each_image_once_across_runs(data_root: Path, tmp_path: Path,
