@@ -64,3 +64,24 @@ def test_serve_reads_the_gallery_from_the_environment(tmp_path: Path, capsys: py
     monkeypatch.setenv("SIAMFACE_API_KEY", "short")  # refused before listening: proves the gallery was taken
     code, _, err = run(capsys, "serve")
     assert code == 2 and "the API key has 5 characters; use at least 16" in err
+
+
+def test_train_help_has_a_sentence_per_flag(capsys: pytest.CaptureFixture) -> None:
+    import re
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    assert not re.search(r"\b[A-Z][a-zA-Z]+Config\.[a-z_]+ \(default", text)  # no bare field names
+    assert "identities held out to choose the best epoch" in text and text.startswith("usage: siamface train --out")
+
+
+def test_a_small_folder_is_told_how_to_hold_out_fewer(data_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    for s in ("s1", "s2", "s3", "s4", "s5", "s6"):
+        shutil.copytree(data_root / "att_faces" / s, tmp_path / "mine" / s)
+    code, _, err = run(capsys, "train", "--data", tmp_path / "mine", "--model", "tiny", "--out", tmp_path / "run")
+    assert code == 2 and "cannot hold out 5 val + 10 test identities from 6" in err
+    assert err.rstrip().endswith("(--n-val and --n-test: with a few people, e.g. --n-val 3 --val-way 3 --n-test 0)")

@@ -49,6 +49,7 @@ OPTION_FLAGS = {
     "distortions": "--no-distortions",
     "val_way": "--val-way, or --n-val for more validation identities",
     "src": "--src",
+    "n_val": "--n-val and --n-test: with a few people, e.g. --n-val 3 --val-way 3 --n-test 0",
 }
 
 

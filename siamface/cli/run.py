@@ -153,7 +153,10 @@ def add_run_commands(sub: Any) -> None:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=cmd_models)
 
-    t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)")
+    t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)",
+                       usage="siamface train --out RUN (--data FOLDER | --pairs-file FILE) [--init MODEL] [options]",
+                       description="Train a Siamese network; every option below is one field of the run's config "
+                                   "(saved in RUN/model.json).")
     t.add_argument("--out", required=True, help="run folder: model.safetensors, model.json, log.jsonl, curves.png")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--config", default=None,
