@@ -114,6 +114,8 @@ def png_header(width: int, height: int) -> bytes:
     ("empty file", 415, r"image_a \(a\.jpg\): empty"),
     ("PNG claiming 30000x30000", 413, r"image_a \(a\.jpg\): .*900000000 pixels.*40 Mpx"),
     ("PNG claiming 8000x6000", 413, r"image_a \(a\.jpg\): 8000x6000 is 48\.0 Mpx, above the 40 Mpx limit"),
+    ("PNG claiming 5000x4000", 413, r"image_a \(a\.jpg\): 5000x4000 is 20\.0 Mpx; a PNG image is decoded whole, "
+                                    r"so 16 Mpx is its limit \(a JPEG may have up to 40 Mpx"),
     ("1x1 image", 422, r"image_a \(a\.jpg\): 1x1 pixels is too small to hold a face"),
     ("no face", 422, r"^image_a \(a\.jpg\): no face found in the image \(200x200; Haar cascade"),
 ])
@@ -126,6 +128,7 @@ def test_bad_image_gets_its_status_and_a_clear_message(client: TestClient, photo
         "empty file": b"",
         "PNG claiming 30000x30000": png_header(30000, 30000),
         "PNG claiming 8000x6000": png_header(8000, 6000),
+        "PNG claiming 5000x4000": png_header(5000, 4000),
         "1x1 image": encode(np.zeros((1, 1, 3), np.uint8), "PNG"),
         "no face": encode(np.tile(np.linspace(0, 255, 200, dtype=np.uint8), (200, 1)), "PNG"),
     }[case]

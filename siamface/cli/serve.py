@@ -23,7 +23,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if not gallery:
         raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
-                    timeout_s=args.timeout, max_side=args.max_side, workers=args.workers, queue=args.queue)
+                    timeout_s=args.timeout, max_side=args.max_side, workers=args.workers, queue=args.queue,
+                    max_full_decode_pixels=int(args.max_mpx_full_decode * 1e6))
     hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else \
         default_hosts(args.host)
     settings = Settings.from_env(gallery=Path(gallery), model=args.model, far=args.far, limits=limits,
@@ -59,6 +60,8 @@ def add_serve_parser(sub: Any) -> None:
                         "--host is loopback, else any): refuses DNS-rebinding pages")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image file (MB)")
     s.add_argument("--max-mpx", type=float, default=40.0, help="largest accepted image (megapixels, from its header)")
+    s.add_argument("--max-mpx-full-decode", type=float, default=16.0,
+                   help="largest image of a format decoded whole (all but JPEG), in megapixels")
     s.add_argument("--max-side", type=int, default=2048,
                    help="photos with a longer side are analysed at reduced size (JPEG: decoded smaller, cheaply)")
     s.add_argument("--timeout", type=float, default=30.0,
