@@ -103,6 +103,8 @@ def check_integrity(path: str | Path) -> None:
     try:
         problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
     except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):  # another kind of file: not damaged, just not a gallery
+            raise SiamfaceError(f"{path}: not a usable gallery database ({e})") from e
         problems = [str(e)]
     finally:
         conn.close()

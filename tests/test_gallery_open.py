@@ -105,3 +105,10 @@ def test_rescale_report_maps_both_report_shapes_back() -> None:
                       "faces_in_photo": 2}
     assert rescale_report(gallery_report, 2.0)["box"] == {"x": 2, "y": 4, "w": 6, "h": 8, "confidence": 1.0}
     assert rescale_report(gallery_report, 2.0)["faces_in_photo"] == 2
+
+
+def test_open_refuses_a_file_that_is_not_a_gallery(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(SiamfaceError, match="junk.db: not a usable gallery database"):
+        Gallery.open(junk)
