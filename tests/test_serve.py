@@ -454,3 +454,38 @@ def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Pa
     finally:
         srv.should_exit = True
         thread.join(10)
+
+
+def test_connections_beyond_the_cap_are_answered_503_in_json(face_model: Path) -> None:
+    import json
+    import socket
+
+    import uvicorn
+
+    from siamface.serve.server import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
+                                       max_connections=2, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: srv.started)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503") and b"content-type: application/json" in head
+        assert json.loads(body)["detail"].startswith("the server has 2 connections open, its limit")
+        for s in idle:
+            s.close()
+        import httpx
+
+        assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200)
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -1,11 +1,12 @@
-"""Running the app under uvicorn with connection limits: a cap on open connections (uvicorn answers 503
-beyond it) and a deadline for a request's headers, so a client that sends them a byte at a time
-(slowloris) cannot hold a connection open for ever. The request body and the work are bounded by
-LimitsMiddleware (timeout) and the worker gate.
+"""Running the app under uvicorn with connection limits: a cap on open connections (beyond it a new one is
+answered 503, one line of JSON, and closed) and a deadline for a request's headers, so a client that sends
+them a byte at a time (slowloris) cannot hold a connection open for ever. The request body and the work are
+bounded by LimitsMiddleware (timeout) and the worker gate.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import h11
@@ -17,13 +18,19 @@ class HeaderTimeoutProtocol(H11Protocol):
     `header_timeout_s` of their first byte (or of the connection's start)."""
 
     header_timeout_s = 10.0
+    max_connections = 64
     _header_timer: Any = None
+    _refused = False
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._refused = len(self.connections) > self.max_connections  # answered 503 once its request comes
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            self._refuse()
+            return
         if self._header_timer is None and self.conn.their_state is h11.IDLE:
             self._arm()  # the first bytes of a next request on a kept-alive connection
         super().data_received(data)
@@ -43,6 +50,15 @@ class HeaderTimeoutProtocol(H11Protocol):
             self._header_timer.cancel()
             self._header_timer = None
 
+    def _refuse(self) -> None:
+        body = json.dumps({"detail": f"the server has {self.max_connections} connections open, its limit; retry "
+                                     "in a moment", "error": "TooManyConnections"}).encode()
+        head = ("HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+                f"connection: close\r\ncontent-length: {len(body)}\r\n\r\n").encode()
+        if not self.transport.is_closing():
+            self.transport.write(head + body)
+            self.transport.close()
+
     def _headers_too_slow(self) -> None:
         self._header_timer = None
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
@@ -54,6 +70,6 @@ def server_config(app: Any, host: str, port: int, header_timeout_s: float = 10.0
     """A uvicorn Config with the header deadline and the connection cap."""
     import uvicorn
 
-    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,), {"header_timeout_s": header_timeout_s})
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol,
-                          limit_concurrency=max_connections, timeout_keep_alive=5)
+    protocol = type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
+                    {"header_timeout_s": header_timeout_s, "max_connections": max_connections})
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, http=protocol, timeout_keep_alive=5)
