@@ -24,6 +24,7 @@ import torch
 
 from . import __version__, metrics
 from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
+from .calibration import PairScores, all_pairs
 from .card import calibrate
 from .checkpoint import FROM_FACTORY, load_model, save_model
 from .config import PreprocessConfig, RunConfig, TrainConfig
@@ -45,6 +46,7 @@ from .resume import LOG, TrainState, append_log, rewrite_log, save_state, start
 
 CURVES = "curves.png"
 COLLAPSE_EPOCHS = 3
+MAX_CALIBRATION_PAIRS = 2_000_000  # validation pairs thresholds are calibrated on, at most
 
 
 # ---- one epoch -----------------------------------------------------------------------------------------
@@ -226,6 +228,18 @@ def validate(model: SiameseNet, data: Prepared, run: RunConfig, emb: torch.Tenso
         device=cfg.device, bf16=cfg.bf16, emb=emb)
 
 
+def validation_pairs(model: SiameseNet, data: Prepared, run: RunConfig, labels: np.ndarray, scores: np.ndarray
+                     ) -> PairScores:
+    """The pairs thresholds are calibrated on: every pair of validation images (a seeded sample beyond
+    MAX_CALIBRATION_PAIRS) with the identity of each side, so each point's interval counts people; a
+    validation pairs file gives its own pairs (each its own cluster: the file names no identities)."""
+    if data.val_pairs is not None:
+        return PairScores.of(scores, labels, kind="validation")
+    emb = embed_batches(model, data.val_images, run.preprocess, device=run.train.device)
+    return all_pairs(lambda i, j: score_indices(model, emb, i, j), data.val_labels, kind="validation",
+                     max_pairs=MAX_CALIBRATION_PAIRS, seed=run.train.seed + 2)
+
+
 def selection_score(summary: dict[str, Any], select: str) -> float:
     """Higher is better: one-shot accuracy (the paper), AUC, or minus the EER."""
     if select == "oneshot" and "oneshot_accuracy" in summary:
@@ -373,7 +387,8 @@ def _finish(out: Path, run: RunConfig, data: Prepared, state: TrainState, base: 
     summary, labels, scores = validate(model, data, run.replace_train(bf16=False))  # fp32, as verify scores
     meta = {**base, "status": "complete", "epoch": state.best_epoch, "epochs_run": state.epoch,
             "train_seconds": round(state.elapsed_s, 1), "val": summary,
-            "calibration": calibrate(labels, scores, data.split.val, run.train.seed)}
+            "calibration": calibrate(validation_pairs(model, data, run, labels, scores), data.split.val,
+                                     run.train.seed)}
     warning = below_chance(summary)
     if collapsed:
         warning = (f"training stopped at epoch {state.epoch} after a collapse "

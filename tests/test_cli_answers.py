@@ -22,7 +22,7 @@ def test_verify_prints_the_decision_and_one_line_per_photo(data_root: Path, caps
     a, b = lfw_photos(data_root, "George_W_Bush")
     code, out, err = run(capsys, "verify", a, b, "--model", "lfw-view1")
     assert code == 0, err
-    assert len(out.splitlines()) <= 14 and "landmarks" not in out and "eyes" not in out
+    assert len(out.splitlines()) <= 20 and "landmarks" not in out and "eyes" not in out  # the decision's fields
     answer = json.loads(out)
     assert answer["operating_point"] == "EER" and answer["same"] == (answer["probability"] >= answer["threshold"])
     face_lines = [line for line in out.splitlines() if '"file"' in line]

@@ -192,7 +192,7 @@ def test_a_photo_the_browser_cannot_show_is_announced_and_sent(server: str, page
     Image.open(bush[0]).convert("L").save(pgm)  # the API reads PGM; Chromium cannot decode it
     fresh(page, server)
     page.set_input_files("#verify-a-input", str(bush[1]))
-    assert page.get_attribute("#verify-a-canvas", "data-preview") == "yes"
+    page.wait_for_selector("#verify-a-canvas[data-preview='yes']", timeout=10_000)
     page.set_input_files("#verify-a-input", str(pgm))
     page.wait_for_selector("#verify-a-canvas[data-preview='none']", timeout=10_000)  # not the previous photo
     assert page.get_attribute("#verify-a-canvas", "data-source") == "bush.pgm"

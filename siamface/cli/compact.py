@@ -9,7 +9,10 @@ from typing import Any
 
 from .flags import _finite
 
-DECISION = ("same", "probability", "threshold", "threshold_source", "operating_point", "model", "elapsed_ms")
+
+def _without_faces(answer: dict[str, Any]) -> dict[str, Any]:
+    """Every field of an answer (the decision and where it came from) but its faces."""
+    return {k: v for k, v in answer.items() if k != "faces"}
 
 
 def _box(box: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -20,7 +23,7 @@ def _box(box: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def verify_answer(verdict: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """A verify verdict: the decision, and per photo its file, the face used and how many were found."""
-    out = {k: verdict[k] for k in DECISION if k in verdict}
+    out = _without_faces(verdict)
     faces = verdict.get("faces") or []
     out["faces"] = [{"file": Path(f).name, "used": _box(r.get("used")), "faces_found": len(r.get("faces") or [])}
                     for f, r in zip(files, faces)] if len(faces) == len(files) else []
@@ -39,18 +42,14 @@ def enroll_answer(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def identify_answer(answer: dict[str, Any], file: str) -> dict[str, Any]:
-    out = {k: answer[k] for k in ("threshold", "threshold_source", "operating_point", "model", "elapsed_ms")
-           if k in answer}
-    out["file"] = Path(file).name
+    out = {**_without_faces(answer), "file": Path(file).name}
     out["faces"] = [{"match": f["match"], **gallery_face(f.get("face")), "candidates": f["candidates"]}
                     for f in answer["faces"]]
     return out
 
 
 def verify_against_answer(answer: dict[str, Any], file: str) -> dict[str, Any]:
-    out = {"name": answer["name"], **{k: answer[k] for k in DECISION if k in answer}, "photos": answer["photos"]}
-    if "aggregate" in answer:
-        out["aggregate"] = answer["aggregate"]
+    out = _without_faces(answer)
     out["faces"] = [gallery_face(f, Path(file).name) for f in answer.get("faces") or []]
     return out
 

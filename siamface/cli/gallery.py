@@ -58,14 +58,14 @@ def cmd_identify(args: argparse.Namespace) -> None:
     from .compact import identify_answer
 
     with _gallery(args, args.model) as g:
-        _print(args, g.identify(args.photo, k=args.k), lambda a: identify_answer(a, args.photo))
+        _print(args, g.identify(args.photo, k=args.k, fpir=args.fpir), lambda a: identify_answer(a, args.photo))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
     from .compact import verify_against_answer
 
     with _gallery(args, args.model) as g:
-        _print(args, g.verify_against(args.name, args.photo), lambda a: verify_against_answer(a, args.photo))
+        _print(args, g.verify_against(args.name, args.photo).to_dict(), lambda a: verify_against_answer(a, args.photo))
 
 
 def cmd_people(args: argparse.Namespace) -> None:
@@ -117,6 +117,9 @@ def add_gallery_commands(sub: Any) -> None:
     i = sub.add_parser("identify", help="who is in this photo? top-k people per face, or unknown")
     i.add_argument("photo")
     i.add_argument("-k", type=int, default=5, help="candidates per face")
+    i.add_argument("--fpir", type=float, default=None,
+                   help="the share of strangers allowed to match someone in this gallery (default 0.01); the "
+                        "threshold follows the gallery's size, measured on its own people where they resolve it")
     i.set_defaults(func=cmd_identify)
     va = sub.add_parser("verify-against", help="is the person in this photo NAME? prints a verify verdict")
     va.add_argument("name")

@@ -147,6 +147,13 @@ def _verify_batch(args: argparse.Namespace) -> None:
         print(f"siamface: {summary} (--strict to fail)", file=sys.stderr)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from ..calibrate import calibrate, summary
+
+    path = calibrate(args.data, model=args.model, out=args.out, seed=args.seed, default=args.default, progress=True)
+    print_json(summary(path))
+
+
 def add_run_commands(sub: Any) -> None:
     """The models, train, evaluate and verify subcommands."""
     m = sub.add_parser("models", help="list registered architectures with parameter counts and input size")
@@ -192,6 +199,16 @@ def add_run_commands(sub: Any) -> None:
                    help="on a pairs file, fail when an image cannot be used (default: skip its pairs and count them)")
     e.set_defaults(func=cmd_evaluate)
 
+    c = sub.add_parser("calibrate", help="measure a model's operating points on your own people; writes a derived "
+                                         "model folder (same weights, your calibration)")
+    c.add_argument("--data", required=True, help="identity folder: <data>/<person>/<photo> (at least 2 people)")
+    c.add_argument("--out", required=True, help="the derived model folder to write (must not exist or be empty)")
+    c.add_argument("--model", default=None, help="the model to calibrate (default: the shipped face model)")
+    c.add_argument("--default", default=None,
+                   help="the point decisions use by default, e.g. FAR=1e-03 or EER (default: the model's)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of pair sampling beyond 5M pairs")
+    c.set_defaults(func=cmd_calibrate)
+
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
     v.add_argument("image_a", nargs="?")
     v.add_argument("image_b", nargs="?")
@@ -205,8 +222,8 @@ def add_run_commands(sub: Any) -> None:
     v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     v.add_argument("--far", type=float, default=None,
-                   help="decide at the threshold calibrated for this false-accept rate (1e-2, 1e-3 or 1e-4, where "
-                        "the model's validation pairs could resolve it) instead of the equal-error point")
+                   help="decide at the threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4..., where "
+                        "the model's calibration resolved it) instead of the model's default point")
     v.add_argument("--no-detect", dest="detect", action="store_false",
                    help="the images are already face crops: no face detection (centre square, resized)")
     v.add_argument("--select", choices=("largest", "central"), default=None,

@@ -266,7 +266,10 @@ def _add_routes(app: FastAPI) -> None:
     limits, gate = app.state.settings.limits, app.state.gate
 
     def public(answer: dict[str, Any], v: Verifier) -> dict[str, Any]:
-        return {**answer, "model": model_label(v)} if "model" in answer else answer
+        """The model by name and no path in the texts that explain the decision."""
+        out = {k: app.state.redact(x) if k in ("threshold_source", "calibration") and isinstance(x, str) else x
+               for k, x in answer.items()}
+        return {**out, "model": model_label(v)} if "model" in out else out
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -324,7 +327,9 @@ def _add_routes(app: FastAPI) -> None:
         with gate.slot(deadline):
             photo = read_photo(image, "image", limits, deadline)
             check(deadline, "verifying")
-            return public(gallery.verify_against(name, _for_gallery(photo)), gallery.verifier)
+            answer = gallery.verify_against(name, _for_gallery(photo)).to_dict()
+            answer["name"] = answer.pop("person")  # the service's field since its first version
+            return public(answer, gallery.verifier)
 
     @app.get("/people", response_model=list[schemas.Person], dependencies=[ReadKey])
     def people(gallery: GalleryDep) -> list[dict[str, Any]]:

@@ -39,6 +39,10 @@ class Decision(BaseModel):
     threshold: float
     threshold_source: str
     operating_point: str | None = None
+    far: float | None = Field(None, description="the false-accept rate the threshold stands for")
+    far_interval: list[float] | None = Field(None, description="its 95% interval")
+    fpir: float | None = Field(None, description="identification: the share of strangers matched to someone")
+    calibration: str = Field("", description="which calibration chose the threshold")
     model: str
     elapsed_ms: float
 

@@ -102,5 +102,4 @@ def verify_photos(v: Verifier, photos: list[Photo], deadline: float) -> Verdict:
     p = float(v.probability(emb[:1], emb[1:])[0])
     if not math.isfinite(p):
         raise ModelError(f"{v.name}: the model gave a non-finite probability ({p}); its weights are broken")
-    return Verdict(p >= v.threshold, p, v.threshold, v.threshold_source, v.name,
-                   round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f], v.operating_point)
+    return Verdict.of(v.decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f])
