@@ -65,6 +65,45 @@ def train_head(args: argparse.Namespace) -> dict:
     return train_once(run, Path(args.runs) / "head")
 
 
+def tie_head(args: argparse.Namespace) -> dict:
+    """The shipped head: the paper's p = sigmoid(sum_j a_j |h1_j - h2_j| + b) with its weights tied (a_j = a
+    for every j), a and b fitted by class-balanced logistic regression on every pair of the head people's
+    photos. On the test people the learned per-dimension head trails this one (see the result file)."""
+    src, dest = Path(args.runs) / "head", Path(args.runs) / "tied"
+    head_people, _, test = roles(args.seed)
+    emb, ids, _ = load("lfw", Path(args.cache))
+    keep = np.isin(ids, sorted(head_people))
+    e, y_ids = torch.from_numpy(emb[keep]), ids[keep]
+    i, j = np.triu_indices(len(e), 1)
+    x = (e[torch.as_tensor(i)] - e[torch.as_tensor(j)]).abs().sum(1).double().numpy()
+    y = (y_ids[i] == y_ids[j]).astype(np.float64)
+    w = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
+    mu, sd = x.mean(), x.std()
+    z, a, b = (x - mu) / sd, 0.0, 0.0
+    for _ in range(30):  # Newton's method on the weighted logistic loss, on the standardised distance
+        p = 1 / (1 + np.exp(-(a * z + b)))
+        g = np.array([np.sum(w * (p - y) * z), np.sum(w * (p - y))])
+        h = np.array([[np.sum(w * p * (1 - p) * z * z), np.sum(w * p * (1 - p) * z)],
+                      [np.sum(w * p * (1 - p) * z), np.sum(w * p * (1 - p))]])
+        a, b = np.array([a, b]) - np.linalg.solve(h, g)
+    a, b = a / sd, b - a * mu / sd
+    lm = load_model(src)
+    with torch.no_grad():
+        lm.model.head.fc.weight.fill_(float(a))
+        lm.model.head.fc.bias.fill_(float(b))
+    meta = json.loads((src / META).read_text())
+    meta.pop("weights_sha256", None)
+    meta["note"] = (f"the Siamese L1 head with tied weights (a_j = {a:.4f} for all j, b = {b:.4f}), fitted by "
+                    f"class-balanced logistic regression on all {len(x):,} pairs of the {len(head_people)} head "
+                    "people's photos (benchmarks/operating_points.py --tie); the per-dimension head trained by "
+                    "siamface train on them (the train section) scored lower on people never seen")
+    dest.mkdir(parents=True, exist_ok=True)
+    from siamface.checkpoint import save_model
+
+    save_model(dest, lm.model, meta)
+    return {"a": float(a), "b": float(b), "pairs": int(len(x)), "people": len(head_people)}
+
+
 class Scorer:
     """The head's p(same) over rows of a descriptor matrix."""
 
@@ -122,7 +161,7 @@ def halves(ids: np.ndarray, seed: int) -> tuple[set[str], set[str]]:
 def transfer(args: argparse.Namespace) -> dict:
     """For each kind: calibrate on every other kind, measure on the one left out (LFW kinds: on the test
     people); then `siamface calibrate` on half of a kind's people, measured on the other half."""
-    cache, head = Path(args.cache), Path(args.runs) / "head"
+    cache, head = Path(args.cache), Path(args.runs) / args.head
     scorer = Scorer(head)
     _, calib, test = roles(args.seed)
     rows: dict = {}
@@ -150,8 +189,7 @@ def transfer(args: argparse.Namespace) -> dict:
 def ship(args: argparse.Namespace) -> dict:
     """Calibrate the head on every kind (LFW calibration people and their variants, AT&T, IMM) and write it
     as the default model `dlib-twin`."""
-    cache, head = Path(args.runs) / "head", Path(args.runs) / "head"
-    cache = Path(args.cache)
+    cache, head = Path(args.cache), Path(args.runs) / args.head
     scorer = Scorer(head)
     _, calib, _ = roles(args.seed)
     sets = calibration_sets(scorer, cache, calib)
@@ -181,6 +219,8 @@ def main() -> None:
     p.add_argument("--train", action="store_true")
     p.add_argument("--ship", action="store_true")
     p.add_argument("--transfer", action="store_true")
+    p.add_argument("--tie", action="store_true", help="fit the tied-weight head (runs/ops/tied) from runs/ops/head")
+    p.add_argument("--head", default="tied", help="the head under runs/ that --ship and --transfer use")
     p.add_argument("--default", default=cal.far_name(1e-3), help="the shipped default operating point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -191,6 +231,8 @@ def main() -> None:
     if args.train:
         meta = train_head(args)
         print(json.dumps({"val": meta["val"], "train_seconds": meta["train_seconds"]})[:600])
+    if args.tie:
+        print(json.dumps(tie_head(args)))
     if args.ship:
         write_result("operating_points_ship", ship(args))
     if args.transfer:

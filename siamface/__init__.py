@@ -18,8 +18,8 @@ _EXPORTS = {
     "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
-    "Gallery": "siamface.gallery", "calibrate": "siamface.calibrate", "Decision": "siamface.decision",
-    "Verdict": "siamface.verify",
+    "Gallery": "siamface.gallery", "export_onnx": "siamface.export", "calibrate": "siamface.calibrate",
+    "Decision": "siamface.decision", "Verdict": "siamface.verify",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

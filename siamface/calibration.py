@@ -296,7 +296,8 @@ class OperatingPoint:
         fi = d.get("far_interval")
         return cls(name, float(d["threshold"]), float(d.get("far", math.nan)), float(d.get("frr", math.nan)),
                    str(d.get("source", source)), tuple(float(x) for x in fi) if fi else None,  # type: ignore[arg-type]
-                   float(d["target"]) if d.get("target") is not None else None,
+                   float(d["target"]) if d.get("target") is not None else
+                   float(name[4:]) if name.startswith("FAR=") else None,
                    tuple(Evidence.from_dict(e) for e in d.get("evidence", ())))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import metrics
 from .calibration import EER, STANDARD_FARS, OperatingPoint, PairScores, Points, calibrate_sets, far_name  # noqa: F401
-from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict
+from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .errors import ModelError
 
 META = "model.json"
@@ -119,6 +119,26 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Who made the weights and how long it took: versions, the command, the parameter count, the machine."""
+
+    siamface_version: str = ""
+    torch_version: str = ""
+    created_by: str = ""
+    parameters: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Provenance:
+        return cls(str(raw.get("siamface_version", "")), str(raw.get("torch_version", "")),
+                   str(raw.get("created_by", "")), int(raw.get("parameters", 0)), dict(raw.get("machine") or {}),
+                   int(raw.get("epochs_run", 0)), float(raw.get("train_seconds", 0.0)), str(raw.get("note", "")))
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """A validated `model.json`. `raw` keeps the whole JSON for fields that only reports print."""
 
@@ -136,6 +156,8 @@ class ModelCard:
     calibration: Calibration | None = None
     warning: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    provenance: Provenance = Provenance()
+    tower_weights: str = ""  # "factory": the tower is rebuilt by its factory, only the head is stored
 
     @property
     def file(self) -> Path:
@@ -191,7 +213,46 @@ class ModelCard:
         return cls(folder, model, pre, digest, str(raw.get("status", "complete")), int(raw.get("epoch", 0)),
                    data, train, {k: tuple(v) for k, v in split.items()}, lineage, dict(raw.get("val") or {}),
                    Calibration.from_dict(cal, f"{where}: calibration") if cal is not None else None,
-                   str(raw.get("warning", "")), raw)
+                   str(raw.get("warning", "")), raw, Provenance.from_dict(raw), str(raw.get("tower_weights", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model.json of this card (from_dict's inverse), in its usual key order. An optional field is
+        written when it is set or when the card was read with it; the calibration is written as it was given;
+        keys of `raw` that no field holds (a report's own) are kept. The weights hash only once it is known."""
+        p = self.provenance
+        out: dict[str, Any] = {}
+        has = self.raw.keys()
+
+        def put(key: str, value: Any, unset: Any) -> None:
+            if value != unset or key in has:
+                out[key] = value
+
+        put("siamface_version", p.siamface_version, "")
+        put("torch_version", p.torch_version, "")
+        put("created_by", p.created_by, "")
+        out.update(model=to_dict(self.model), preprocess=to_dict(self.preprocess))
+        put("data", to_dict(self.data) if self.data else None, None)
+        put("train", to_dict(self.train) if self.train else None, None)
+        put("split", {k: list(v) for k, v in self.split.items()}, {})
+        put("parameters", p.parameters, 0)
+        put("machine", p.machine, {})
+        put("init_weights_sha256", self.lineage.init_weights_sha256, "")
+        if self.train is not None or self.lineage.identities or "lineage_identities" in has:
+            out["lineage_identities"] = list(self.lineage.identities)
+        put("tower_weights", self.tower_weights, "")
+        out["status"] = self.status
+        put("note", p.note, "")
+        put("epoch", self.epoch, 0)
+        put("epochs_run", p.epochs_run, 0)
+        put("train_seconds", p.train_seconds, 0.0)
+        put("val", self.val, {})
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.raw
+        put("warning", self.warning, "")
+        out.update({k: v for k, v in self.raw.items() if k not in out and k != "weights_sha256"})
+        if self.weights_sha256:
+            out["weights_sha256"] = self.weights_sha256
+        return out
 
 
 def calibrate(pairs: PairScores, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .decision import Decision, from_point, given
 from .embed import embed_batches, store_for
 from .errors import ModelError, SiamfaceError
 from .models import SiameseNet
+from .onnx_runtime import onnx_tower
 
 Image = str | Path | np.ndarray
 
@@ -120,15 +121,16 @@ class Verifier:
 
     detect=False: inputs are already face crops (no detector, no NoFaceError); select: which face of a
     photo with several is used ("largest" or "central"; default: the model's setting); far: decide at the
-    threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4...) instead of the model's default point."""
+    threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4...) instead of the model's default point;
+    runtime: "torch", or "onnx" to embed with onnxruntime (siamface.onnx_runtime; the `onnx` extra)."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, threshold: float | None = None,
                  device: str = "cpu", detect: bool = True, select: str | None = None,
-                 far: float | None = None) -> None:
+                 far: float | None = None, runtime: str = "torch") -> None:
         if model is None:
             model = default_model_path()
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
-        self.net = inference_net(self.loaded.model)
+        self.net = inference_net(self.loaded.model) if runtime == "torch" else onnx_tower(self.loaded, runtime)
         self.preprocess = face_preprocess(self.loaded.preprocess, detect, select)
         self.device = device
         self.decision = model_decision(self.loaded, threshold, far)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamfaceError
-from .flags import check_device, print_json
+from .flags import add_runtime_flag, check_device, print_json
 
 
 def _gallery_path(args: argparse.Namespace) -> Path:
@@ -30,7 +30,7 @@ def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bo
     if not check_model:
         return Gallery(path, check_model=False)
     check_device(args.device)
-    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
+    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect, "runtime": args.runtime}
     if getattr(args, "threshold", None) is not None:
         kwargs["threshold"] = args.threshold
     if getattr(args, "far", None) is not None:
@@ -103,6 +103,7 @@ def add_gallery_commands(sub: Any) -> None:
                            help="photos are already face crops: no face detection")
             p.add_argument("--far", type=float, default=None,
                            help="operating point: the threshold calibrated for this false accept rate")
+            add_runtime_flag(p)
         p.add_argument("--device", default="cpu")
 
     e = sub.add_parser("enroll", help="enroll a person from one photo or more (adds photos to an existing name)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ..errors import SiamfaceError
 from .flags import (
     absolute_path,
     add_config_flags,
+    add_runtime_flag,
     check_device,
     config_from_args,
     json_flag,
@@ -69,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..training import train
 
     meta = train(run_config_from_args(args), args.out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
+        return
     print_json({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
             "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})
 
@@ -98,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     if not (args.image_a and args.image_b):
         raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
-                 far=args.far)
+                 far=args.far, runtime=args.runtime)
     verdict = v.verify(args.image_a, args.image_b).to_dict()
     if args.full:
         print_json(verdict)
@@ -125,7 +129,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
         raise SiamfaceError(f"--out {out}: that is the pairs file itself; the scores would overwrite it (choose "
                             "another --out)")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
-                 far=args.far)
+                 far=args.far, runtime=args.runtime)
     pairs = read_pairs(args.pairs)
     rows = v.verify_pairs([(p.a, p.b) for p in pairs], progress=True)
     buf = io.StringIO()
@@ -229,6 +233,7 @@ def add_run_commands(sub: Any) -> None:
     v.add_argument("--select", choices=("largest", "central"), default=None,
                    help="which face to use when a photo has several (default: the model's setting)")
     v.add_argument("--device", default="cpu")
+    add_runtime_flag(v)
     v.add_argument("--strict", action="store_true",
                    help="batch mode: exit non-zero when a pair cannot be scored (its reason is in the error column "
                         "either way)")

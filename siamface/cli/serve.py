@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .flags import add_runtime_flag
+
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..serve import require_extra
@@ -34,8 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
+    if args.runtime != "torch":  # the gallery embeds through this verifier's net too
+        from ..onnx_runtime import onnx_tower
+
+        resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
-    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
+    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
           f"gallery {gallery}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
     from ..serve.server import server_config
 
@@ -73,5 +79,6 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--queue", type=int, default=8, help="requests waiting for a worker; more are answered 503")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
+    add_runtime_flag(s)
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)
