@@ -118,11 +118,13 @@ def evaluate_oneshot(
 def evaluate_identities(
     model: SiameseNet, pre: PreprocessConfig, store: ImageStore, labels: np.ndarray, *, n_way: int,
     n_tasks: int, n_pairs: int, seed: int, groups: np.ndarray | None = None, within_group: bool = False,
-    device: str = "cpu", bf16: bool = False, emb: torch.Tensor | None = None,
+    device: str = "cpu", bf16: bool = False, emb: torch.Tensor | None = None, report: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Verification on seeded balanced pairs and N-way one-shot on seeded tasks, over identities of one split.
 
     Pairs are split into 10 folds for a k-fold accuracy. Returns (summary, labels, scores) of the pairs.
+    report=True (an evaluation report, not training's validation): count the distinct pairs, and warn when
+    they repeat much or when the split has fewer identities than `n_way`.
     """
     from .data import make_oneshot_tasks, sample_pairs
 
@@ -133,13 +135,14 @@ def evaluate_identities(
     scores = score_indices(model, emb, pairs[:, 0], pairs[:, 1])
     y = pairs[:, 2].astype(int)
     summary = metrics.verification_summary(y, scores, metrics.fold_ids(len(y), 10, seed=seed))
-    summary["distinct_pairs"] = _distinct_pairs(pairs)
-    if summary["distinct_pairs"] < 0.9 * len(pairs):
+    if report:
+        summary["distinct_pairs"] = _distinct_pairs(pairs)
+    if report and summary["distinct_pairs"] < 0.9 * len(pairs):
         warnings.warn(f"{len(pairs)} pairs drawn from {len(labels)} images hold only {summary['distinct_pairs']} "
                       "distinct pairs: repeated pairs weigh more in the metrics (distinct_pairs in the report)",
                       stacklevel=2)
     n_ids = len(np.unique(labels))
-    if n_way > n_ids:
+    if report and n_way > n_ids:
         warnings.warn(f"{n_way}-way one-shot needs {n_way} identities, the split has {n_ids}: the tasks are "
                       f"{n_ids}-way (oneshot_way in the report)", stacklevel=2)
         summary["oneshot_way_requested"] = n_way
@@ -181,7 +184,7 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     within = bool(card.data and card.data.within_group)
     summary, y, s = evaluate_identities(lm.model, lm.preprocess, store, labels, n_way=way, n_tasks=tasks,
                                         n_pairs=n_pairs, seed=seed, groups=group_array(records),
-                                        within_group=within, device=device)
+                                        within_group=within, device=device, report=True)
     summary["data"] = f"{root}: {split} split, {len(ids)} identities"
     return summary, y, s
 
