@@ -259,7 +259,7 @@ def test_a_slow_request_gets_504_and_stops_computing(face_model: Path, photos: d
 
 
 def test_requests_beyond_the_workers_and_the_queue_get_503(face_model: Path, photos: dict, slow_stage: dict) -> None:
-    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=1)))
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=1, light_workers=0)))
     a, b = jpeg(photos["a"]), jpeg(photos["b"])
     with TestClient(app) as c:
         results: list = []
@@ -275,6 +275,54 @@ def test_requests_beyond_the_workers_and_the_queue_get_503(face_model: Path, pho
     assert r.json() == {"detail": "the server is busy (1 requests computing, 1 waiting); retry in a moment",
                         "error": "BusyError"}
     assert [status for status, _ in results] == [200, 200]
+
+
+def test_a_request_that_waits_for_a_worker_past_its_deadline_gets_a_whole_504(face_model: Path, photos: dict,
+                                                                              slow_stage: dict) -> None:
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=1, light_workers=0,
+                                                                   timeout_s=1.0)))
+    a, b = jpeg(photos["a"]), jpeg(photos["b"])
+    with TestClient(app) as c:
+        first = threading.Thread(target=lambda: post_verify(c, a, b))
+        first.start()
+        assert slow_stage["started"].wait(10)
+        r = c.post("/verify", files={"image_a": ("a.jpg", a, "image/jpeg"), "image_b": ("b.jpg", b, "image/jpeg")})
+        slow_stage["release"].set()
+        first.join(20)
+    # the worker's wait and the request's deadline end together: the answer is never cut between its start
+    # and its body
+    assert r.status_code == 504 and r.json()["detail"].startswith("request took longer than")
+
+
+def test_an_ordinary_verify_is_not_held_up_by_large_photos(face_model: Path, photos: dict,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import siamface.preprocess
+
+    real, release = siamface.preprocess.load_input_with_faces, threading.Event()
+
+    def slow_when_large(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if image.shape[0] > 600:  # only the large photos' face search waits
+            release.wait(20)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", slow_when_large)
+    big = jpeg(np.asarray(Image.fromarray(photos["a"]).resize((1500, 1500), Image.BILINEAR)))  # 2.3 Mpx: heavy
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=2, timeout_s=8)))
+    with TestClient(app) as c:
+        heavy: list = []
+        threads = [threading.Thread(target=lambda: heavy.append(post_verify(c, big, jpeg(photos["b"]))[0]))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: app.state.gate.admitted == 2)  # one computing (held), one queued
+        t0 = time.perf_counter()
+        status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))  # two 250 px photos: light
+        light_s = time.perf_counter() - t0
+        release.set()
+        for t in threads:
+            t.join(20)
+    assert status == 200 and light_s < 5, (status, body, light_s)  # served by the light worker meanwhile
+    assert heavy == [200, 200]
 
 
 def test_a_large_jpeg_is_analysed_at_reduced_size_and_reported_in_its_own_pixels(face_model: Path,

@@ -26,6 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
                     timeout_s=args.timeout, max_side=args.max_side, workers=args.workers, queue=args.queue,
+                    light_workers=args.light_workers,
                     max_full_decode_pixels=int(args.max_mpx_full_decode * 1e6))
     hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else \
         default_hosts(args.host)
@@ -77,6 +78,9 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--header-timeout", type=float, default=10.0,
                    help="seconds a client may take to send a request's headers before the connection is closed")
     s.add_argument("--queue", type=int, default=8, help="requests waiting for a worker; more are answered 503")
+    s.add_argument("--light-workers", type=int, default=1,
+                   help="extra workers for light requests only (2 Mpx or less in all): an ordinary verify is not "
+                        "held up behind large photos")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
     add_runtime_flag(s)

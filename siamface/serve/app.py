@@ -45,6 +45,7 @@ from siamface.serve.limits import (
     UploadTooLargeError,
     deadline_of,
     decode_photo,
+    pixels_of,
 )
 from siamface.serve.metrics import Metrics, MetricsMiddleware
 from siamface.serve.security import (
@@ -137,7 +138,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
                              415: {"model": schemas.ErrorAnswer}, 422: {"model": schemas.ErrorAnswer},
                              503: {"model": schemas.ErrorAnswer}, 504: {"model": schemas.ErrorAnswer}})
     app.state.settings, app.state.metrics = settings, Metrics()
-    app.state.gate = Gate(settings.limits.workers, settings.limits.queue)
+    app.state.gate = Gate(settings.limits.workers, settings.limits.queue, settings.limits.light_workers)
     app.state.throttle = KeyThrottle()
     app.state.redact = Redactor(settings.gallery, settings.model)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
@@ -196,13 +197,33 @@ def read_key(request: Request, key: Annotated[str | None, Depends(_key_header)])
         _check_key(request, key, expected)
 
 
-def read_photo(upload: UploadFile, field_name: str, limits: Limits, deadline: float) -> Photo:
-    """Read at most one byte past the limit (a bigger file is refused without reading it all), check, decode
-    (at reduced size when large); errors name the field and the file name."""
+@dataclass
+class Upload:
+    """An uploaded photo's bytes, checked from its header (size, type, pixel count) but not decoded yet."""
+
+    data: bytes
+    label: str  # how errors name it: the form field and the file name
+    source: str
+    pixels: int
+
+
+def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> Upload:
+    """Read at most one byte past the limit (a bigger file is refused without reading it all) and check the
+    header: a bad upload is refused before it waits for a worker. Errors name the field and the file name."""
     data = upload.file.read(limits.max_upload_bytes + 1)
-    check(deadline, f"decoding {field_name}")
-    return decode_photo(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits,
-                        source=upload.filename or "upload")
+    label = f"{field_name} ({upload.filename or 'unnamed upload'})"
+    return Upload(data, label, upload.filename or "upload", pixels_of(data, label, limits))
+
+
+def is_light(uploads: list[Upload], limits: Limits) -> bool:
+    """Whether a request may use the light workers: its photos hold limits.light_pixels or fewer in all."""
+    return sum(u.pixels for u in uploads) <= limits.light_pixels
+
+
+def decode(upload: Upload, limits: Limits, deadline: float) -> Photo:
+    """Decode (at reduced size when large), once the deadline is checked."""
+    check(deadline, f"decoding {upload.label}")
+    return decode_photo(upload.data, upload.label, limits, source=upload.source)
 
 
 def _for_gallery(photo: Photo) -> Photo:
@@ -294,17 +315,18 @@ def _add_routes(app: FastAPI) -> None:
                v: Annotated[Verifier, Depends(get_verifier)]) -> dict[str, Any]:
         """Are the people in two photos the same person?"""
         deadline = deadline_of(request.scope)
-        with gate.slot(deadline):
-            photos = [read_photo(u, f, limits, deadline) for f, u in (("image_a", image_a), ("image_b", image_b))]
+        uploads = [read_upload(image_a, "image_a", limits), read_upload(image_b, "image_b", limits)]
+        with gate.slot(deadline, is_light(uploads, limits)):
+            photos = [decode(u, limits, deadline) for u in uploads]
             return public(verify_photos(v, photos, deadline).to_dict(), v)
 
     @app.post("/identify", response_model=schemas.IdentifyAnswer, dependencies=[ReadKey])
     def identify(request: Request, image: Image, gallery: GalleryDep,
                  k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5) -> dict[str, Any]:
         """Who is in this photo? Every face, with its top-k people; match is null when no one passes."""
-        deadline = deadline_of(request.scope)
-        with gate.slot(deadline):
-            photo = read_photo(image, "image", limits, deadline)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
             check(deadline, "identifying")
             return public(gallery.identify(_for_gallery(photo), k=k), gallery.verifier)
 
@@ -314,18 +336,18 @@ def _add_routes(app: FastAPI) -> None:
                add: Annotated[bool, Form(description="add this photo to an existing person")] = False,
                ) -> dict[str, Any]:
         """Enroll a person from one photo (409 if the name exists, unless add=true)."""
-        deadline = deadline_of(request.scope)
-        with gate.slot(deadline):
-            photo = read_photo(image, "image", limits, deadline)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
             check(deadline, "enrolling")
             return gallery.enroll(name, [_for_gallery(photo)], select=select, new=not add)
 
     @app.post("/people/{name:path}/verify", response_model=schemas.VerifyAgainstAnswer, dependencies=[ReadKey])
     def verify_against(request: Request, name: str, image: Image, gallery: GalleryDep) -> dict[str, Any]:
         """Is the person in this photo the enrolled `name`? (best of their photos)"""
-        deadline = deadline_of(request.scope)
-        with gate.slot(deadline):
-            photo = read_photo(image, "image", limits, deadline)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
             check(deadline, "verifying")
             answer = gallery.verify_against(name, _for_gallery(photo)).to_dict()
             answer["name"] = answer.pop("person")  # the service's field since its first version

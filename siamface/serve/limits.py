@@ -57,7 +57,9 @@ class Limits:
     max_side: photos with a longer side are analysed at reduced size (see the module's docstring).
     max_full_decode_pixels: the pixel cap of formats that must be decoded whole (all but JPEG, whose decoder
     reduces at no cost): a 36 Mpx PNG takes 2 s and 400 MB to decode, the same JPEG 0.2 s.
-    workers: requests that compute at once; queue: requests that may wait for a worker (more: 503)."""
+    workers: requests that compute at once; queue: requests that may wait for a worker (more: 503).
+    light_workers: extra workers for light requests only (photos of light_pixels in all, from their headers),
+    so a burst of large photos does not hold up an ordinary verify behind it."""
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -67,13 +69,16 @@ class Limits:
     max_full_decode_pixels: int = 16_000_000
     workers: int = 2
     queue: int = 8
+    light_workers: int = 1
+    light_pixels: int = 2_000_000
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "min_side", "max_side", "max_full_decode_pixels", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.queue < 0:
-            raise ValueError(f"Limits.queue must be >= 0, got {self.queue}")
+        for name in ("queue", "light_workers", "light_pixels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Limits.{name} must be >= 0, got {getattr(self, name)}")
         if not self.timeout_s > 0:
             raise ValueError(f"Limits.timeout_s must be > 0, got {self.timeout_s}")
 
@@ -113,6 +118,12 @@ def check_upload(data: bytes, name: str, limits: Limits) -> str:
     unreadable header (400), ImageTooSmallError (422)."""
     with _open(data, name, limits) as im:
         return str(im.format)
+
+
+def pixels_of(data: bytes, name: str, limits: Limits) -> int:
+    """`check_upload`, returning the image's pixel count (from its header: what decoding it will cost)."""
+    with _open(data, name, limits) as im:
+        return int(im.size[0] * im.size[1])
 
 
 def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
@@ -226,23 +237,39 @@ class LimitsMiddleware:
                 raise _BodyTooLarge
             return message
 
+        timed_out = False
+
         async def guarded_send(message: dict) -> None:
             nonlocal started
-            if over:  # the app's own answer to a body cut off by the cap (FastAPI makes it a 400) is replaced
-                return
+            if over or timed_out:  # replaced: the app's answer to a body cut off by the cap (FastAPI makes it
+                return  # a 400), or anything it says after the 504
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await asyncio.wait_for(self.app(scope, counting_receive, guarded_send), self.limits.timeout_s)
-        except _BodyTooLarge:
-            pass
-        except asyncio.TimeoutError:
-            if not started:
-                await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit")
+        # The app is not cancelled at the deadline: a route computing in a thread cannot be interrupted (it
+        # stops at its next stage, siamface.serve.work), and cancelling the task could cut an answer it is
+        # sending between its start and its body. Past the deadline, what it sends is dropped instead.
+        task = asyncio.ensure_future(self.app(scope, counting_receive, guarded_send))
+        done, _ = await asyncio.wait({task}, timeout=self.limits.timeout_s)
+        if not done and started:
+            await asyncio.wait({task})  # it is answering: let it finish
+        elif not done:
+            timed_out = True
+            task.add_done_callback(_quiet)
+            await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit",
+                             "RequestTimeoutError")
+            return
+        if task.done() and not task.cancelled() and not isinstance(task.exception(), _BodyTooLarge):
+            task.result()  # the app's own exception, if any, goes on to the server
         if over and not started:
             await _send_json(send, 413, f"request body is above the {cap:,}-byte limit "
                                         f"({self.limits.max_upload_bytes:,} bytes per image)")
+
+
+def _quiet(task: asyncio.Future) -> None:
+    """Collect the outcome of an app task whose answer was already replaced by a 504."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _send_json(send: Any, status: int, message: str, error: str | None = None) -> None:

@@ -42,13 +42,15 @@ def check(deadline: float, stage: str = "") -> None:
 
 
 class Gate:
-    """`workers` slots to compute in, `queue` places to wait for one; `slot(deadline)` takes one."""
+    """`workers` slots to compute in, `light` more for light requests only, `queue` places to wait for one;
+    `slot(deadline, light)` takes one."""
 
-    def __init__(self, workers: int, queue: int) -> None:
-        if workers < 1 or queue < 0:
-            raise ValueError(f"a gate needs workers >= 1 and queue >= 0, got {workers} and {queue}")
-        self.workers, self.queue = workers, queue
+    def __init__(self, workers: int, queue: int, light: int = 0) -> None:
+        if workers < 1 or queue < 0 or light < 0:
+            raise ValueError(f"a gate needs workers >= 1, queue >= 0 and light >= 0, got {workers}, {queue}, {light}")
+        self.workers, self.queue, self.light = workers, queue, light
         self._slots = threading.Semaphore(workers)
+        self._light_slots = threading.Semaphore(light)
         self._lock = threading.Lock()
         self._admitted = 0  # computing + waiting
 
@@ -59,24 +61,36 @@ class Gate:
             return self._admitted
 
     @contextmanager
-    def slot(self, deadline: float) -> Iterator[None]:
-        """Compute inside: BusyError at once when `workers + queue` requests are in; RequestTimeoutError when
-        no worker frees up before the deadline. The slot is released only when the block ends."""
+    def slot(self, deadline: float, light: bool = False) -> Iterator[None]:
+        """Compute inside: BusyError at once when `workers + light + queue` requests are in;
+        RequestTimeoutError when no worker frees up before the deadline (a light request takes whichever
+        worker frees first). The slot is released only when the block ends."""
         with self._lock:
-            if self._admitted >= self.workers + self.queue:
-                raise BusyError(f"the server is busy ({self.workers} requests computing, {self.queue} waiting); "
-                                "retry in a moment")
+            if self._admitted >= self.workers + self.light + self.queue:
+                raise BusyError(f"the server is busy ({self.workers + self.light} requests computing, {self.queue} "
+                                "waiting); retry in a moment")
             self._admitted += 1
         try:
-            if not self._slots.acquire(timeout=max(0.0, min(deadline - time.monotonic(), threading.TIMEOUT_MAX))):
-                raise RequestTimeoutError("request took longer than its time limit waiting for a free worker")
+            taken = self._acquire(deadline, light)
             try:
                 yield
             finally:
-                self._slots.release()
+                taken.release()
         finally:
             with self._lock:
                 self._admitted -= 1
+
+    def _acquire(self, deadline: float, light: bool) -> threading.Semaphore:
+        if not (light and self.light):
+            if self._slots.acquire(timeout=max(0.0, min(deadline - time.monotonic(), threading.TIMEOUT_MAX))):
+                return self._slots
+        else:
+            while time.monotonic() < deadline:  # either kind of worker: poll both (a light request is short)
+                for slots in (self._slots, self._light_slots):
+                    if slots.acquire(blocking=False):
+                        return slots
+                time.sleep(0.005)
+        raise RequestTimeoutError("request took longer than its time limit waiting for a free worker")
 
 
 def verify_photos(v: Verifier, photos: list[Photo], deadline: float) -> Verdict:
