@@ -35,6 +35,7 @@ from siamface.card import calibration_record  # noqa: E402
 from siamface.checkpoint import META, WEIGHTS, load_model  # noqa: E402
 from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from siamface.data.lfw import calibration_split  # noqa: E402
+from siamface.embed import probability  # noqa: E402
 from siamface.faces.config import DLIB_CHIP  # noqa: E402
 from siamface.files import atomic_write_json  # noqa: E402
 from siamface.models import default_preprocess  # noqa: E402
@@ -115,7 +116,7 @@ class Scorer:
 
         @torch.no_grad()
         def score(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-            return torch.sigmoid(self.model.score(e[torch.as_tensor(i)], e[torch.as_tensor(j)])).numpy()
+            return probability(self.model, e[torch.as_tensor(i)], e[torch.as_tensor(j)])
 
         return score
 
@@ -165,21 +166,19 @@ def transfer(args: argparse.Namespace) -> dict:
     scorer = Scorer(head)
     _, calib, test = roles(args.seed)
     rows: dict = {}
+    pool = {kind: kind_pairs(scorer, kind, cache, calib if kind.startswith("lfw") else None) for kind in KINDS}
     for kind in KINDS:
         t0 = time.perf_counter()
-        sets = calibration_sets(scorer, cache, calib, leave_out=kind)
+        sets = [ps for k, ps in pool.items() if k != kind]
         pts = cal.calibrate_sets(sets, "the other kinds", fars=[f for f in POINTS if f]).points
-        held = kind_pairs(scorer, kind, cache, test if kind.startswith("lfw") else None)
+        held = kind_pairs(scorer, kind, cache, test) if kind.startswith("lfw") else pool[kind]
         rows[kind] = {"left_out": {n: measure(pts[n], held) for n in point_names() if n in pts}}
-        own = {}
-        emb, ids, _ = load(kind, cache)
-        pool = test if kind.startswith("lfw") else set(ids.tolist())
-        a, b = halves(np.array(sorted(pool & set(ids.tolist()))), args.seed)
-        pa = kind_pairs(scorer, kind, cache, a)
-        pb = kind_pairs(scorer, kind, cache, b)
+        _, ids, _ = load(kind, cache)
+        people = sorted((test if kind.startswith("lfw") else set(ids.tolist())) & set(ids.tolist()))
+        a, b = halves(np.array(people), args.seed)
+        pa, pb = kind_pairs(scorer, kind, cache, a), kind_pairs(scorer, kind, cache, b)
         own_pts = cal.calibrate_sets([pa], f"half of {kind}", fars=[f for f in POINTS if f]).points
-        own = {n: measure(own_pts[n], pb) for n in point_names() if n in own_pts}
-        rows[kind]["calibrate_half"] = own
+        rows[kind]["calibrate_half"] = {n: measure(own_pts[n], pb) for n in point_names() if n in own_pts}
         print(json.dumps({kind: {k: {n: v.get("ratio") for n, v in r.items()} for k, r in rows[kind].items()}}),
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     return {"benchmark": "stated against measured FAR, each kind left out of the calibration in turn",

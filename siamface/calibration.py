@@ -121,13 +121,14 @@ def _triu_from_linear(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- thresholds ------------------------------------------------------------------------------------------
 
-def threshold_for_far(impostor: np.ndarray, far: float) -> float | None:
+def threshold_for_far(impostor: np.ndarray, far: float, presorted: bool = False) -> float | None:
     """The lowest threshold t (a decision is "same" when p >= t) at which the share of impostor scores
     accepted is at most `far`: just above the (floor(far * n) + 1)-th highest impostor score. None when
-    that would be above 1 (an impostor scored exactly 1)."""
+    that would be above 1 (an impostor scored exactly 1). presorted: `impostor` is already sorted, highest
+    first."""
     if not 0.0 <= far <= 1.0:
         raise ValueError(f"far must be in [0, 1], got {far!r}")
-    s = np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
+    s = np.asarray(impostor, dtype=np.float64) if presorted else np.sort(np.asarray(impostor, dtype=np.float64))[::-1]
     if len(s) == 0:
         return None
     k = int(math.floor(far * len(s) + 1e-9))
@@ -365,12 +366,13 @@ def far_curve(sets: Sequence[PairScores], decades: float = 0.25, lowest: float =
     (RESOLVE_ACCEPTS / impostor pairs of the largest kind): the threshold is the highest a kind needs."""
     out = []
     k = 1.0
+    ranked = [np.sort(ps.impostor)[::-1] for ps in sets if len(ps.impostor)]  # each kind sorted once
     while True:
         far = 10 ** (-k)
         if far < lowest * (1 - 1e-9):
             break
-        needs = [threshold_for_far(ps.impostor, max(far, 1.0 / len(ps.impostor))) for ps in sets if len(ps.impostor)]
-        if not any(len(ps.impostor) * far >= RESOLVE_ACCEPTS - 1e-9 for ps in sets) or any(t is None for t in needs):
+        needs = [threshold_for_far(r, max(far, 1.0 / len(r)), presorted=True) for r in ranked]
+        if not any(len(r) * far >= RESOLVE_ACCEPTS - 1e-9 for r in ranked) or any(t is None for t in needs):
             break
         out.append((far, float(max(t for t in needs if t is not None))))
         k += decades

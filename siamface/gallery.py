@@ -237,7 +237,7 @@ class Gallery:
         out = []
         for face, row in zip(faces, scores):
             order = sorted(range(len(names)), key=lambda j: (-row[j], names[j]))[:k]
-            cands = [{"name": names[j], "probability": round(float(row[j]), 6)} for j in order]
+            cands = [{"name": names[j], "probability": round(float(row[j]), 10)} for j in order]
             match = cands[0]["name"] if cands and decision.accepts(row[order[0]]) else None
             out.append({"face": face.report, "match": match, "candidates": cands})
         return {"faces": out, **self._decision_fields(decision), "people": len(names),

@@ -16,6 +16,7 @@ import torch
 
 from . import calibration as cal
 from .decision import Decision, from_curve, from_point, lowest_on_curve
+from .embed import probability
 
 if TYPE_CHECKING:
     from .verify import Verifier
@@ -120,8 +121,7 @@ def _model_far(verifier: Verifier, far: float | None) -> Decision:
 def _probability(verifier: Verifier, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
     """The head's p(same), as Verifier.probability computes it (the calibration's own passes, counted apart
     from the searches a caller asks for)."""
-    model = verifier.loaded.model
-    return torch.sigmoid(model.score(e1.to(verifier.device), e2.to(verifier.device)).float()).cpu().numpy()
+    return probability(verifier.loaded.model, e1, e2)
 
 
 @torch.no_grad()

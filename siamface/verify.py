@@ -21,7 +21,7 @@ from .card import EER
 from .checkpoint import LoadedModel, default_model_path, load_model
 from .config import PreprocessConfig
 from .decision import Decision, from_point, given
-from .embed import embed_batches, store_for
+from .embed import embed_batches, probability, store_for
 from .errors import ModelError, SiamfaceError
 from .models import SiameseNet
 from .onnx_runtime import onnx_tower
@@ -175,7 +175,7 @@ class Verifier:
 
     @torch.no_grad()
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(self.loaded.model.score(e1.to(self.device), e2.to(self.device)).float()).cpu().numpy()
+        return probability(self.loaded.model, e1, e2)
 
     def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True,
                      strict: bool = False) -> list[dict[str, Any]]:
@@ -198,7 +198,7 @@ class Verifier:
         rows = []
         for (a, b), e in zip(pairs, failed):
             p = None if e is not None else float(next(probs))
-            rows.append({"image_a": str(a), "image_b": str(b), "probability": None if p is None else round(p, 6),
+            rows.append({"image_a": str(a), "image_b": str(b), "probability": None if p is None else round(p, 10),
                          "same": None if p is None else self.decision.accepts(p),
                          "error": e.reason if e is not None else "", "error_detail": str(e) if e is not None else ""})
         return rows

@@ -91,16 +91,17 @@ def test_split_is_disjoint_and_covers_every_subject(tiny: TinyRun) -> None:
 def test_calibration_is_recorded_with_its_provenance(tiny: TinyRun) -> None:
     meta = read_meta(tiny.path)
     cal, val_ids = meta["calibration"], meta["split"]["val"]
-    assert 0.0 <= cal["threshold"] <= 1.0
-    # an observed score at the ROC point nearest the EER: max(FAR, FRR) is the EER up to one ROC step
-    eer, n_same, n_diff = meta["val"]["eer"], meta["val"]["n_same"], meta["val"]["n_diff"]
-    assert eer - 1e-9 <= max(cal["val_far"], cal["val_frr"]) <= eer + 2.0 / min(n_same, n_diff)
-    assert cal["val_identities"] == val_ids
-    assert cal["n_pairs"] == 200
+    assert 0.0 <= cal["threshold"] <= 1.0 and cal["default"] == "EER"
+    # every pair of the 5 validation people's 50 photos, with the identities behind each pair
+    assert cal["n_pairs"] == 50 * 49 // 2 and cal["val_identities"] == val_ids
+    eer = cal["operating_points"]["EER"]
+    (ev,) = eer["evidence"]
+    assert (ev["n_impostor"], ev["n_genuine"], ev["n_identities"]) == (50 * 40 // 2, 5 * 45, 5)
+    assert ev["far_interval"][0] <= ev["far"] <= ev["far_interval"][1] and eer["threshold"] == cal["threshold"]
     for ident in val_ids:
         assert ident in cal["source"]
     assert "never used for training" in cal["source"]
-    expected_acc = 1 - (cal["val_far"] * n_diff + cal["val_frr"] * n_same) / (n_same + n_diff)
+    expected_acc = 1 - (ev["far"] * ev["n_impostor"] + ev["frr"] * ev["n_genuine"]) / cal["n_pairs"]
     assert cal["val_accuracy_at_threshold"] == pytest.approx(expected_acc)
     assert load_model(tiny.path).threshold == cal["threshold"]
 
