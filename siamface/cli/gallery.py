@@ -65,7 +65,9 @@ def cmd_verify_against(args: argparse.Namespace) -> None:
     from .compact import verify_against_answer
 
     with _gallery(args, args.model) as g:
-        _print(args, g.verify_against(args.name, args.photo).to_dict(), lambda a: verify_against_answer(a, args.photo))
+        answer = g.verify_against(args.name, args.photo).to_dict()
+        answer["name"] = answer.pop("person")  # the field the service and earlier versions call it
+        _print(args, answer, lambda a: verify_against_answer(a, args.photo))
 
 
 def cmd_people(args: argparse.Namespace) -> None:
