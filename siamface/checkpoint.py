@@ -69,7 +69,8 @@ def default_model_path() -> Path:
     """The default face model shipped inside the package: dlib's face descriptor (converted, CC0) under the
     Siamese L1 head trained by siamface on LFW people, with its calibrated operating points."""
     if not (DEFAULT_MODEL / META).is_file():
-        raise ModelError(f"no --model given and no model is shipped in this install ({DEFAULT_MODEL} is missing)")
+        raise ModelError(f"no model given and no model is shipped in this install ({DEFAULT_MODEL} is missing)",
+                         option="model")
     return DEFAULT_MODEL
 
 
@@ -87,7 +88,8 @@ def resolve_run(path: str | Path) -> Path:
     if p.is_file() and p.name in (WEIGHTS, META):
         p = p.parent
     if not p.is_dir():
-        raise ModelError(f"{path}: no such model (expected a run folder with {META} and {WEIGHTS})")
+        raise ModelError(f"{path}: no such model (expected a run folder with {META} and {WEIGHTS}, or a shipped "
+                         f"model: {', '.join(shipped_models()) or 'none in this install'})")
     for name in (META, WEIGHTS):
         if not (p / name).is_file():
             raise ModelError(f"{p / name}: missing (not a siamface model folder)")

@@ -228,8 +228,10 @@ class TrainConfig:
         if not self.freeze:
             raise ValueError("train.freeze must be 'none', 'all' or the name of a tower stage, got ''")
         if self.freeze == "all" and (self.distortions or self.class_rotations or self.distortions_per_pair):
-            raise ValueError("train.freeze='all' computes each image's descriptor once, so images cannot be "
-                             "distorted anew each epoch: pass --no-distortions (--flip still mirrors faces)")
+            error = ValueError("train.freeze='all' computes each image's descriptor once, so images cannot be "
+                               "distorted anew each epoch: turn distortions off (flipping still mirrors faces)")
+            error.option = "distortions"  # type: ignore[attr-defined] (the CLI names its flag)
+            raise error
 
 
 @dataclass(frozen=True)

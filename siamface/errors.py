@@ -7,9 +7,17 @@ class SiamfaceError(Exception):
     """Base class: the CLI turns any of these into one line on stderr and a non-zero exit.
 
     `reason`: a short label of the problem for per-item reports (the `error` column of `verify --pairs`).
+    `option`: the library argument that would resolve it (`select`, `detect`, `resume`...), or None. Messages
+    never name a command-line flag; the CLI adds the flag for `option` (siamface.cli.OPTION_FLAGS).
     """
 
     reason = "error"
+    option: str | None = None
+
+    def __init__(self, *args: object, option: str | None = None) -> None:
+        super().__init__(*args)
+        if option is not None:
+            self.option = option
 
 
 class ImageError(SiamfaceError, ValueError):
@@ -40,13 +48,15 @@ class CollapseError(SiamfaceError):
 
 
 class NoFaceError(SiamfaceError):
-    """No face was found in an image that had to contain one."""
+    """No face was found in an image that had to contain one (`option`: detect=False takes face crops)."""
 
     reason = "no face"
+    option = "detect"
 
 
 class DlibFormatError(SiamfaceError, ValueError):
     """A dlib model file is truncated, corrupt or of another kind; the message names the byte offset."""
+
 
 class PersonNotFoundError(SiamfaceError, KeyError):
     """A gallery has no person of that name."""
@@ -64,4 +74,6 @@ class GalleryModelError(SiamfaceError):
 
 
 class MultipleFacesError(SiamfaceError):
-    """An enrollment photo holds several faces and nothing says which one to enroll."""
+    """An enrollment photo holds several faces and nothing says which one to enroll (`option`: select)."""
+
+    option = "select"

@@ -118,11 +118,13 @@ def evaluate_oneshot(
 def evaluate_identities(
     model: SiameseNet, pre: PreprocessConfig, store: ImageStore, labels: np.ndarray, *, n_way: int,
     n_tasks: int, n_pairs: int, seed: int, groups: np.ndarray | None = None, within_group: bool = False,
-    device: str = "cpu", bf16: bool = False, emb: torch.Tensor | None = None,
+    device: str = "cpu", bf16: bool = False, emb: torch.Tensor | None = None, report: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """Verification on seeded balanced pairs and N-way one-shot on seeded tasks, over identities of one split.
 
     Pairs are split into 10 folds for a k-fold accuracy. Returns (summary, labels, scores) of the pairs.
+    report=True (an evaluation report, not training's validation): count the distinct pairs, and warn when
+    they repeat much or when the split has fewer identities than `n_way`.
     """
     from .data import make_oneshot_tasks, sample_pairs
 
@@ -133,12 +135,27 @@ def evaluate_identities(
     scores = score_indices(model, emb, pairs[:, 0], pairs[:, 1])
     y = pairs[:, 2].astype(int)
     summary = metrics.verification_summary(y, scores, metrics.fold_ids(len(y), 10, seed=seed))
-    n_way = min(n_way, len(np.unique(labels)))
+    if report:
+        summary["distinct_pairs"] = _distinct_pairs(pairs)
+    if report and summary["distinct_pairs"] < 0.9 * len(pairs):
+        warnings.warn(f"{len(pairs)} pairs drawn from {len(labels)} images hold only {summary['distinct_pairs']} "
+                      "distinct pairs: repeated pairs weigh more in the metrics (distinct_pairs in the report)",
+                      stacklevel=2)
+    n_ids = len(np.unique(labels))
+    if report and n_way > n_ids:
+        warnings.warn(f"{n_way}-way one-shot needs {n_way} identities, the split has {n_ids}: the tasks are "
+                      f"{n_ids}-way (oneshot_way in the report)", stacklevel=2)
+        summary["oneshot_way_requested"] = n_way
+    n_way = min(n_way, n_ids)
     q, c, ans = make_oneshot_tasks(labels, n_way, n_tasks, seed, groups=groups, within_group=within_group)
     summary["oneshot_accuracy"] = metrics.oneshot_accuracy(oneshot_scores(model, emb, q, c), ans)
-    summary.update(oneshot_way=n_way, oneshot_tasks=len(q), identities=int(len(np.unique(labels))),
-                   images=len(store))
+    summary.update(oneshot_way=n_way, oneshot_tasks=len(q), identities=int(n_ids), images=len(store))
     return summary, y, scores
+
+
+def _distinct_pairs(pairs: np.ndarray) -> int:
+    """How many different unordered image pairs (i, j) an array of [i, j, same] rows holds."""
+    return len(np.unique(np.sort(pairs[:, :2], axis=1), axis=0)) if len(pairs) else 0
 
 
 # ---- the `siamface evaluate` command -------------------------------------------------------------------
@@ -147,7 +164,7 @@ def _lfw_root(data: str | None) -> Path:
     root = Path(data) if data else data_root() / "lfw"
     root = root / "lfw" if (root / "lfw").is_dir() else root
     if not (root / "pairs.txt").is_file():
-        raise DataError(f"{root}: not an LFW folder (pairs.txt missing); pass --data")
+        raise DataError(f"{root}: not an LFW folder (pairs.txt missing); give the LFW folder", option="data")
     return root
 
 
@@ -167,7 +184,7 @@ def _eval_identity_split(lm: LoadedModel, split: str, data: str | None, way: int
     within = bool(card.data and card.data.within_group)
     summary, y, s = evaluate_identities(lm.model, lm.preprocess, store, labels, n_way=way, n_tasks=tasks,
                                         n_pairs=n_pairs, seed=seed, groups=group_array(records),
-                                        within_group=within, device=device)
+                                        within_group=within, device=device, report=True)
     summary["data"] = f"{root}: {split} split, {len(ids)} identities"
     return summary, y, s
 

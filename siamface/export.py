@@ -41,7 +41,7 @@ from .models import SiameseNet
 MANIFEST = "onnx.json"
 TOWER, HEAD, MMOD = "tower.onnx", "head.onnx", "mmod.onnx"
 TOLERANCE = 1e-4  # max abs difference onnxruntime vs torch, fp32, that an export must meet
-EXTRA = "ONNX needs the onnx extra: pip install 'siamface[onnx]' (onnx, onnxruntime, onnxscript)"
+EXTRA = "ONNX needs the onnx extra: in the siamface checkout, pip install -e '.[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
 def require_onnx() -> None:

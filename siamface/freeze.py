@@ -37,8 +37,8 @@ def freeze_tower(model: SiameseNet, freeze: str) -> int:
     else:
         cut = next((i for i, n in enumerate(names) if n == freeze or n.startswith(freeze + ".")), -1)
         if cut < 0:
-            raise SiamfaceError(f"--freeze {freeze}: the tower has no such stage; use none, all or one of "
-                                f"{', '.join(stages(model))}")
+            raise SiamfaceError(f"freeze {freeze!r}: the tower has no such stage; use none, all or one of "
+                                f"{', '.join(stages(model))}", option="freeze")
     frozen = set(names[:cut])
     for name, p in model.tower.named_parameters():
         if name in frozen:

@@ -29,34 +29,34 @@ from .embed import embed_batches
 from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
 from .gallery_calibration import SelfCalibration
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
+from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
 from .verify import Verdict, Verifier
 
 Image = str | Path | np.ndarray | bytes
 AGGREGATES = ("max", "mean")
-MAX_NAME = 200
-
-
-def check_name(name: Any) -> str:
-    """A person's name: non-empty text without control characters, at most MAX_NAME characters."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"a person's name must be non-empty text, got {name!r}")
-    name = name.strip()
-    if len(name) > MAX_NAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ValueError(f"a person's name must be at most {MAX_NAME} printable characters, got {name!r}")
-    return name
 
 
 def model_record(verifier: Verifier) -> dict[str, str]:
     """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
-    name `--model` accepts), the SHA-256 of its weights file, its embedding size and preprocessing."""
+    name a model argument accepts), the SHA-256 of its weights file and of its tower's tensors (a frozen
+    tower is not in the weights file), its embedding size and preprocessing."""
     from .checkpoint import WEIGHTS, WEIGHTS_DIR
     from .files import sha256_file
+    from .gallery_model import tower_sha256
 
     loaded = verifier.loaded
     path = Path(loaded.path).resolve()
     return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
-            "weights_sha256": sha256_file(path / WEIGHTS), "embed_dim": str(loaded.model.embed_dim),
+            "weights_sha256": sha256_file(path / WEIGHTS), "tower_sha256": tower_sha256(loaded.model),
+            "embed_dim": str(loaded.model.embed_dim),
             "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
+
+
+def _refuse_look_alike(conn: sqlite3.Connection, name: str, renaming: str | None = None) -> None:
+    """ValueError when an enrolled person (other than the one being renamed) has a look-alike name."""
+    other = look_alike(name, (n for (n,) in conn.execute("SELECT name FROM people") if n != renaming))
+    if other is not None:
+        raise ValueError(f"{name!r} looks like the enrolled {other!r}; choose a name that cannot be mistaken for it")
 
 
 def _iso(t: float) -> str:
@@ -135,19 +135,29 @@ class Gallery:
             rows = [*mine.items(), ("created", str(time.time()))]
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
             return
-        for key, what in (("weights_sha256", "weights"), ("preprocess", "preprocessing")):
-            if stored.get(key) != mine[key]:
+        for key, what in (("weights_sha256", "weights"), ("tower_sha256", "tower"), ("preprocess", "preprocessing")):
+            if stored.get(key, mine[key]) != mine[key]:  # files from before tower_sha256 lack it
                 raise GalleryModelError(
                     f"{self.path}: its embeddings were made by model {stored.get('model')} (weights SHA-256 "
                     f"{stored['weights_sha256'][:12]}), whose {what} differ from {mine['model']} "
-                    f"({mine['weights_sha256'][:12]}); re-embed it from its stored face crops: siamface people "
-                    f"reembed --gallery {self.path} --model {mine['model']}")
+                    f"({mine['weights_sha256'][:12]}); re-embed it from its stored face crops with "
+                    f"{mine['model']}", option="reembed")
 
     def _same_model(self) -> None:
         """Before searching: the file's embeddings are (still) this model's (a gallery opened with
         check_model=False, or re-embedded by another process since). Under the lock; reads only."""
         if self._conn.execute("SELECT 1 FROM meta WHERE key = 'weights_sha256'").fetchone():
             self._check_model(self._conn)
+
+    @classmethod
+    def open(cls, path: str | Path, model: str | Path | None = None, *, aggregate: str = "max",
+             **verifier_options: Any) -> Gallery:
+        """Open a gallery with the model that built it (found from its record: a shipped name or a run
+        folder), or `model` (refused if it is not that one); a new file gets `model` or the shipped one.
+        The file's integrity is checked first. `verifier_options` go to `Verifier` (far, threshold, ...)."""
+        from .gallery_model import open_gallery
+
+        return open_gallery(cls, path, model, aggregate=aggregate, **verifier_options)
 
     def close(self) -> None:
         with self._lock:
@@ -186,6 +196,8 @@ class Gallery:
             row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row and new:
                 raise DuplicatePersonError(f"{name!r} is already enrolled in {self.path}")
+            if not row:
+                _refuse_look_alike(conn, name)
             pid = row[0] if row else conn.execute("INSERT INTO people (name, created) VALUES (?, ?)",
                                                   (name, now)).lastrowid
             ids = [self._insert_enrollment(conn, pid, f, e, now) for f, e in zip(faces, emb)]
@@ -346,6 +358,7 @@ class Gallery:
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone() and new != old:
                 raise DuplicatePersonError(f"cannot rename {old!r}: {new!r} is already enrolled in {self.path}")
+            _refuse_look_alike(conn, new, old)
             if conn.execute("UPDATE people SET name = ? WHERE name = ?", (new, old)).rowcount == 0:
                 raise PersonNotFoundError(f"no person named {old!r} in {self.path}")
 

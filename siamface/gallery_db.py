@@ -93,6 +93,26 @@ def _retry_locked(fn: Callable[[], object], seconds: float = BUSY_TIMEOUT_S) -> 
             time.sleep(0.05)
 
 
+def check_integrity(path: str | Path) -> None:
+    """SQLite's quick_check of a gallery file (its pages and their links, not every index entry); a damaged
+    file is refused in one line, before anything reads a half-broken page."""
+    try:
+        conn = sqlite3.connect(Path(path), timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as e:
+        raise SiamfaceError(f"{path}: cannot open the gallery ({e})") from e
+    try:
+        problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)").fetchall()]
+    except sqlite3.DatabaseError as e:
+        if "not a database" in str(e):  # another kind of file: not damaged, just not a gallery
+            raise SiamfaceError(f"{path}: not a usable gallery database ({e})") from e
+        problems = [str(e)]
+    finally:
+        conn.close()
+    if problems != ["ok"]:
+        found = " ".join("; ".join(problems).split())[:300]  # one line, whatever SQLite says
+        raise SiamfaceError(f"{path}: the gallery file is damaged ({found}); restore it from a backup")
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 

@@ -35,6 +35,7 @@ class Photo:
     source: str  # the file name stored with an enrollment
     sha256: str
     where: str = ""  # how errors name it (the path as given)
+    scale: float = 1.0  # rgb pixels per pixel of the original (< 1: decoded at reduced size); reports are unscaled
 
 
 @dataclass
@@ -48,8 +49,11 @@ class Face:
     sha256: str
 
 
-def photo_of(image: str | Path | np.ndarray | bytes, source: str | None = None) -> Photo:
-    """Decode a file path, encoded file bytes or an RGB/grey uint8 array; ImageError names the source."""
+def photo_of(image: str | Path | np.ndarray | bytes | Photo, source: str | None = None) -> Photo:
+    """Decode a file path, encoded file bytes or an RGB/grey uint8 array; ImageError names the source.
+    A `Photo` (already decoded, e.g. at reduced size by the service) is taken as it is."""
+    if isinstance(image, Photo):
+        return image
     if isinstance(image, (str, Path)):
         rgb = load_image(image, channels=3)
         name = source or Path(image).name
@@ -109,7 +113,7 @@ def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool
         [extract_face(photo.rgb, pre.size, cfg, source=where)]
     if enroll and len(crops[0].faces) > 1 and select is None:
         raise MultipleFacesError(f"{where}: {len(crops[0].faces)} faces found; say which one to enroll "
-                                 "(--select largest or --select central) or crop the photo")
+                                 "(the largest or the central one) or crop the photo")
     return [_face(c, photo, pre) for c in crops]
 
 
@@ -118,6 +122,10 @@ def _face(c: FaceCrop, photo: Photo, pre: PreprocessConfig) -> Face:
     d = c.to_dict()
     report = {"box": d["used"], "eyes": d["eyes"], "eyes_source": d["eyes_source"],
               "landmarks": d.get("landmarks") or [], "faces_in_photo": max(1, len(c.faces))}
+    if photo.scale != 1.0:  # analysed at reduced size: report in the original photo's pixels
+        from .faces.report import rescale_report
+
+        report = rescale_report(report, 1.0 / photo.scale)
     return Face(x, _png(c.image), report, photo.source, photo.sha256)
 
 

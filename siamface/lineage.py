@@ -47,7 +47,7 @@ def init_from(model: SiameseNet, run: RunConfig, path: str | Path) -> dict[str, 
     card = src.card
     if card.model.name != run.model.name or (card.preprocess.size, card.preprocess.channels) != (
             run.preprocess.size, run.preprocess.channels):
-        raise SiamfaceError(f"{path}: --init model is {card.model.name} at {card.preprocess.size}px and "
+        raise SiamfaceError(f"{path}: the starting model (init) is {card.model.name} at {card.preprocess.size}px and "
                             f"{card.preprocess.channels} channel(s), this run is {run.model.name} at "
                             f"{run.preprocess.size}px and {run.preprocess.channels}")
     try:

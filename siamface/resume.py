@@ -67,10 +67,11 @@ def run_differences(a: RunConfig, b: RunConfig) -> list[str]:
 # ---- saving and loading --------------------------------------------------------------------------------
 
 def save_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: TrainState, run: RunConfig,
-               extra: dict[str, torch.nn.Module] | None = None) -> None:
-    """Last-epoch state for --resume: weights and optimiser tensors in safetensors, the rest in JSON.
-    `extra`: training-only modules (an identity classifier) saved under their own prefix."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+               extra: dict[str, torch.nn.Module] | None = None, rebuilt: str = "") -> None:
+    """Last-epoch state for resuming: weights and optimiser tensors in safetensors, the rest in JSON.
+    `extra`: training-only modules (an identity classifier) saved under their own prefix. `rebuilt`: a prefix
+    of the model's tensors not to save (a frozen pretrained tower: its factory rebuilds it, 22 MB saved)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items() if not (rebuilt and k.startswith(rebuilt))}
     for prefix, module in (extra or {}).items():
         tensors.update({f"extra.{prefix}.{k}": v for k, v in module.state_dict().items()})
     opt_sd = opt.state_dict()
@@ -103,7 +104,8 @@ def load_state(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
         tensors = load_file(path)
     except (OSError, json.JSONDecodeError, KeyError, SafetensorError) as e:
         raise ModelError(f"{out / STATE_META}: unreadable training state ({e})") from e
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    # tensors not saved (a frozen factory tower) keep the values the model was built with
+    model.load_state_dict({**model.state_dict(), **{k[6:]: v for k, v in tensors.items() if k.startswith("model.")}})
     for prefix, module in (extra or {}).items():
         head = f"extra.{prefix}."
         try:
@@ -163,19 +165,20 @@ def start(out: Path, run: RunConfig, model: torch.nn.Module, opt: torch.optim.Op
         if not leftovers:
             return fresh
         if not _unfinished_first_epoch(out):
-            raise SiamfaceError(f"{out}: holds a model but no training state; choose a new --out")
+            raise SiamfaceError(f"{out}: holds a model but no training state; choose another run folder", option="out")
         if not resume:
-            raise SiamfaceError(f"{out}: holds a run that stopped before its first epoch was saved; pass --resume "
-                                "to start it again or choose a new --out")
+            raise SiamfaceError(f"{out}: holds a run that stopped before its first epoch was saved; resume it to "
+                                "start it again, or choose another run folder", option="resume")
         for name in (META, LOG):  # nothing of that run can be continued: start it again, cleanly
             (out / name).unlink(missing_ok=True)
         return fresh
     if not resume:
-        raise SiamfaceError(f"{out}: a run already exists there; pass --resume to continue it or choose a new --out")
+        raise SiamfaceError(f"{out}: a run already exists there; resume it to continue it, or choose another run "
+                            "folder", option="resume")
     saved = json.loads((out / STATE_META).read_text())
     diff = run_differences(RunConfig.from_dict(saved["run"]), run)
     if saved.get("init_weights_sha256", init_sha) != init_sha:
-        diff.append(f"the weights of --init {run.train.init} (SHA-256 {init_sha[:12]}, started from "
+        diff.append(f"the weights of the starting model (init) {run.train.init} (SHA-256 {init_sha[:12]}, started from "
                     f"{saved['init_weights_sha256'][:12]})")
     if diff:
         raise SiamfaceError(f"{out / STATE_META}: the saved run differs in {', '.join(diff)}; cannot resume")

@@ -203,7 +203,8 @@ def _train(run: RunConfig, out: Path, resume: bool, shard: Shard) -> dict[str, A
             append_log(out, row)
             if improved:
                 save_model(out, model, replace(card, status="training", epoch=epoch + 1, val=summary))
-            save_state(out, model, opt, state, run, extra)
+            save_state(out, model, opt, state, run, extra,
+                       rebuilt="tower." if card.tower_weights == FROM_FACTORY else "")
             plot_training(rows, out / CURVES)
             _report_epoch(row, cfg, improved)
         if state.stopped:
@@ -245,9 +246,9 @@ def _check_before_work(run: RunConfig, out: Path, resume: bool) -> None:
     """Refuse what would fail later, before any data is read: an unusable --out, --resume with nothing to
     resume, options that cannot go together."""
     if run.data.pairs_file and run.train.pairing == "all":
-        raise SiamfaceError("--pairing all needs an identity folder (--data); a pairs file gives fixed pairs")
+        raise SiamfaceError("pairing 'all' needs an identity folder (data.root); a pairs file gives fixed pairs")
     if resume and not out.is_dir():
-        raise SiamfaceError(f"--resume {out}: no such run folder (nothing to resume); leave out --resume to start")
+        raise SiamfaceError(f"{out}: no such run folder, so nothing to resume; start the run without resuming")
     check_output_folder(out)
 
 

@@ -144,7 +144,7 @@ def test_fine_tuning_keeps_the_init_models_architecture_and_preprocessing(
     assert meta["train"]["init"] == str((tmp_path / "init").resolve())
     rc, _, err = call(capsys, "train", "--data", att, "--init", str(tmp_path / "init"), "--model", "conv4", *small,
                       "--out", str(tmp_path / "bad"))
-    assert rc != 0 and "--init model is tiny" in err  # another architecture cannot start from these weights
+    assert rc != 0 and "the starting model (init) is tiny" in err  # another architecture: not from these weights
     rc, _, err = call(capsys, "train", "--data", att, "--init", str(tmp_path / "init"), "--model-kwargs",
                       '{"embed_dim": 8}', *small, "--out", str(tmp_path / "bad2"))
     assert rc != 0 and "embed_dim" in err  # kwargs that change weight shapes are named
@@ -254,7 +254,8 @@ def test_val_way_above_the_validation_identities_is_refused_before_decoding(
     rc, stdout, err = call(capsys, "train", "--data", str(att_dir(data_root)), "--model", "tiny", "--n-val", "5",
                            "--val-way", "50", "--out", str(tmp_path / "run"))
     assert rc == 2 and stdout == ""
-    assert "--val-way 50 (train.val_way) needs 50 validation identities, the validation split has 5" in err
+    assert "val_way 50 (train.val_way) needs 50 validation identities, the validation split has 5" in err
+    assert err.rstrip().endswith("(--val-way, or --n-val for more validation identities)")  # the CLI adds its flags
     assert str(att_dir(data_root)) in err
 
 

@@ -37,8 +37,11 @@ def test_freeze_all_leaves_only_the_head_trainable_and_a_stage_keeps_what_comes_
 
 
 def test_freeze_all_needs_no_distortions() -> None:
-    with pytest.raises(ValueError, match="--no-distortions"):
+    with pytest.raises(ValueError, match="turn distortions off") as e:
         TrainConfig(freeze="all")
+    from siamface.cli import with_hint
+
+    assert with_hint(e.value).endswith("(--no-distortions)")  # the library names no flag; the CLI adds it
     TrainConfig(freeze="all", distortions=False, flip=True)
 
 
@@ -87,6 +90,10 @@ def test_a_frozen_pretrained_tower_is_not_stored_and_loads_back(data_root: Path,
     shipped = create_model("dlib_resnet").tower.state_dict()
     assert all(torch.equal(lm.model.tower.state_dict()[k], v) for k, v in shipped.items())
     assert torch.equal(lm.model.head.fc.weight, stored["head.fc.weight"])
+    states = list((tmp_path / "twin").glob("state*.safetensors"))
+    assert states and all(p.stat().st_size < 100_000 for p in states)  # no copy of the 22 MB tower either
+    again = train(run, tmp_path / "twin", resume=True)  # the state still resumes: the factory gives the tower
+    assert again["calibration"] == meta["calibration"]
 
 
 def test_kept_descriptors_embed_each_image_once_across_runs(data_root: Path, tmp_path: Path,

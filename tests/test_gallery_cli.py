@@ -115,5 +115,5 @@ def test_face_crops_without_detection(tmp_path: Path, data_root: Path, capsys: p
     code, out, err = run(capsys, "identify", att / "s1" / "2.pgm", "--gallery", db, "--no-detect")
     assert code == 0, err
     (face,) = out["faces"]
-    assert face["face"]["box"] is None and {c["name"] for c in face["candidates"]} == {"s1", "s2"}
+    assert face["box"] is None and {c["name"] for c in face["candidates"]} == {"s1", "s2"}
     assert "--no-detect" in out["threshold_source"]  # the provenance says the faces were not aligned

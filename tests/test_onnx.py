@@ -142,6 +142,6 @@ def test_missing_extra_and_unknown_runtime_say_what_to_do(monkeypatch: pytest.Mo
     with pytest.raises(ValueError, match="runtime must be one of torch, onnx"):
         onnx_tower(load_model("dlib-twin"), "tensorrt")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(SiamfaceError, match=r"pip install 'siamface\[onnx\]'"):
+    with pytest.raises(SiamfaceError, match=r"in the siamface checkout, pip install -e '\.\[onnx\]'"):
         require_onnx()
     assert main(["export", "dlib-twin", "--out", "/nonexistent/x"]) == 2

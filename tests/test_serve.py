@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _helpers import TinyRun, one_thread, tiny_run
-from _serve_helpers import encode, face_tiny_model, lfw_photos, rgb, side_by_side
+from _serve_helpers import encode, face_tiny_model, free_port, lfw_photos, rgb, side_by_side
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -60,7 +60,7 @@ def test_verify_answers_like_the_library(client: TestClient, face_model: Path, p
     assert body["probability"] == pytest.approx(expected["probability"], abs=1e-6)
     assert body["same"] == (body["probability"] >= body["threshold"]) == expected["same"]
     assert (body["threshold"], body["threshold_source"]) == (expected["threshold"], expected["threshold_source"])
-    assert body["model"] == str(face_model) and body["elapsed_ms"] > 0
+    assert body["model"] == face_model.name and body["elapsed_ms"] > 0  # never the absolute path
     assert len(body["faces"]) == 2
     for face in body["faces"]:
         box = face["used"]
@@ -114,6 +114,8 @@ def png_header(width: int, height: int) -> bytes:
     ("empty file", 415, r"image_a \(a\.jpg\): empty"),
     ("PNG claiming 30000x30000", 413, r"image_a \(a\.jpg\): .*900000000 pixels.*40 Mpx"),
     ("PNG claiming 8000x6000", 413, r"image_a \(a\.jpg\): 8000x6000 is 48\.0 Mpx, above the 40 Mpx limit"),
+    ("PNG claiming 5000x4000", 413, r"image_a \(a\.jpg\): 5000x4000 is 20\.0 Mpx; a PNG image is decoded whole, "
+                                    r"so 16 Mpx is its limit \(a JPEG may have up to 40 Mpx"),
     ("1x1 image", 422, r"image_a \(a\.jpg\): 1x1 pixels is too small to hold a face"),
     ("no face", 422, r"^image_a \(a\.jpg\): no face found in the image \(200x200; Haar cascade"),
 ])
@@ -126,6 +128,7 @@ def test_bad_image_gets_its_status_and_a_clear_message(client: TestClient, photo
         "empty file": b"",
         "PNG claiming 30000x30000": png_header(30000, 30000),
         "PNG claiming 8000x6000": png_header(8000, 6000),
+        "PNG claiming 5000x4000": png_header(5000, 4000),
         "1x1 image": encode(np.zeros((1, 1, 3), np.uint8), "PNG"),
         "no face": encode(np.tile(np.linspace(0, 255, 200, dtype=np.uint8), (200, 1)), "PNG"),
     }[case]
@@ -198,49 +201,144 @@ def test_write_endpoints_need_the_key(client: TestClient, face_model: Path, phot
 
 
 def test_settings_take_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SIAMFACE_API_KEY", "k1")
-    assert Settings.from_env().api_key == "k1"
+    monkeypatch.setenv("SIAMFACE_API_KEY", KEY)
+    assert Settings.from_env().api_key == KEY
     monkeypatch.setenv("SIAMFACE_API_KEY", "")
     assert Settings.from_env().api_key is None
     monkeypatch.delenv("SIAMFACE_API_KEY")
     assert Settings.from_env().api_key is None
 
 
-def slow_verifier(client: TestClient, release: threading.Event, started: threading.Event) -> None:
-    v = client.app.state.resources.verifier
-    real = v.verify
+@pytest.fixture
+def slow_stage(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Finding a face (the real function) waits for `release` and counts its calls."""
+    import siamface.preprocess
 
-    def slow(a: np.ndarray, b: np.ndarray):  # noqa: ANN202
-        started.set()
-        release.wait(10)
-        return real(a, b)
+    real, state = siamface.preprocess.load_input_with_faces, {"calls": 0}
+    state.update(release=threading.Event(), started=threading.Event())
 
-    v.verify = slow
+    def slow(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        state["calls"] += 1
+        state["started"].set()
+        state["release"].wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", slow)
+    return state
 
 
-def test_inference_runs_off_the_event_loop(face_model: Path, photos: dict) -> None:
-    release, started = threading.Event(), threading.Event()
+def wait_until(condition, seconds: float = 10.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_inference_runs_off_the_event_loop(face_model: Path, photos: dict, slow_stage: dict) -> None:
     with TestClient(create_app(Settings(model=str(face_model)))) as c:
-        slow_verifier(c, release, started)
         result: dict = {}
         worker = threading.Thread(target=lambda: result.update(r=post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))))
         worker.start()
-        assert started.wait(10)
+        assert slow_stage["started"].wait(10)
         t0 = time.perf_counter()
         assert c.get("/health").status_code == 200  # answered while /verify is still computing
         health_s = time.perf_counter() - t0
-        release.set()
+        slow_stage["release"].set()
         worker.join(10)
     assert result["r"][0] == 200 and health_s < 5
 
 
-def test_a_slow_request_gets_504(face_model: Path, photos: dict) -> None:
-    release, started = threading.Event(), threading.Event()
-    with TestClient(create_app(Settings(model=str(face_model), limits=Limits(timeout_s=0.2)))) as c:
-        slow_verifier(c, release, started)
-        status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))
+def test_a_slow_request_gets_504_and_stops_computing(face_model: Path, photos: dict, slow_stage: dict) -> None:
+    app = create_app(Settings(model=str(face_model), limits=Limits(timeout_s=0.3)))
+    with TestClient(app) as c:
+        status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))  # held in image_a's face search
+        slow_stage["release"].set()
+        assert wait_until(lambda: app.state.gate.admitted == 0)  # the worker thread has stopped
+    assert status == 504 and body["detail"] == "request took longer than the 0.3 s limit"
+    assert slow_stage["calls"] <= 1  # image_b's face was never searched for: the work stopped at its next stage
+
+
+def test_requests_beyond_the_workers_and_the_queue_get_503(face_model: Path, photos: dict, slow_stage: dict) -> None:
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=1, light_workers=0)))
+    a, b = jpeg(photos["a"]), jpeg(photos["b"])
+    with TestClient(app) as c:
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(post_verify(c, a, b))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: app.state.gate.admitted == 2)  # one computing, one queued
+        r = c.post("/verify", files={"image_a": ("a.jpg", a, "image/jpeg"), "image_b": ("b.jpg", b, "image/jpeg")})
+        slow_stage["release"].set()
+        for t in threads:
+            t.join(20)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json() == {"detail": "the server is busy (1 requests computing, 1 waiting); retry in a moment",
+                        "error": "BusyError"}
+    assert [status for status, _ in results] == [200, 200]
+
+
+def test_a_request_that_waits_for_a_worker_past_its_deadline_gets_a_whole_504(face_model: Path, photos: dict,
+                                                                              slow_stage: dict) -> None:
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=1, light_workers=0,
+                                                                   timeout_s=1.0)))
+    a, b = jpeg(photos["a"]), jpeg(photos["b"])
+    with TestClient(app) as c:
+        first = threading.Thread(target=lambda: post_verify(c, a, b))
+        first.start()
+        assert slow_stage["started"].wait(10)
+        r = c.post("/verify", files={"image_a": ("a.jpg", a, "image/jpeg"), "image_b": ("b.jpg", b, "image/jpeg")})
+        slow_stage["release"].set()
+        first.join(20)
+    # the worker's wait and the request's deadline end together: the answer is never cut between its start
+    # and its body
+    assert r.status_code == 504 and r.json()["detail"].startswith("request took longer than")
+
+
+def test_an_ordinary_verify_is_not_held_up_by_large_photos(face_model: Path, photos: dict,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import siamface.preprocess
+
+    real, release = siamface.preprocess.load_input_with_faces, threading.Event()
+
+    def slow_when_large(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if image.shape[0] > 600:  # only the large photos' face search waits
+            release.wait(20)
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", slow_when_large)
+    big = jpeg(np.asarray(Image.fromarray(photos["a"]).resize((1500, 1500), Image.BILINEAR)))  # 2.3 Mpx: heavy
+    app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=2, timeout_s=8)))
+    with TestClient(app) as c:
+        heavy: list = []
+        threads = [threading.Thread(target=lambda: heavy.append(post_verify(c, big, jpeg(photos["b"]))[0]))
+                   for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: app.state.gate.admitted == 2)  # one computing (held), one queued
+        t0 = time.perf_counter()
+        status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))  # two 250 px photos: light
+        light_s = time.perf_counter() - t0
         release.set()
-    assert status == 504 and body["detail"] == "request took longer than the 0.2 s limit"
+        for t in threads:
+            t.join(20)
+    assert status == 200 and light_s < 5, (status, body, light_s)  # served by the light worker meanwhile
+    assert heavy == [200, 200]
+
+
+def test_a_large_jpeg_is_analysed_at_reduced_size_and_reported_in_its_own_pixels(face_model: Path,
+                                                                                  photos: dict) -> None:
+    from siamface.serve.limits import decode_photo
+
+    big = jpeg(np.asarray(Image.fromarray(photos["a"]).resize((1500, 1500), Image.BILINEAR)))
+    photo = decode_photo(big, "image_a (big.jpg)", Limits(max_side=500))
+    assert photo.rgb.shape == (500, 500, 3) and photo.scale == pytest.approx(1 / 3)
+    with TestClient(create_app(Settings(model=str(face_model), limits=Limits(max_side=500)))) as c:
+        status, body = post_verify(c, big, jpeg(photos["b"]))
+        small = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))[1]
+    assert status == 200
+    got, ref = body["faces"][0]["used"], small["faces"][0]["used"]
+    for key in ("x", "y", "w", "h"):  # the face of the 250 px photo, 6 times larger
+        assert got[key] == pytest.approx(6 * ref[key], rel=0.15, abs=12), (key, got, ref)
 
 
 def parse_metrics(text: str) -> dict[str, float]:
@@ -254,7 +352,7 @@ def test_metrics_count_requests_by_route_and_status(face_model: Path, photos: di
             assert c.get("/health").status_code == 200
         post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))
         post_verify(c, b"not an image", jpeg(photos["b"]))
-        c.get("/people/someone/else/entirely")
+        c.get("/nowhere/at/all")
         r = c.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain")
     m = parse_metrics(r.text)
@@ -276,10 +374,76 @@ def test_page_docs_and_health(client: TestClient, face_model: Path) -> None:
     schema = client.get("/openapi.json").json()
     paths = {"/verify", "/identify", "/enroll", "/people", "/people/{name}", "/health", "/metrics"}
     assert paths <= set(schema["paths"])
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert assets and all(a.startswith("/") for a in assets), assets  # served here: /docs works offline
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
     health = client.get("/health").json()
-    assert health["model"] == str(face_model) and health["read_only"] is False and health["gallery"] is None
+    assert health["model"] == face_model.name and health["read_only"] is False and health["gallery"] is None
     assert health["limits"]["max_pixels"] == 40_000_000
+
+
+def test_every_answer_carries_the_security_headers(client: TestClient) -> None:
+    for path in ("/", "/health", "/docs", "/static/app.js", "/no-such-page"):
+        h = client.get(path).headers
+        assert h["x-frame-options"] == "DENY" and h["x-content-type-options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in h["content-security-policy"] and "script-src 'self';" in \
+            h["content-security-policy"], path
+
+
+def test_hosts_outside_the_allowed_ones_are_refused(face_model: Path) -> None:
+    settings = Settings(model=str(face_model), allowed_hosts=("127.0.0.1", "localhost", "::1"))
+    with TestClient(create_app(settings), base_url="http://localhost:8000") as c:
+        assert c.get("/health").status_code == 200
+        assert c.get("/health", headers={"host": "[::1]:8000"}).status_code == 200
+        r = c.get("/health", headers={"host": "attacker.example:8000"})
+    assert r.status_code == 400 and r.json()["error"] == "HostNotAllowed"
+    assert r.json()["detail"].startswith("host 'attacker.example' is not served here")
+
+
+def test_metrics_do_not_grow_with_made_up_methods(face_model: Path) -> None:
+    with TestClient(create_app(Settings(model=str(face_model)))) as c:
+        for i in range(5):
+            c.request(f"BREW{i}", "/health")
+        text = c.get("/metrics").text
+    assert "BREW" not in text
+    assert parse_metrics(text)['siamface_requests_total{method="other",route="other",status="405"}'] == 5
+
+
+def test_a_short_api_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from siamface.serve.security import KeyTooWeakError
+
+    with pytest.raises(KeyTooWeakError, match="the API key has 6 characters; use at least 16"):
+        Settings(api_key="secret")
+    monkeypatch.setenv("SIAMFACE_API_KEY", "secret")
+    with pytest.raises(KeyTooWeakError):
+        Settings.from_env()
+
+
+def test_wrong_keys_are_throttled_per_client(face_model: Path, photos: dict) -> None:
+    files = {"image": ("a.jpg", jpeg(photos["a"]), "image/jpeg")}
+    with TestClient(create_app(Settings(model=str(face_model), api_key=KEY))) as c:
+        codes = [c.delete("/people/x", headers={"X-API-Key": f"guess {i}"}).status_code for i in range(12)]
+        right = c.post("/enroll", data={"name": "x"}, files=files, headers={"X-API-Key": KEY})
+    assert codes == [401] * 10 + [429] * 2
+    assert right.status_code == 429 and int(right.headers["retry-after"]) > 0  # until the window passes
+    assert right.json()["detail"].startswith("too many wrong API keys from this client; retry in")
+
+
+def test_an_unexpected_error_is_one_line_of_json(face_model: Path, photos: dict,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import siamface.preprocess
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("something\nbroke")
+
+    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", broken)
+    with TestClient(create_app(Settings(model=str(face_model))), raise_server_exceptions=False) as c:
+        status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))
+    assert status == 500 and body == {"detail": "internal error (RuntimeError: something broke)",
+                                      "error": "RuntimeError"}
 
 
 def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
@@ -296,5 +460,80 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(siamface.serve, "import_module", no_fastapi)
     assert main(["serve", "--gallery", str(tmp_path / "people.db")]) == 2
-    assert capsys.readouterr().err == "siamface: error: siamface serve needs fastapi: pip install 'siamface[serve]'\n"
+    assert capsys.readouterr().err == ("siamface: error: siamface serve needs fastapi: in the siamface checkout, "
+                                       "pip install -e '.[serve]' (or .venv/bin/pip after scripts/setup.sh)\n")
     assert not (tmp_path / "people.db").exists()
+
+
+def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Path) -> None:
+    import socket
+
+    import uvicorn
+
+    from siamface.serve.server import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
+                                       header_timeout_s=1.0, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: srv.started)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            t0, closed = time.monotonic(), False
+            for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
+                try:
+                    s.sendall(bytes([byte]))
+                except OSError:
+                    closed = True
+                    break
+                s.settimeout(0.1)
+                try:
+                    if s.recv(1) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+            elapsed = time.monotonic() - t0
+        assert closed and elapsed < 5  # closed about 1 s in, not after all 140 bytes (14 s)
+        import httpx
+
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200  # others still served
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+def test_connections_beyond_the_cap_are_answered_503_in_json(face_model: Path) -> None:
+    import json
+    import socket
+
+    import uvicorn
+
+    from siamface.serve.server import server_config
+
+    port = free_port()
+    srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
+                                       max_connections=2, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    assert wait_until(lambda: srv.started)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503") and b"content-type: application/json" in head
+        assert json.loads(body)["detail"].startswith("the server has 2 connections open, its limit")
+        for s in idle:
+            s.close()
+        import httpx
+
+        assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200)
+    finally:
+        srv.should_exit = True
+        thread.join(10)

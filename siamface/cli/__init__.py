@@ -36,6 +36,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Library arguments (an error's `option`) -> what to pass on the command line; library messages never name flags.
+OPTION_FLAGS = {
+    "select": "--select largest or --select central",
+    "detect": "--no-detect if the photos already are face crops",
+    "resume": "--resume, or another --out",
+    "out": "--out",
+    "model": "--model",
+    "threshold": "--threshold",
+    "far": "--far",
+    "data": "--data",
+    "init": "--init",
+    "freeze": "--freeze",
+    "distortions": "--no-distortions",
+    "val_way": "--val-way, or --n-val for more validation identities",
+    "src": "--src",
+    "n_val": "--n-val and --n-test: with a few people, e.g. --n-val 3 --val-way 3 --n-test 0",
+}
+
+
+def with_hint(error: BaseException, args: argparse.Namespace | None = None) -> str:
+    """The error's message, with the flag that resolves it (its `option`) when there is one."""
+    option = getattr(error, "option", None)
+    if option == "reembed":
+        gallery, model = getattr(args, "gallery", None) or "GALLERY", getattr(args, "model", None) or "MODEL"
+        return f"{error} (siamface people reembed --gallery {gallery} --model {model})"
+    return f"{error} ({OPTION_FLAGS[option]})" if option in OPTION_FLAGS else str(error)
+
+
 def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
     print(f"siamface: warning: {message}", file=sys.stderr)
 
@@ -46,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (SiamfaceError, ValueError) as e:  # library errors and bad values: one line, no traceback
-        print(f"siamface: error: {e}", file=sys.stderr)
+        print(f"siamface: error: {with_hint(e, args)}", file=sys.stderr)
         return 2
     except OSError as e:  # a read-only folder, a full disk: the path and the errno text
         print(f"siamface: error: {e.filename or ''}{': ' if e.filename else ''}{os_reason(e)}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamfaceError
+from .help_text import FIELD_HELP, GROUP_HELP
 
 # Config fields that get a different flag name, or none (set by a dedicated flag).
 RENAME = {("DataConfig", "root"): "data", ("ModelConfig", "name"): "model"}
@@ -36,15 +37,14 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: bool 
                      only: tuple[str, ...] = ()) -> None:
     """One flag per dataclass field (or per field named in `only`); bools get --x/--no-x; tuples take several
     values. Unset flags stay None, so `config_from_args` keeps `base`'s value (shown as the default)."""
-    group = parser.add_argument_group(cls.__name__)
+    group = parser.add_argument_group(f"{cls.__name__}: {GROUP_HELP.get(cls.__name__, '')}".rstrip(": "))
     for f in dataclasses.fields(cls):
         if (cls.__name__, f.name) in SKIP or (only and f.name not in only):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         shown = getattr(base, f.name) if base is not None else default if defaults else "from the model"
-        help_ = f"{cls.__name__}.{f.name} (default: {shown})"
-        if (cls.__name__, f.name) in HELP:
-            help_ = f"{help_}: {HELP[cls.__name__, f.name]}"
+        sentence = HELP.get((cls.__name__, f.name)) or FIELD_HELP.get((cls.__name__, f.name), "")
+        help_ = f"{sentence} (default: {shown})" if sentence else f"{cls.__name__}.{f.name} (default: {shown})"
         kw: dict[str, Any] = {"dest": f"{cls.__name__}.{f.name}", "default": None, "help": help_}
         if not isinstance(default, bool):
             kw["metavar"] = f.name.upper()

@@ -23,47 +23,51 @@ def _gallery_path(args: argparse.Namespace) -> Path:
 
 
 def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
-    """Open the gallery with --model, else the model that made it (when it can be found), else the shipped one."""
-    from ..checkpoint import resolve_run
-    from ..errors import ModelError
+    """Open the gallery with --model, else the model that made it (Gallery.open finds it), else the shipped one."""
     from ..gallery import Gallery
-    from ..gallery_db import connect
-    from ..verify import Verifier
 
     path = _gallery_path(args)
     if not check_model:
         return Gallery(path, check_model=False)
-    if model is None and path.is_file():
-        conn = connect(path)
-        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall()).get("model")
-        conn.close()
-        try:
-            model = str(resolve_run(stored)) if stored else None
-        except ModelError:
-            model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
     check_device(args.device)
     kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect, "runtime": args.runtime}
     if getattr(args, "threshold", None) is not None:
         kwargs["threshold"] = args.threshold
     if getattr(args, "far", None) is not None:
         kwargs["far"] = args.far
-    verifier = Verifier(model, **kwargs)
-    return Gallery(path, verifier, aggregate=getattr(args, "aggregate", "max"))
+    return Gallery.open(path, model, aggregate=getattr(args, "aggregate", "max"), **kwargs)
+
+
+def _print(args: argparse.Namespace, answer: dict[str, Any], compact: Any) -> None:
+    from .compact import print_compact
+
+    if args.full:
+        print_json(answer)
+    else:
+        print_compact(compact(answer))
 
 
 def cmd_enroll(args: argparse.Namespace) -> None:
+    from .compact import enroll_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.enroll(args.name, args.photos, select=args.select, new=args.new))
+        _print(args, g.enroll(args.name, args.photos, select=args.select, new=args.new), enroll_answer)
 
 
 def cmd_identify(args: argparse.Namespace) -> None:
+    from .compact import identify_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.identify(args.photo, k=args.k, fpir=args.fpir))
+        _print(args, g.identify(args.photo, k=args.k, fpir=args.fpir), lambda a: identify_answer(a, args.photo))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
+    from .compact import verify_against_answer
+
     with _gallery(args, args.model) as g:
-        print_json(g.verify_against(args.name, args.photo).to_dict())
+        answer = g.verify_against(args.name, args.photo).to_dict()
+        answer["name"] = answer.pop("person")  # the field the service and earlier versions call it
+        _print(args, answer, lambda a: verify_against_answer(a, args.photo))
 
 
 def cmd_people(args: argparse.Namespace) -> None:
@@ -94,7 +98,9 @@ def add_gallery_commands(sub: Any) -> None:
         p.add_argument("--gallery", help="the gallery file (default: $SIAMFACE_GALLERY); created on first enroll")
         if model:
             p.add_argument("--model", default=None,
-                           help="run folder or shipped model (default: the gallery's own, else the shipped face model)")
+                           help="a shipped model's name or a run folder (default: the gallery's own, else dlib-twin)")
+            p.add_argument("--full", action="store_true",
+                           help="print the whole report (every box, eyes, landmarks), not one line per face")
             p.add_argument("--no-detect", dest="detect", action="store_false",
                            help="photos are already face crops: no face detection")
             p.add_argument("--far", type=float, default=None,

@@ -103,7 +103,13 @@ def cmd_verify(args: argparse.Namespace) -> None:
         raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
                  far=args.far, runtime=args.runtime)
-    print_json(v.verify(args.image_a, args.image_b).to_dict())
+    verdict = v.verify(args.image_a, args.image_b).to_dict()
+    if args.full:
+        print_json(verdict)
+    else:
+        from .compact import print_compact, verify_answer
+
+        print_compact(verify_answer(verdict, [args.image_a, args.image_b]))
 
 
 def _verify_batch(args: argparse.Namespace) -> None:
@@ -158,7 +164,10 @@ def add_run_commands(sub: Any) -> None:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.set_defaults(func=cmd_models)
 
-    t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)")
+    t = sub.add_parser("train", help="train on an identity folder (--data) or a pairs file (--pairs-file)",
+                       usage="siamface train --out RUN (--data FOLDER | --pairs-file FILE) [--init MODEL] [options]",
+                       description="Train a Siamese network; every option below is one field of the run's config "
+                                   "(saved in RUN/model.json).")
     t.add_argument("--out", required=True, help="run folder: model.safetensors, model.json, log.jsonl, curves.png")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     t.add_argument("--config", default=None,
@@ -207,7 +216,12 @@ def add_run_commands(sub: Any) -> None:
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
     v.add_argument("image_a", nargs="?")
     v.add_argument("image_b", nargs="?")
-    v.add_argument("--model", default=None, help="run folder of a trained model (default: the shipped face model)")
+    v.add_argument("--model", default=None,
+                   help="a shipped model's name (dlib-twin, dlib-resnet, face-prior, lfw-view1; `siamface models` "
+                        "lists architectures) or a trained run's folder (default: dlib-twin)")
+    v.add_argument("--full", action="store_true",
+                   help="print the whole report (every face box, eyes, landmarks), not the decision and one line "
+                        "per photo")
     v.add_argument("--pairs", help="batch mode: a CSV image_a,image_b,label (or LFW pairs file) to score")
     v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")

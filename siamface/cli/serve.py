@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     require_extra()
     import uvicorn
 
+    from ..errors import SiamfaceError
     from ..serve import Limits, Settings, create_app, open_resources
+    from ..serve.security import default_hosts
 
+    gallery = args.gallery or os.environ.get("SIAMFACE_GALLERY")
+    if not gallery:
+        raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
-                    timeout_s=args.timeout)
-    settings = Settings.from_env(gallery=Path(args.gallery), model=args.model, far=args.far, limits=limits)
+                    timeout_s=args.timeout, max_side=args.max_side, workers=args.workers, queue=args.queue,
+                    light_workers=args.light_workers,
+                    max_full_decode_pixels=int(args.max_mpx_full_decode * 1e6))
+    hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else \
+        default_hosts(args.host)
+    settings = Settings.from_env(gallery=Path(gallery), model=args.model, far=args.far, limits=limits,
+                                 allowed_hosts=hosts)
     if args.threads:
         import torch
 
@@ -32,21 +43,44 @@ def cmd_serve(args: argparse.Namespace) -> None:
         resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
-          f"gallery {args.gallery}, {mode}", file=sys.stderr)
-    uvicorn.run(create_app(settings, resources), host=args.host, port=args.port, log_level=args.log_level)
+          f"gallery {gallery}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
+    from ..serve.server import server_config
+
+    config = server_config(create_app(settings, resources), args.host, args.port, args.header_timeout,
+                           args.max_connections, args.log_level)
+    uvicorn.Server(config).run()
 
 
 def add_serve_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="HTTP service and web page (verify, enroll, identify); needs siamface[serve]")
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--gallery", required=True, help="the gallery database file (SQLite; created if missing)")
-    s.add_argument("--model", default=None, help="run folder or shipped model name (default: the shipped face model)")
+    s.add_argument("--gallery", default=None,
+                   help="the gallery database file (SQLite; created if missing; default: $SIAMFACE_GALLERY)")
+    s.add_argument("--model", default=None,
+                   help="a shipped model's name or a run folder (default: the model that built the gallery, else "
+                        "the shipped face model)")
     s.add_argument("--far", type=float, default=None, help="operating point: the threshold calibrated for this "
                                                           "false accept rate (1e-2, 1e-3, 1e-4)")
+    s.add_argument("--allowed-hosts", default=None,
+                   help="comma-separated Host header names served, or * for any (default: the loopback names when "
+                        "--host is loopback, else any): refuses DNS-rebinding pages")
     s.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image file (MB)")
     s.add_argument("--max-mpx", type=float, default=40.0, help="largest accepted image (megapixels, from its header)")
-    s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before a 504")
+    s.add_argument("--max-mpx-full-decode", type=float, default=16.0,
+                   help="largest image of a format decoded whole (all but JPEG), in megapixels")
+    s.add_argument("--max-side", type=int, default=2048,
+                   help="photos with a longer side are analysed at reduced size (JPEG: decoded smaller, cheaply)")
+    s.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds a request may take before a 504 (its work stops at its next stage)")
+    s.add_argument("--workers", type=int, default=2, help="requests computing at once")
+    s.add_argument("--max-connections", type=int, default=64, help="open connections; more are answered 503")
+    s.add_argument("--header-timeout", type=float, default=10.0,
+                   help="seconds a client may take to send a request's headers before the connection is closed")
+    s.add_argument("--queue", type=int, default=8, help="requests waiting for a worker; more are answered 503")
+    s.add_argument("--light-workers", type=int, default=1,
+                   help="extra workers for light requests only (2 Mpx or less in all): an ordinary verify is not "
+                        "held up behind large photos")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
     add_runtime_flag(s)

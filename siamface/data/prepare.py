@@ -156,9 +156,9 @@ def _check_val_way(cfg: DataConfig, n_ids: int, val_way: int) -> None:
         raise DataError(f"{cfg.val_root or cfg.root}: {n_ids} validation identit{'y' if n_ids == 1 else 'ies'}; "
                         "different pairs need at least two")
     if val_way > n_ids:
-        raise DataError(f"{cfg.val_root or cfg.root}: --val-way {val_way} (train.val_way) needs {val_way} validation "
-                        f"identities, the validation split has {n_ids}; pass --val-way {n_ids} or less, or hold out "
-                        "more identities for validation (--n-val)")
+        raise DataError(f"{cfg.val_root or cfg.root}: val_way {val_way} (train.val_way) needs {val_way} validation "
+                        f"identities, the validation split has {n_ids}; use {n_ids} or less, or hold out more "
+                        "identities for validation (data.n_val)", option="val_way")
 
 
 def prepare_data(cfg: DataConfig, pre: PreprocessConfig, seed: int, loader: Loader, progress: bool = True,

@@ -71,7 +71,8 @@ def split_identities(identities: Iterable[str], n_val: int, n_test: int, seed: i
     names = sorted(set(identities))
     if n_val + n_test >= len(names):
         raise DataError(
-            f"cannot hold out {n_val} val + {n_test} test identities from {len(names)}: none left to train on"
+            f"cannot hold out {n_val} val + {n_test} test identities from {len(names)}: none left to train on; "
+            "hold out fewer (n_val, n_test)", option="n_val"
         )
     order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]

@@ -181,7 +181,7 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
         where = f" {source}" if source else ""
         raise NoFaceError(
             f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; {_detector_words(cfg)}): "
-            "expected an upright frontal face; use detector='none' for images that are already face crops")
+            "expected an upright frontal face (images that already are face crops need no detection)")
     faces = with_landmarks(image, faces)
     out, eyes, eyes_source = align_box(image, faces[0], size, cfg)
     return FaceCrop(image=out, faces=faces, used=faces[0], eyes_source=eyes_source, eyes=eyes)

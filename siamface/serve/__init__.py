@@ -11,19 +11,21 @@ from typing import Any
 from siamface.errors import SiamfaceError
 
 _EXPORTS = {"create_app": "app", "Settings": "app", "open_resources": "app", "Limits": "limits"}
+_PACKAGES = {"python_multipart": "python-multipart", "swagger_ui_bundle": "swagger-ui-bundle-v2"}  # import -> package
 __all__ = ["require_extra", *sorted(_EXPORTS)]
 
 
 def require_extra() -> None:
     """Raise a one-line SiamfaceError naming the install command when the service's packages are missing."""
     missing = []
-    for module in ("fastapi", "uvicorn", "multipart"):
+    for module in ("fastapi", "uvicorn", "python_multipart", "swagger_ui_bundle"):
         try:
             import_module(module)
         except ImportError:
-            missing.append({"multipart": "python-multipart"}.get(module, module))
+            missing.append(_PACKAGES.get(module, module))
     if missing:
-        raise SiamfaceError(f"siamface serve needs {', '.join(missing)}: pip install 'siamface[serve]'")
+        raise SiamfaceError(f"siamface serve needs {', '.join(missing)}: in the siamface checkout, "
+                            "pip install -e '.[serve]' (or .venv/bin/pip after scripts/setup.sh)")
 
 
 def __getattr__(name: str) -> Any:

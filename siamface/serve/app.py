@@ -1,55 +1,88 @@
-"""The HTTP service: `create_app(settings)` builds a FastAPI app whose lifespan opens the model and the
-gallery once; the routes translate multipart uploads into `Verifier` and `Gallery` calls.
+"""The HTTP service: `create_app(settings)` builds a FastAPI app whose lifespan opens the gallery (with the
+model that built it) once; the routes translate multipart uploads into `Verifier` and `Gallery` calls.
 
 Inference runs in plain `def` routes, which FastAPI runs in its threadpool, so the event loop keeps serving
-while a request computes. The model is read-only at inference (eval mode, no grad) and the face cascades are
-per thread; the gallery guards its SQLite connection and in-memory matrix with its own lock.
+while a request computes; a gate (siamface.serve.work) lets only `Limits.workers` of them compute at once and
+`Limits.queue` wait, and each stops at its next stage once its time is up. The model is read-only at
+inference (eval mode, no grad); the gallery guards its SQLite connection and matrix with its own lock.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
 from siamface import __version__
-from siamface.errors import ImageError, MultipleFacesError, NoFaceError, SiamfaceError
+from siamface.errors import (
+    DuplicatePersonError,
+    GalleryModelError,
+    ImageError,
+    MultipleFacesError,
+    NoFaceError,
+    PersonNotFoundError,
+    SiamfaceError,
+)
+from siamface.gallery_faces import Photo
 from siamface.serve import schemas
-from siamface.serve.limits import Limits, LimitsMiddleware, check_upload, decode_upload
+from siamface.serve.limits import (
+    ImageTooSmallError,
+    Limits,
+    LimitsMiddleware,
+    UnsupportedImageTypeError,
+    UploadTooLargeError,
+    deadline_of,
+    decode_photo,
+    pixels_of,
+)
 from siamface.serve.metrics import Metrics, MetricsMiddleware
+from siamface.serve.security import (
+    HostAndHeadersMiddleware,
+    KeyThrottle,
+    Redactor,
+    TooManyAttemptsError,
+    check_key_strength,
+)
+from siamface.serve.work import BusyError, Gate, RequestTimeoutError, check, verify_photos
 from siamface.verify import Verifier
 
 STATIC = Path(__file__).resolve().parent / "static"
 KEY_ENV = "SIAMFACE_API_KEY"
 
-# Library errors -> HTTP status, by class name along the error's MRO (the first name found wins).
-STATUS = {
-    "UploadTooLargeError": 413, "UnsupportedImageTypeError": 415, "ImageTooSmallError": 422,
-    "NoFaceError": 422, "MultipleFacesError": 422, "PersonNotFoundError": 404, "DuplicatePersonError": 409,
-    "GalleryModelError": 409, "ImageError": 400, "ValueError": 422,
+# Library errors -> HTTP status, by type along the error's MRO (the most specific class wins).
+STATUS: dict[type[BaseException], int] = {
+    UploadTooLargeError: 413, UnsupportedImageTypeError: 415, ImageTooSmallError: 422, NoFaceError: 422,
+    MultipleFacesError: 422, PersonNotFoundError: 404, DuplicatePersonError: 409, GalleryModelError: 409,
+    BusyError: 503, RequestTimeoutError: 504, TooManyAttemptsError: 429, ImageError: 400, ValueError: 422,
 }
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What `siamface serve` starts with. api_key None = read-only mode (write endpoints refuse)."""
+    """What `siamface serve` starts with. api_key None = read-only mode (write endpoints refuse); with a key,
+    every gallery endpoint needs it. allowed_hosts: the Host header names served ("*": any)."""
 
     gallery: Path | None = None
     model: str | None = None
     far: float | None = None
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
+    allowed_hosts: tuple[str, ...] = ("*",)
+
+    def __post_init__(self) -> None:
+        check_key_strength(self.api_key)
 
     @classmethod
     def from_env(cls, **kw: Any) -> Settings:
@@ -70,15 +103,19 @@ class Resources:
 
 
 def open_resources(settings: Settings) -> Resources:
-    """Load the model and open the gallery; library errors (a missing model, a gallery of another model)
-    surface here, before the server listens."""
-    verifier = Verifier(settings.model, far=settings.far)
-    gallery = None
-    if settings.gallery is not None:
-        from siamface.gallery import Gallery
+    """Open the gallery with the model that built it (or settings.model) after checking the file, or load the
+    model alone; library errors (a damaged file, a gallery of another model) surface here, before listening."""
+    if settings.gallery is None:
+        return Resources(Verifier(settings.model, far=settings.far))
+    from siamface.gallery import Gallery
 
-        gallery = Gallery(settings.gallery, verifier)
-    return Resources(verifier, gallery)
+    gallery = Gallery.open(settings.gallery, settings.model, far=settings.far)
+    return Resources(gallery.verifier, gallery)
+
+
+def model_label(v: Verifier) -> str:
+    """How answers name the model: a shipped model's name or the run folder's name, never a full path."""
+    return Path(v.name).name
 
 
 def create_app(settings: Settings, resources: Resources | None = None) -> FastAPI:
@@ -87,21 +124,29 @@ def create_app(settings: Settings, resources: Resources | None = None) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.resources = resources or open_resources(settings)
+        app.state.redact = Redactor(settings.gallery, app.state.resources.verifier.name)
         try:
             yield
         finally:
             app.state.resources.close()
 
-    app = FastAPI(title="siamface", version=__version__, lifespan=lifespan,
-                  description="Face verification, enrollment and identification with a Siamese network. "
-                              "Write endpoints need the X-API-Key header (the server's SIAMFACE_API_KEY).",
+    app = FastAPI(title="siamface", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="Face verification, enrollment and identification with a Siamese network. With "
+                              "an API key configured (SIAMFACE_API_KEY), every gallery endpoint needs the "
+                              "X-API-Key header; without one, enrolling and deleting are disabled.",
                   responses={400: {"model": schemas.ErrorAnswer}, 413: {"model": schemas.ErrorAnswer},
-                             415: {"model": schemas.ErrorAnswer}, 422: {"model": schemas.ErrorAnswer}})
+                             415: {"model": schemas.ErrorAnswer}, 422: {"model": schemas.ErrorAnswer},
+                             503: {"model": schemas.ErrorAnswer}, 504: {"model": schemas.ErrorAnswer}})
     app.state.settings, app.state.metrics = settings, Metrics()
+    app.state.gate = Gate(settings.limits.workers, settings.limits.queue, settings.limits.light_workers)
+    app.state.throttle = KeyThrottle()
+    app.state.redact = Redactor(settings.gallery, settings.model)
     app.add_middleware(LimitsMiddleware, limits=settings.limits)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes_of=lambda: app)
+    app.add_middleware(HostAndHeadersMiddleware, allowed_hosts=settings.allowed_hosts)
     _add_error_handlers(app)
     _add_routes(app)
+    _add_docs(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
@@ -118,77 +163,111 @@ def get_verifier(res: Annotated[Resources, Depends(get_resources)]) -> Verifier:
 
 def get_gallery(res: Annotated[Resources, Depends(get_resources)]) -> Any:
     if res.gallery is None:
-        raise HTTPException(503, "this server has no gallery (start it with --gallery FILE)")
+        raise HTTPException(503, "this server has no gallery (it was started without one)")
     return res.gallery
 
 
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's SIAMFACE_API_KEY")
 
 
+def _check_key(request: Request, key: str | None, expected: str) -> None:
+    """401 for a missing or wrong key; 429 once a client sent too many wrong ones (constant-time compare)."""
+    throttle, client = request.app.state.throttle, request.client.host if request.client else "unknown"
+    throttle.check(client)
+    if not key:
+        raise HTTPException(401, "missing X-API-Key header (this server's gallery needs its API key)")
+    if not hmac.compare_digest(key.encode(), expected.encode()):
+        throttle.failed(client)
+        raise HTTPException(401, "wrong API key (X-API-Key)")
+
+
 def require_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
-    """Write endpoints: 403 in read-only mode (no key configured), 401 for a missing or wrong key."""
+    """Write endpoints: 403 in read-only mode (no key configured), else the key."""
     expected = request.app.state.settings.api_key
     if not expected:
         raise HTTPException(403, f"read-only mode: the server was started without {KEY_ENV}, "
                                  "so enrolling and deleting are disabled")
-    if not key:
-        raise HTTPException(401, "missing X-API-Key header (write endpoints need the server's API key)")
-    if not hmac.compare_digest(key.encode(), expected.encode()):
-        raise HTTPException(401, "wrong API key (X-API-Key)")
+    _check_key(request, key, expected)
 
 
-def read_image(upload: UploadFile, field_name: str, limits: Limits) -> np.ndarray:
-    """Read at most one byte past the limit (a bigger file is refused without reading it all), decode."""
+def read_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
+    """Gallery reads (people, identify, verify against a person): the key when one is configured."""
+    expected = request.app.state.settings.api_key
+    if expected:
+        _check_key(request, key, expected)
+
+
+@dataclass
+class Upload:
+    """An uploaded photo's bytes, checked from its header (size, type, pixel count) but not decoded yet."""
+
+    data: bytes
+    label: str  # how errors name it: the form field and the file name
+    source: str
+    pixels: int
+
+
+def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> Upload:
+    """Read at most one byte past the limit (a bigger file is refused without reading it all) and check the
+    header: a bad upload is refused before it waits for a worker. Errors name the field and the file name."""
     data = upload.file.read(limits.max_upload_bytes + 1)
-    return decode_upload(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits)
-
-
-@contextmanager
-def naming(field_name: str, upload: UploadFile) -> Iterator[None]:
-    """Make an error about an uploaded photo name it (`image (probe.jpg): ...`) when it does not already."""
     label = f"{field_name} ({upload.filename or 'unnamed upload'})"
-    try:
-        yield
-    except (ImageError, NoFaceError, MultipleFacesError) as e:
-        message = str(e).replace(" <upload>", "").replace("<upload>: ", "")
-        if (upload.filename or label) in message:
-            raise
-        named = type(e)(f"{label}: {message}")
-        if hasattr(e, "reason"):  # the short label of per-item reports
-            named.reason = e.reason
-        raise named from e
+    return Upload(data, label, upload.filename or "upload", pixels_of(data, label, limits))
 
 
-def read_upload(upload: UploadFile, field_name: str, limits: Limits) -> bytes:
-    """The checked file bytes (size, type, header): the gallery decodes them and records their SHA-256."""
-    data = upload.file.read(limits.max_upload_bytes + 1)
-    check_upload(data, f"{field_name} ({upload.filename or 'unnamed upload'})", limits)
-    return data
+def is_light(uploads: list[Upload], limits: Limits) -> bool:
+    """Whether a request may use the light workers: its photos hold limits.light_pixels or fewer in all."""
+    return sum(u.pixels for u in uploads) <= limits.light_pixels
+
+
+def decode(upload: Upload, limits: Limits, deadline: float) -> Photo:
+    """Decode (at reduced size when large), once the deadline is checked."""
+    check(deadline, f"decoding {upload.label}")
+    return decode_photo(upload.data, upload.label, limits, source=upload.source)
+
+
+def _for_gallery(photo: Photo) -> Photo:
+    """Gallery errors name the photo by its file name alone (the endpoints take one photo)."""
+    return dataclasses.replace(photo, where=photo.source)
 
 
 # ---- errors ----------------------------------------------------------------------------------------------
 
-def _status_of(error: Exception) -> int:
-    for cls in type(error).__mro__:
-        if cls.__name__ in STATUS:
-            return STATUS[cls.__name__]
-    return 500
+def status_of(error: BaseException) -> int:
+    """The HTTP status of a library error: the first of its classes (most specific first) in STATUS."""
+    return next((STATUS[cls] for cls in type(error).__mro__ if cls in STATUS), 500)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    def answer(exc: Exception, status: int, detail: str) -> JSONResponse:
+        headers = {"Retry-After": str(getattr(exc, "retry_after", 1))} if status in (429, 503) else None
+        return JSONResponse({"detail": _one_line(app.state.redact(detail)), "error": type(exc).__name__},
+                            status_code=status, headers=headers)
+
     @app.exception_handler(SiamfaceError)
     async def library_error(request: Request, exc: SiamfaceError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=_status_of(exc))
+        return answer(exc, status_of(exc), str(exc))
 
     @app.exception_handler(ValueError)
     async def value_error(request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=422)
+        return answer(exc, status_of(exc), str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "invalid request: " + "; ".join(parts), "error": "RequestValidationError",
                              "errors": jsonable_errors(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Anything else (a damaged gallery page read mid-way, a bug): one line of JSON, never a traceback."""
+        if isinstance(exc, sqlite3.DatabaseError):
+            return answer(exc, 500, f"the gallery file cannot be read ({exc}); check or restore it")
+        return answer(exc, 500, f"internal error ({type(exc).__name__}: {exc})")
 
 
 def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -199,11 +278,19 @@ def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 Image = Annotated[UploadFile, File(description="a JPEG, PNG, WebP, PGM, BMP or TIFF photo")]
 GalleryDep = Annotated[Any, Depends(get_gallery)]
-Key = Depends(require_key)
+Key, ReadKey = Depends(require_key), Depends(read_key)
+Select = Annotated[Literal["largest", "central"] | None,
+                   Form(description="which face of a photo with several (default: refuse such a photo)")]
 
 
 def _add_routes(app: FastAPI) -> None:
-    limits = app.state.settings.limits
+    limits, gate = app.state.settings.limits, app.state.gate
+
+    def public(answer: dict[str, Any], v: Verifier) -> dict[str, Any]:
+        """The model by name and no path in the texts that explain the decision."""
+        out = {k: app.state.redact(x) if k in ("threshold_source", "calibration") and isinstance(x, str) else x
+               for k, x in answer.items()}
+        return {**out, "model": model_label(v)} if "model" in out else out
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -211,68 +298,85 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/health", response_model=schemas.Health)
     def health(res: Annotated[Resources, Depends(get_resources)]) -> dict[str, Any]:
-        v = res.verifier
-        people = None
-        if res.gallery is not None:
-            people = len(res.gallery.people())
-        return {"version": __version__, "model": v.name, "threshold": v.threshold,
-                "threshold_source": v.threshold_source, "operating_point": v.operating_point,
-                "gallery": None if app.state.settings.gallery is None else str(app.state.settings.gallery),
-                "people": people, "read_only": not app.state.settings.api_key, "limits": asdict(limits)}
+        v, gallery = res.verifier, app.state.settings.gallery
+        return {"version": __version__, "model": model_label(v), "threshold": v.threshold,
+                "threshold_source": app.state.redact(v.threshold_source), "operating_point": v.operating_point,
+                "gallery": None if gallery is None else Path(gallery).name,
+                "people": None if res.gallery is None else len(res.gallery.people()),
+                "read_only": not app.state.settings.api_key, "key_required": bool(app.state.settings.api_key),
+                "limits": asdict(limits)}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/verify", response_model=schemas.VerifyAnswer)
-    def verify(image_a: Image, image_b: Image, v: Annotated[Verifier, Depends(get_verifier)]) -> dict[str, Any]:
+    def verify(request: Request, image_a: Image, image_b: Image,
+               v: Annotated[Verifier, Depends(get_verifier)]) -> dict[str, Any]:
         """Are the people in two photos the same person?"""
-        a, b = read_image(image_a, "image_a", limits), read_image(image_b, "image_b", limits)
-        try:
-            return v.verify(a, b).to_dict()
-        except NoFaceError:  # which photo? (only on this error path: detect in `a` alone)
-            with naming("image_a", image_a):
-                v.inputs([a])
-            with naming("image_b", image_b):
-                raise
+        deadline = deadline_of(request.scope)
+        uploads = [read_upload(image_a, "image_a", limits), read_upload(image_b, "image_b", limits)]
+        with gate.slot(deadline, is_light(uploads, limits)):
+            photos = [decode(u, limits, deadline) for u in uploads]
+            return public(verify_photos(v, photos, deadline).to_dict(), v)
 
-    @app.post("/identify", response_model=schemas.IdentifyAnswer)
-    def identify(image: Image, gallery: GalleryDep,
+    @app.post("/identify", response_model=schemas.IdentifyAnswer, dependencies=[ReadKey])
+    def identify(request: Request, image: Image, gallery: GalleryDep,
                  k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5) -> dict[str, Any]:
         """Who is in this photo? Every face, with its top-k people; match is null when no one passes."""
-        data = read_upload(image, "image", limits)
-        with naming("image", image):
-            return gallery.identify(data, k=k)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
+            check(deadline, "identifying")
+            return public(gallery.identify(_for_gallery(photo), k=k), gallery.verifier)
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
-    def enroll(name: Annotated[str, Form(min_length=1, max_length=200)], image: Image, gallery: GalleryDep,
+    def enroll(request: Request, name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,
+               gallery: GalleryDep, select: Select = None,
                add: Annotated[bool, Form(description="add this photo to an existing person")] = False,
-               select: Annotated[Literal["largest", "central"] | None,
-                                 Form(description="which face of a photo with several")] = None,
                ) -> dict[str, Any]:
         """Enroll a person from one photo (409 if the name exists, unless add=true)."""
-        data = read_upload(image, "image", limits)
-        with naming("image", image):
-            return gallery.enroll(name, [data], select=select, sources=[image.filename or "upload"], new=not add)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
+            check(deadline, "enrolling")
+            return gallery.enroll(name, [_for_gallery(photo)], select=select, new=not add)
 
-    @app.post("/people/{name}/verify", response_model=schemas.VerifyAgainstAnswer)
-    def verify_against(name: str, image: Image, gallery: GalleryDep) -> dict[str, Any]:
+    @app.post("/people/{name:path}/verify", response_model=schemas.VerifyAgainstAnswer, dependencies=[ReadKey])
+    def verify_against(request: Request, name: str, image: Image, gallery: GalleryDep) -> dict[str, Any]:
         """Is the person in this photo the enrolled `name`? (best of their photos)"""
-        data = read_upload(image, "image", limits)
-        with naming("image", image):
-            return gallery.verify_against(name, data)
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
+            check(deadline, "verifying")
+            answer = gallery.verify_against(name, _for_gallery(photo)).to_dict()
+            answer["name"] = answer.pop("person")  # the service's field since its first version
+            return public(answer, gallery.verifier)
 
-    @app.get("/people", response_model=list[schemas.Person])
+    @app.get("/people", response_model=list[schemas.Person], dependencies=[ReadKey])
     def people(gallery: GalleryDep) -> list[dict[str, Any]]:
         return gallery.people()
 
-    @app.get("/people/{name}", response_model=schemas.PersonDetail)
+    @app.get("/people/{name:path}", response_model=schemas.PersonDetail, dependencies=[ReadKey])
     def person(name: str, gallery: GalleryDep) -> dict[str, Any]:
         """One person and their enrollments: sources, SHA-256, face boxes and landmarks (no embeddings)."""
         return gallery.person(name)
 
-    @app.delete("/people/{name}", response_model=schemas.Deleted, dependencies=[Key])
+    @app.delete("/people/{name:path}", response_model=schemas.Deleted, dependencies=[Key])
     def delete(name: str, gallery: GalleryDep) -> dict[str, Any]:
         """Delete a person and everything stored about them (embeddings, face crops, sources)."""
         gallery.delete(name)
         return {"name": name, "deleted": True}
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package, served here (no CDN: it works offline)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse((STATIC / "docs.html").read_text())

@@ -1,15 +1,20 @@
 """What the service accepts: upload size, image type (by content), pixel count (from the header, before
-decoding), smallest usable side, and how long a request may take.
+decoding), smallest usable side, the size a photo is analysed at, and how long a request may take.
 
 Uploads are checked in the order that costs least: the request's byte count while it streams in, the first
-bytes of each file (its type), the image header (its size), and only then the full decode.
+bytes of each file (its type), the image header (its size), and only then the decode. A photo longer than
+`max_side` is analysed at reduced size (a JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself, which
+costs a fraction of the full decode; other formats are resized after decoding): the face detector looks at
+1024 pixels at most anyway, and face reports are mapped back to the photo's own pixels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from siamface.data.images import _convert as to_mode  # the decoder's own mode conversion: no serve/train skew
 from siamface.errors import ImageError
+from siamface.gallery_faces import Photo
 
 # Magic bytes of the accepted formats -> (Pillow format name, label). Content decides, never the file name.
 SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
@@ -46,17 +52,33 @@ class ImageTooSmallError(ImageError):
 
 @dataclass(frozen=True)
 class Limits:
-    """The service's limits; every one is a `siamface serve` flag."""
+    """The service's limits; every one is a `siamface serve` flag.
+
+    max_side: photos with a longer side are analysed at reduced size (see the module's docstring).
+    max_full_decode_pixels: the pixel cap of formats that must be decoded whole (all but JPEG, whose decoder
+    reduces at no cost): a 36 Mpx PNG takes 2 s and 400 MB to decode, the same JPEG 0.2 s.
+    workers: requests that compute at once; queue: requests that may wait for a worker (more: 503).
+    light_workers: extra workers for light requests only (photos of light_pixels in all, from their headers),
+    so a burst of large photos does not hold up an ordinary verify behind it."""
 
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000
     min_side: int = 16
     timeout_s: float = 30.0
+    max_side: int = 2048
+    max_full_decode_pixels: int = 16_000_000
+    workers: int = 2
+    queue: int = 8
+    light_workers: int = 1
+    light_pixels: int = 2_000_000
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "min_side"):
+        for name in ("max_upload_bytes", "max_pixels", "min_side", "max_side", "max_full_decode_pixels", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("queue", "light_workers", "light_pixels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"Limits.{name} must be >= 0, got {getattr(self, name)}")
         if not self.timeout_s > 0:
             raise ValueError(f"Limits.timeout_s must be > 0, got {self.timeout_s}")
 
@@ -98,15 +120,42 @@ def check_upload(data: bytes, name: str, limits: Limits) -> str:
         return str(im.format)
 
 
+def pixels_of(data: bytes, name: str, limits: Limits) -> int:
+    """`check_upload`, returning the image's pixel count (from its header: what decoding it will cost)."""
+    with _open(data, name, limits) as im:
+        return int(im.size[0] * im.size[1])
+
+
 def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
     """`check_upload`, then decode to RGB uint8 (H, W, 3) with EXIF orientation applied and the file
-    decoder's conversions (16-bit, palette, alpha); a corrupt or truncated file is an ImageError (400)."""
+    decoder's conversions (16-bit, palette, alpha); a corrupt or truncated file is an ImageError (400).
+    A photo longer than `limits.max_side` comes back reduced (see `decode_photo` for the scale)."""
+    return decode_photo(data, name, limits).rgb
+
+
+def decode_photo(data: bytes, name: str, limits: Limits, source: str | None = None) -> Photo:
+    """`decode_upload` as a gallery `Photo`: the pixels (at most `limits.max_side` long), the scale they
+    were decoded at, the SHA-256 of the uploaded bytes, `source` (the file name kept with an enrollment)
+    and `name` (how errors name the upload)."""
     with _open(data, name, limits) as im:
+        original = max(im.size)
+        if im.format == "JPEG" and original > limits.max_side:
+            factor = limits.max_side / original  # libjpeg's DCT scaling: at least this size, far cheaper
+            im.draft(im.mode, (max(1, int(im.size[0] * factor)), max(1, int(im.size[1] * factor))))
         try:
             im.load()
-            return np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
+            rgb = np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise ImageError(f"{name}: corrupt or truncated {im.format} image ({e})") from e
+    if max(rgb.shape[:2]) > limits.max_side:
+        import cv2
+
+        f = limits.max_side / max(rgb.shape[:2])
+        size = (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    scale = max(rgb.shape[:2]) / original
+    return Photo(np.ascontiguousarray(rgb), source or name, hashlib.sha256(data).hexdigest(), name,
+                 1.0 if abs(scale - 1.0) < 1e-9 else scale)
 
 
 def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
@@ -122,6 +171,11 @@ def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
         raise ImageError(f"{name}: starts like a {fmt} image but its header is unreadable ({e})") from e
     try:
         _check_size(im.size, name, limits)
+        w, h = im.size
+        if fmt != "JPEG" and w * h > limits.max_full_decode_pixels:
+            raise UploadTooLargeError(f"{name}: {w}x{h} is {w * h / 1e6:.1f} Mpx; a {fmt} image is decoded whole, "
+                                      f"so {limits.max_full_decode_pixels / 1e6:g} Mpx is its limit (a JPEG may have "
+                                      f"up to {limits.max_pixels / 1e6:g} Mpx: it is decoded at reduced size)")
     except ImageError:
         im.close()
         raise
@@ -144,10 +198,19 @@ class _BodyTooLarge(Exception):
     pass
 
 
+DEADLINE = "siamface.deadline"  # the scope key of a request's deadline (time.monotonic() seconds)
+
+
+def deadline_of(scope: dict) -> float:
+    """When the request's time runs out (set by LimitsMiddleware; no limit outside it)."""
+    return float(scope.get(DEADLINE, float("inf")))
+
+
 class LimitsMiddleware:
     """Refuse a request body above `limits.max_request_bytes` (413, before any multipart parsing finishes)
-    and answer 504 when a request takes longer than `limits.timeout_s`. A timed-out route running in the
-    threadpool cannot be interrupted: it finishes in the background and its answer is dropped."""
+    and answer 504 when a request takes longer than `limits.timeout_s`. A route computing in the threadpool
+    cannot be interrupted from here: it reads the deadline this middleware puts in the scope (`deadline_of`)
+    and stops at its next stage (siamface.serve.work), so a timed-out request stops using the CPU."""
 
     def __init__(self, app: Any, limits: Limits) -> None:
         self.app, self.limits = app, limits
@@ -156,6 +219,7 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[DEADLINE] = time.monotonic() + self.limits.timeout_s
         cap = self.limits.max_request_bytes
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
@@ -173,27 +237,43 @@ class LimitsMiddleware:
                 raise _BodyTooLarge
             return message
 
+        timed_out = False
+
         async def guarded_send(message: dict) -> None:
             nonlocal started
-            if over:  # the app's own answer to a body cut off by the cap (FastAPI makes it a 400) is replaced
-                return
+            if over or timed_out:  # replaced: the app's answer to a body cut off by the cap (FastAPI makes it
+                return  # a 400), or anything it says after the 504
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await asyncio.wait_for(self.app(scope, counting_receive, guarded_send), self.limits.timeout_s)
-        except _BodyTooLarge:
-            pass
-        except asyncio.TimeoutError:
-            if not started:
-                await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit")
+        # The app is not cancelled at the deadline: a route computing in a thread cannot be interrupted (it
+        # stops at its next stage, siamface.serve.work), and cancelling the task could cut an answer it is
+        # sending between its start and its body. Past the deadline, what it sends is dropped instead.
+        task = asyncio.ensure_future(self.app(scope, counting_receive, guarded_send))
+        done, _ = await asyncio.wait({task}, timeout=self.limits.timeout_s)
+        if not done and started:
+            await asyncio.wait({task})  # it is answering: let it finish
+        elif not done:
+            timed_out = True
+            task.add_done_callback(_quiet)
+            await _send_json(send, 504, f"request took longer than the {self.limits.timeout_s:g} s limit",
+                             "RequestTimeoutError")
+            return
+        if task.done() and not task.cancelled() and not isinstance(task.exception(), _BodyTooLarge):
+            task.result()  # the app's own exception, if any, goes on to the server
         if over and not started:
             await _send_json(send, 413, f"request body is above the {cap:,}-byte limit "
                                         f"({self.limits.max_upload_bytes:,} bytes per image)")
 
 
-async def _send_json(send: Any, status: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
+def _quiet(task: asyncio.Future) -> None:
+    """Collect the outcome of an app task whose answer was already replaced by a 504."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _send_json(send: Any, status: int, message: str, error: str | None = None) -> None:
+    body = json.dumps({"detail": message, "error": error}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

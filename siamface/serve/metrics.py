@@ -1,8 +1,9 @@
 """Request counts and latency in the Prometheus text exposition format (version 0.0.4), without a client
 library: a counter per (method, route, status) and a latency histogram per route.
 
-Routes are the app's path templates (`/people/{name}`, not each name), and anything unmatched counts as
-`other`, so the number of series stays bounded whatever clients send.
+Routes are the app's path templates (`/people/{name}`, not each name), anything unmatched counts as
+`other`, and so does any method but the standard ones, so the number of series stays bounded whatever
+clients send.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from starlette.routing import Match
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -92,5 +94,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.observe(scope["method"], route_of(self.routes_of(), scope), status,
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.observe(method, route_of(self.routes_of(), scope), status,
                                  time.perf_counter() - t0)

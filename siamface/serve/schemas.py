@@ -39,6 +39,10 @@ class Decision(BaseModel):
     threshold: float
     threshold_source: str
     operating_point: str | None = None
+    far: float | None = Field(None, description="the false-accept rate the threshold stands for")
+    far_interval: list[float] | None = Field(None, description="its 95% interval")
+    fpir: float | None = Field(None, description="identification: the share of strangers matched to someone")
+    calibration: str = Field("", description="which calibration chose the threshold")
     model: str
     elapsed_ms: float
 
@@ -124,9 +128,10 @@ class Health(BaseModel):
     threshold: float
     threshold_source: str
     operating_point: str | None = None
-    gallery: str | None = None
+    gallery: str | None = Field(None, description="the gallery's file name (not its path)")
     people: int | None = None
     read_only: bool = Field(description="true when SIAMFACE_API_KEY is unset: the write endpoints refuse")
+    key_required: bool = Field(False, description="true when the gallery endpoints need the X-API-Key header")
     limits: dict[str, int | float]
 
 

@@ -6,11 +6,17 @@ const keyInput = $("api-key");
 keyInput.value = sessionStorage.getItem("siamface-key") || "";
 keyInput.addEventListener("input", () => sessionStorage.setItem("siamface-key", keyInput.value));
 
-async function call(method, path, form, withKey) {
-  const headers = withKey && keyInput.value ? { "X-API-Key": keyInput.value } : {};
+// Every call sends the key when one is typed: with a key configured, the server wants it for the gallery.
+async function call(method, path, form) {
+  const headers = keyInput.value ? { "X-API-Key": keyInput.value } : {};
   const res = await fetch(path, { method, body: form, headers });
   const body = await res.json().catch(() => ({ detail: `${res.status} ${res.statusText}` }));
-  if (!res.ok) throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+  if (!res.ok) {
+    const e = new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
+    e.kind = body.error || "";
+    e.status = res.status;
+    throw e;
+  }
   return body;
 }
 
@@ -30,19 +36,45 @@ function decisionLine(r) {
 
 // ---- photos on canvases, with face boxes -------------------------------------------------------------
 
+// Show the photo that will be sent. A file the browser cannot decode (TIFF, PGM, not an image) still goes
+// to the server, which may read it: the canvas then says so, instead of keeping the previous picture.
 async function showPhoto(canvas, blob, name) {
-  canvas.bitmap = await createImageBitmap(blob);
   canvas.dataset.source = name || blob.name || "";
-  canvas.width = canvas.bitmap.width;
-  canvas.height = canvas.bitmap.height;
-  drawFaces(canvas, []);
+  try {
+    canvas.bitmap = await createImageBitmap(blob);
+    canvas.dataset.preview = "yes";
+    canvas.width = canvas.bitmap.width;
+    canvas.height = canvas.bitmap.height;
+    drawFaces(canvas, []);
+  } catch (e) {
+    canvas.bitmap = null;
+    canvas.dataset.preview = "none";
+    noPreview(canvas, canvas.dataset.source, blob.type);
+  }
   canvas.hidden = false;
+}
+
+function noPreview(canvas, name, type) {
+  canvas.width = 480;
+  canvas.height = 240;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#eef0f4";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#1d2330";
+  ctx.font = "20px system-ui, sans-serif";
+  ctx.textAlign = "center";
+  const short = name.length > 40 ? name.slice(0, 37) + "…" : name;
+  ctx.fillText("This browser cannot show", 240, 90);
+  ctx.fillText(short || "this file", 240, 120);
+  ctx.font = "16px system-ui, sans-serif";
+  ctx.fillText(`(${type || "unknown type"}); it is sent as it is`, 240, 155);
 }
 
 // A face box: {x, y, w, h} directly, or under "used" / "box" (a face report).
 const boxOf = (f) => (f && f.w !== undefined ? f : f && (f.used || f.box)) || null;
 
 function drawFaces(canvas, faces) {
+  if (!canvas.bitmap) return; // no preview: nothing to draw the boxes on
   const ctx = canvas.getContext("2d");
   ctx.drawImage(canvas.bitmap, 0, 0);
   const lw = Math.max(2, canvas.width / 150);
@@ -160,14 +192,16 @@ $("enroll-button").addEventListener("click", async () => {
   const form = new FormData();
   form.append("name", $("enroll-name").value.trim());
   form.append("image", enrollPhoto.blob, enrollPhoto.name);
+  if ($("enroll-select").value) form.append("select", $("enroll-select").value);
   say(out, "Enrolling…");
   try {
-    const r = await call("POST", "/enroll", form, true);
+    const r = await call("POST", "/enroll", form);
     say(out, `Enrolled <b class="enrolled-name">${esc(r.name)}</b> (${r.photos} photo${r.photos === 1 ? "" : "s"})`);
     drawFaces($("enroll-canvas"), r.enrolled.map((e) => ({ face: e.face, label: r.name })));
     loadPeople();
   } catch (e) {
-    say(out, esc(e.message), "error");
+    const hint = e.kind === "MultipleFacesError" ? "<br>Choose which face to enroll under <b>Face</b> above." : "";
+    say(out, esc(e.message) + hint, "error");
   }
 });
 
@@ -211,7 +245,7 @@ async function loadPeople() {
     list.innerHTML = "";
     for (const p of people) {
       const li = document.createElement("li");
-      li.innerHTML = `<span><b>${esc(p.name)}</b> <span class="detail">${p.photos} photo(s)</span></span>`;
+      li.innerHTML = `<span class="person"><b>${esc(p.name)}</b> <span class="detail">${p.photos} photo(s)</span></span>`;
       const del = document.createElement("button");
       del.textContent = "Delete";
       del.addEventListener("click", () => removePerson(p.name));
@@ -220,7 +254,9 @@ async function loadPeople() {
     }
     say(out, people.length ? "" : "No one is enrolled yet.");
   } catch (e) {
-    say(out, esc(e.message), "error");
+    list.innerHTML = "";
+    const hint = e.status === 401 ? "<br>Type the API key above to see the gallery." : "";
+    say(out, esc(e.message) + hint, "error");
   }
   loadStatus();
 }
@@ -228,7 +264,7 @@ async function loadPeople() {
 async function removePerson(name) {
   if (!confirm(`Delete ${name} and every photo and face stored for them?`)) return;
   try {
-    await call("DELETE", `/people/${encodeURIComponent(name)}`, undefined, true);
+    await call("DELETE", `/people/${encodeURIComponent(name)}`);
     say($("people-result"), `Deleted ${esc(name)}.`);
     await loadPeople();
     say($("people-result"), `Deleted ${esc(name)}.`);
@@ -242,11 +278,13 @@ async function loadStatus() {
     const h = await call("GET", "/health");
     const model = h.model.split("/").filter(Boolean).pop();
     const people = h.people === null ? "no gallery" : `${h.people} enrolled`;
-    $("status").textContent = `model ${model} · ${people}${h.read_only ? " · read-only (no API key set)" : ""}`;
+    const mode = h.read_only ? " · read-only (no API key set)" : h.key_required ? " · the gallery needs the API key" : "";
+    $("status").textContent = `model ${model} · ${people}${mode}`;
   } catch (e) {
     $("status").textContent = `server unreachable: ${e.message}`;
   }
 }
 
 $("people-refresh").addEventListener("click", loadPeople);
+keyInput.addEventListener("change", loadPeople);
 loadPeople();
