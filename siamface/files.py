@@ -15,12 +15,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any
 
 from .errors import SiamfaceError
+
+if TYPE_CHECKING:  # torch is imported where tensors are saved: the CLI starts without it
+    import torch
 
 TMP_SUFFIX = ".tmp"
 LOCK = ".lock"
@@ -60,6 +60,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Save tensors as safetensors atomically; returns the file's SHA-256."""
+    from safetensors.torch import save_file
+
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:

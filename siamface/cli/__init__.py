@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Any
 
-from .. import __version__
+from .. import __version__, threads
 from ..errors import SiamfaceError
 from ..files import os_reason
 from .flags import RENAME, SKIP, add_config_flags, config_from_args, parse_align
@@ -39,6 +39,7 @@ def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.process_defaults()  # before anything imports torch (siamface.threads: one thread per worker)
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warn  # library warnings as one line, not Python's file:line form
     try:

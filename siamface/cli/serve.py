@@ -20,9 +20,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
                     timeout_s=args.timeout)
     settings = Settings.from_env(gallery=Path(args.gallery), model=args.model, far=args.far, limits=limits)
     if args.threads:
-        import torch
+        from .. import threads
 
-        torch.set_num_threads(args.threads)
+        threads.set_threads(args.threads)
     resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
@@ -42,6 +42,6 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--max-mpx", type=float, default=40.0, help="largest accepted image (megapixels, from its header)")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before a 504")
     s.add_argument("--threads", type=int, default=None,
-                   help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
+                   help="torch threads per request (default: SIAMFACE_THREADS or 1; requests run in parallel)")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)

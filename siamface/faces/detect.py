@@ -44,6 +44,11 @@ EYE_DIST_RANGE = (0.25, 0.65)  # distance between eye centres as a fraction of t
 # so a typical true face scores ~0.92 and a typical false detection ~0.45.
 CONF_CENTER, CONF_SCALE = 3.0, 2.0
 
+# The mmod detector runs at full resolution on images up to this many pixels (a 2,048 x 2,048 photo; its
+# tiled pyramid is about 3.3x that in float32 RGB: ~170 MB) and downscales larger ones to it, so a 12 Mpx photo
+# finds faces from ~135 px and one at the 40 Mpx upload limit from ~250 px; time grows with the pixels.
+MMOD_MAX_PIXELS = 2048 * 2048
+
 
 Landmarks = tuple[tuple[int, int], ...]
 
@@ -144,12 +149,22 @@ def with_landmarks(image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
     return out
 
 
+def mmod_scale(height: int, width: int, upsample: int = 0) -> float:
+    """The factor an image is resized by before the mmod detector: 1 (full resolution) up to MMOD_MAX_PIXELS
+    (times 4^-upsample, the detector's own doubling), less above, so that the smallest face found is
+    80 / 2^upsample pixels at full resolution and grows as sqrt(pixels / MMOD_MAX_PIXELS) above."""
+    budget = MMOD_MAX_PIXELS / 4**upsample
+    return 1.0 if height * width <= budget else math.sqrt(budget / (height * width))
+
+
 def _detect_mmod(image: np.ndarray, cfg: AlignConfig) -> list[FaceBox]:
-    """dlib's CNN detector (cfg.upsample), boxes clipped to the image; landmarks from dlib's own boxes."""
+    """dlib's CNN detector (cfg.upsample), boxes clipped to the image; landmarks from dlib's own boxes.
+
+    cfg.max_side does not apply (it shrank every photo to 1,024 px, losing faces under ~160 px in a 2 Mpx
+    photo): the detector sees the full resolution up to a pixel budget (mmod_scale)."""
     height, width = image.shape[:2]
-    scale, small = 1.0, image
-    if cfg.max_side and max(height, width) > cfg.max_side:
-        scale = cfg.max_side / max(height, width)
+    scale, small = mmod_scale(height, width, cfg.upsample), image
+    if scale != 1.0:
         small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
     detector, predictor = _dlib_models()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from siamface import threads
 from siamface.errors import ModelError
 from siamface.faces.pyramid import IntRect, pyramid_up2, rect_down2, round_rect, tiled_pyramid, tiled_to_image
 
@@ -216,6 +217,7 @@ class MMODDetector:
         """Faces in each image (RGB or grey uint8), best first; images of one size share a batch."""
         if isinstance(upsample, bool) or not isinstance(upsample, int) or upsample < 0:
             raise ValueError(f"upsample must be an integer >= 0, got {upsample!r}")
+        threads.apply()
         prepared = [self.canvas(im, upsample) for im in images]
         out: list[list[Detection]] = [[] for _ in images]
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -226,7 +228,8 @@ class MMODDetector:
                 continue
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]
-                maps = self.scores(np.stack([prepared[i][0] for i in chunk]))
+                canvases = [prepared[i][0] for i in chunk]  # one canvas: a view, not a 100 MB copy
+                maps = self.scores(canvases[0][None] if len(chunk) == 1 else np.stack(canvases))
                 for i, score_map in zip(chunk, maps):
                     out[i] = self.decode(score_map, prepared[i][1], upsample, threshold)
         return out

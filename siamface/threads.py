@@ -1,0 +1,66 @@
+"""One thread policy for the library, the CLI, the service and `watch`: one intra-op thread per worker.
+
+Each inference call (detection, embedding) runs on `threads()` torch threads, 1 unless `set_threads(n)` or
+SIAMFACE_THREADS says otherwise; parallelism comes from serving requests (or frames) on several workers, not
+from splitting one small forward pass over cores. On a busy 2-core machine torch's default (a thread per
+core, OpenMP threads that spin while they wait) made a photo 5-15x slower than one thread, since the spinning
+threads fight every other process for the cores; one thread per call never waits for a sibling.
+
+torch sets OpenMP's thread count per OS thread, so `apply()` runs at the start of every inference call, in
+the calling thread (a service's worker thread starts with OpenMP's default). Processes that siamface owns
+(the `siamface` command, the service) also call `process_defaults()` before torch is imported: passive
+OpenMP waits and OMP_NUM_THREADS, so even threads torch starts on its own never spin.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+ENV = "SIAMFACE_THREADS"
+_chosen: int | None = None
+_cv2_threads: int | None = None
+
+
+def _from_env() -> int:
+    raw = os.environ.get(ENV, "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{ENV} must be a whole number of threads >= 1, got {raw!r}")
+    return int(raw)
+
+
+def threads() -> int:
+    """Torch threads per inference call: set_threads(n), else SIAMFACE_THREADS, else 1."""
+    return _chosen if _chosen is not None else _from_env()
+
+
+def set_threads(n: int | None) -> None:
+    """Use n torch threads per inference call from now on (None: back to SIAMFACE_THREADS or 1)."""
+    global _chosen
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads must be an integer >= 1, got {n!r}")
+    _chosen = n
+
+
+def apply() -> int:
+    """Give the calling thread the policy's torch thread count (cheap when it already has it); returns it."""
+    import torch
+
+    global _cv2_threads
+    n = threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    cv2 = sys.modules.get("cv2")  # OpenCV's pool (resizes, Haar) is process-wide: set once per count
+    if cv2 is not None and _cv2_threads != n:
+        cv2.setNumThreads(n)
+        _cv2_threads = n
+    return n
+
+
+def process_defaults() -> None:
+    """For a process siamface owns, before torch is imported: OpenMP threads wait passively and start at the
+    policy's count (the user's own OMP_* settings win)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads()))
