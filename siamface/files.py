@@ -58,10 +58,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
 
 
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors.torch.save_file, imported on first use (torch with it)."""
+    from safetensors.torch import save_file as save
+
+    save(tensors, path, metadata=metadata)
+
+
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
     """Save tensors as safetensors atomically; returns the file's SHA-256."""
-    from safetensors.torch import save_file
-
     fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
