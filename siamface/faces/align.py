@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from siamface.errors import NoFaceError
@@ -65,6 +64,8 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
     left_eye is the eye on the image's left. The border is replicated; the channel count is kept.
     """
+    import cv2  # on first use: the dlib chip pipeline never needs OpenCV
+
     image = check_image(image)
     size = _check_size(size)
     m = similarity_matrix(left_eye, right_eye, size, cfg)
@@ -87,6 +88,8 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
 def center_square(image: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop of the whole image resized to size x size (for detector "none")."""
+    import cv2  # on first use: the dlib chip pipeline never needs OpenCV
+
     image = check_image(image)
     size = _check_size(size)
     h, w = image.shape[:2]

@@ -11,12 +11,14 @@ import itertools
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
+
+if TYPE_CHECKING:  # OpenCV is imported where it is used: the mmod pipeline needs it only for huge photos
+    import cv2
 
 Point = tuple[float, float]
 
@@ -92,6 +94,8 @@ _local = threading.local()  # CascadeClassifier objects are not shared between t
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
     """Load (once per thread) a cascade from cv2.data.haarcascades."""
+    import cv2
+
     cache: dict[str, cv2.CascadeClassifier] = _local.__dict__.setdefault("cascades", {})
     if name not in cache:
         path = cv2.data.haarcascades + name
@@ -120,6 +124,8 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[2] == 1:
         return image[:, :, 0]
+    import cv2
+
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
@@ -165,6 +171,8 @@ def _detect_mmod(image: np.ndarray, cfg: AlignConfig) -> list[FaceBox]:
     height, width = image.shape[:2]
     scale, small = mmod_scale(height, width, cfg.upsample), image
     if scale != 1.0:
+        import cv2
+
         small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
     detector, predictor = _dlib_models()
@@ -201,6 +209,8 @@ def detect_faces(image: np.ndarray, cfg: AlignConfig = DEFAULT_CONFIG) -> list[F
     if cfg.detector == "mmod":
         image = check_image(image)
         return _order(_detect_mmod(image, cfg), cfg.select, image.shape[1], image.shape[0])
+    import cv2
+
     gray = to_gray(check_image(image))
     height, width = gray.shape
     scale = 1.0
