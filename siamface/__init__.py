@@ -18,7 +18,7 @@ _EXPORTS = {
     "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
-    "Gallery": "siamface.gallery",
+    "Gallery": "siamface.gallery", "watch": "siamface.watch",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -18,6 +18,7 @@ from .flags import RENAME, SKIP, add_config_flags, config_from_args, parse_align
 from .gallery import add_gallery_commands
 from .run import add_run_commands, run_config_from_args
 from .serve import add_serve_parser
+from .watch import add_watch_parser
 
 __all__ = ["RENAME", "SKIP", "add_config_flags", "build_parser", "config_from_args", "main", "parse_align",
            "run_config_from_args"]
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub)
     add_gallery_commands(sub)
     add_serve_parser(sub)
+    add_watch_parser(sub)
     return p
 
 
