@@ -52,9 +52,10 @@ def apply() -> int:
     n = threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
-    cv2 = sys.modules.get("cv2")  # OpenCV's pool (resizes, Haar) is process-wide: set once per count
-    if cv2 is not None and _cv2_threads != n:
-        cv2.setNumThreads(n)
+    # OpenCV's pool (resizes, Haar) is process-wide: set once per count, once cv2 is (fully) imported
+    set_cv2 = getattr(sys.modules.get("cv2"), "setNumThreads", None)
+    if set_cv2 is not None and _cv2_threads != n:
+        set_cv2(n)
         _cv2_threads = n
     return n
 

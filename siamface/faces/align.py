@@ -20,6 +20,7 @@ from siamface.faces.detect import (
     detect_faces,
     estimate_eyes,
     landmark_eyes,
+    opencv,
     with_landmarks,
 )
 
@@ -64,7 +65,7 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
     left_eye is the eye on the image's left. The border is replicated; the channel count is kept.
     """
-    import cv2  # on first use: the dlib chip pipeline never needs OpenCV
+    cv2 = opencv()  # on first use: the dlib chip pipeline never needs OpenCV
 
     image = check_image(image)
     size = _check_size(size)
@@ -88,7 +89,7 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
 def center_square(image: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop of the whole image resized to size x size (for detector "none")."""
-    import cv2  # on first use: the dlib chip pipeline never needs OpenCV
+    cv2 = opencv()  # on first use: the dlib chip pipeline never needs OpenCV
 
     image = check_image(image)
     size = _check_size(size)

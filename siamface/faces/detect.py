@@ -17,7 +17,7 @@ import numpy as np
 
 from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
 
-if TYPE_CHECKING:  # OpenCV is imported where it is used: the mmod pipeline needs it only for huge photos
+if TYPE_CHECKING:  # OpenCV is imported where it is used (opencv()): the mmod pipeline needs it only for huge photos
     import cv2
 
 Point = tuple[float, float]
@@ -90,13 +90,22 @@ class FaceBox:
 
 
 _local = threading.local()  # CascadeClassifier objects are not shared between threads
+_IMPORT = threading.Lock()
+
+
+def opencv() -> Any:
+    """cv2, imported on first use under a lock: OpenCV's package replaces itself while it loads, so two
+    threads importing it at once could see a half-made module (the dlib chip pipeline rarely needs it)."""
+    with _IMPORT:
+        import cv2
+
+    return cv2
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
     """Load (once per thread) a cascade from cv2.data.haarcascades."""
-    import cv2
-
-    cache: dict[str, cv2.CascadeClassifier] = _local.__dict__.setdefault("cascades", {})
+    cv2 = opencv()  # noqa: F811 - the module itself, imported above for annotations only
+    cache: dict[str, Any] = _local.__dict__.setdefault("cascades", {})
     if name not in cache:
         path = cv2.data.haarcascades + name
         clf = cv2.CascadeClassifier(path)
@@ -124,8 +133,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[2] == 1:
         return image[:, :, 0]
-    import cv2
-
+    cv2 = opencv()
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
@@ -171,8 +179,7 @@ def _detect_mmod(image: np.ndarray, cfg: AlignConfig) -> list[FaceBox]:
     height, width = image.shape[:2]
     scale, small = mmod_scale(height, width, cfg.upsample), image
     if scale != 1.0:
-        import cv2
-
+        cv2 = opencv()
         small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
     detector, predictor = _dlib_models()
@@ -209,8 +216,7 @@ def detect_faces(image: np.ndarray, cfg: AlignConfig = DEFAULT_CONFIG) -> list[F
     if cfg.detector == "mmod":
         image = check_image(image)
         return _order(_detect_mmod(image, cfg), cfg.select, image.shape[1], image.shape[0])
-    import cv2
-
+    cv2 = opencv()
     gray = to_gray(check_image(image))
     height, width = gray.shape
     scale = 1.0
