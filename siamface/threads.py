@@ -9,13 +9,16 @@ threads fight every other process for the cores; one thread per call never waits
 torch sets OpenMP's thread count per OS thread, so `apply()` runs at the start of every inference call, in
 the calling thread (a service's worker thread starts with OpenMP's default). Processes that siamface owns
 (the `siamface` command, the service) also call `process_defaults()` before torch is imported: passive
-OpenMP waits and OMP_NUM_THREADS, so even threads torch starts on its own never spin.
+OpenMP waits, so that no idle OpenMP thread spins. Training keeps its own count (`TrainConfig.threads`, else
+torch's), its validation passes included (`using`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 ENV = "SIAMFACE_THREADS"
 _chosen: int | None = None
@@ -60,8 +63,20 @@ def apply() -> int:
     return n
 
 
+@contextmanager
+def using(n: int) -> Iterator[None]:
+    """The policy's count is n inside the block (training keeps its own threads for its validation passes)."""
+    global _chosen
+    before = _chosen
+    set_threads(n)
+    try:
+        yield
+    finally:
+        _chosen = before
+
+
 def process_defaults() -> None:
-    """For a process siamface owns, before torch is imported: OpenMP threads wait passively and start at the
-    policy's count (the user's own OMP_* settings win)."""
+    """For a process siamface owns, before torch is imported: OpenMP threads wait passively instead of
+    spinning (the user's own OMP_WAIT_POLICY wins). The thread count is left to torch, so that training keeps
+    a thread per core; inference calls take the policy's count through apply()."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads()))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, metrics
+from . import __version__, metrics, threads
 from .augment import AffineConfig, FixedDistortions, apply_affine, sample_params
 from .card import calibrate
 from .checkpoint import FROM_FACTORY, load_model, save_model
@@ -245,7 +245,7 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
     _check_before_work(run, out, resume)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    with FolderLock(out, "training run"):
+    with FolderLock(out, "training run"), threads.using(torch.get_num_threads()):  # validation too
         data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress,
                             val_way=cfg.val_way)
         torch.manual_seed(cfg.seed)
