@@ -15,7 +15,7 @@ import siamface
 from siamface import watch as watch_module
 from siamface.cli import main
 from siamface.errors import SiamfaceError
-from siamface.watch import IoUTracker, decide, iou
+from siamface.watch import IoUTracker, decide, iou, likeness
 
 LFW = "lfw/deepfunneled"
 
@@ -31,6 +31,14 @@ def test_tracker_keeps_ids_across_frames_and_lets_tracks_go() -> None:
     of_box, new, left = tr.update([(700, 700, 50, 50)], 3)  # track 2 unseen twice: gone; a far box is new
     assert [t.id for t in left] == [2] and [t.id for t in new] == [3]
     assert sorted(t.id for t in tr.tracks) == [1, 3]
+    of_box, new, left = tr.update([(60, 5, 100, 100), (720, 700, 50, 50)], 4)  # moved half a side: IoU 0.33
+    assert [t.id for t in of_box] == [1, 3] and new == []
+    of_box, new, left = tr.update([(120, 5, 100, 100)], 5)  # IoU 0.25, but a face continuing its path
+    assert [t.id for t in of_box] == [1] and new == []
+    of_box, new, left = tr.update([(120, 5, 100, 100), (230, 5, 100, 100)], 6)  # a second face beside it
+    assert [t.id for t in of_box] == [1, 4] and [t.id for t in new] == [4]
+    small = (30, 0, 20, 20)  # near, but 25 times smaller: only its overlap counts
+    assert likeness((0, 0, 100, 100), small) == iou((0, 0, 100, 100), small) < 0.3
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     with pytest.raises(ValueError, match="min_iou"):
         IoUTracker(min_iou=0)
