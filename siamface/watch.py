@@ -55,6 +55,23 @@ class Track:
     votes: list[tuple[str | None, float]] = field(default_factory=list)
     decided: bool = False
     name: str | None = None
+    last_frame: int = -1
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per source frame, from its last two sightings
+
+    def predicted(self, frame: int) -> Box:
+        """Where the box should be at `frame` if the face keeps moving as it did (constant velocity): a
+        source processed at a few frames a second sees a walking face jump further than a box side."""
+        gap = max(0, frame - self.last_frame)
+        x, y, w, h = self.box
+        return (round(x + self.velocity[0] * gap), round(y + self.velocity[1] * gap), w, h)
+
+    def see(self, box: Box, frame: int) -> None:
+        if self.last_frame >= 0 and frame > self.last_frame:
+            gap = frame - self.last_frame
+            vx = (box[0] + box[2] / 2 - self.box[0] - self.box[2] / 2) / gap
+            vy = (box[1] + box[3] / 2 - self.box[1] - self.box[3] / 2) / gap
+            self.velocity = (vx, vy)
+        self.box, self.last_frame, self.missed = box, frame, 0
 
 
 def likeness(a: Box, b: Box) -> float:
@@ -71,7 +88,8 @@ def likeness(a: Box, b: Box) -> float:
 
 
 class IoUTracker:
-    """Greedy matching of each frame's boxes to the live tracks, best `likeness` (overlap or nearness) first."""
+    """Greedy matching of each frame's boxes to the live tracks, best `likeness` (overlap or nearness, to the
+    track's last box or where its motion puts it now) first."""
 
     def __init__(self, min_iou: float = 0.3, max_missed: int = 5) -> None:
         if not 0.0 < min_iou < 1.0:
@@ -84,8 +102,8 @@ class IoUTracker:
 
     def update(self, boxes: list[Box], frame: int) -> tuple[list[Track | None], list[Track], list[Track]]:
         """(the track of each box, in order; the new tracks; the tracks that left)."""
-        pairs = sorted(((likeness(t.box, b), ti, bi) for ti, t in enumerate(self.tracks)
-                        for bi, b in enumerate(boxes)), reverse=True)
+        pairs = sorted(((max(likeness(t.box, b), likeness(t.predicted(frame), b)), ti, bi)
+                        for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)), reverse=True)
         of_box: list[Track | None] = [None] * len(boxes)
         used: set[int] = set()
         for overlap, ti, bi in pairs:
@@ -98,13 +116,13 @@ class IoUTracker:
         new = []
         for bi, box in enumerate(boxes):
             if of_box[bi] is None:
-                track = Track(self._next, box, frame)
+                track = Track(self._next, box, frame, last_frame=frame)
                 self._next += 1
                 self.tracks.append(track)
                 new.append(track)
                 of_box[bi] = track
             else:
-                of_box[bi].box, of_box[bi].missed = box, 0  # type: ignore[union-attr]
+                of_box[bi].see(box, frame)  # type: ignore[union-attr]
         seen = {id(t) for t in of_box}
         left = []
         for t in self.tracks:

@@ -37,6 +37,11 @@ def test_tracker_keeps_ids_across_frames_and_lets_tracks_go() -> None:
     assert [t.id for t in of_box] == [1] and new == []
     of_box, new, left = tr.update([(120, 5, 100, 100), (230, 5, 100, 100)], 6)  # a second face beside it
     assert [t.id for t in of_box] == [1, 4] and [t.id for t in new] == [4]
+    moving = IoUTracker(max_missed=1)  # 40 px a frame, seen on frames 0, 1 and then every 5th: 2 sides a sighting
+    ids = [moving.update([(40 * f, 0, 100, 100)], f)[0][0].id for f in (0, 1, 6, 11, 16)]  # type: ignore[union-attr]
+    assert ids == [1, 1, 1, 1, 1]
+    still = IoUTracker(max_missed=1)  # without the first short step there is no motion to follow: a new track
+    assert [still.update([(200 * k, 0, 100, 100)], 5 * k)[1] != [] for k in range(2)] == [True, True]
     small = (30, 0, 20, 20)  # near, but 25 times smaller: only its overlap counts
     assert likeness((0, 0, 100, 100), small) == iou((0, 0, 100, 100), small) < 0.3
     assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
