@@ -16,12 +16,14 @@ processed frame by frame unless `realtime=True`, which skips the frames the proc
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 import types
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,15 +257,46 @@ def _identified(t: Track, stamp: dict[str, Any], point: dict[str, Any]) -> dict[
             "frames": len(t.votes), **point}
 
 
+def _identify_each(frames: Frames, gallery: Any, kwargs: dict[str, Any],
+                   workers: int) -> Iterator[tuple[int, float, np.ndarray, dict[str, Any]]]:
+    """(index, seconds, frame, gallery.identify's answer) in frame order, up to `workers` frames in flight at
+    once (each call on the thread policy's one torch thread: parallelism across frames, not within one)."""
+
+    def identify(frame: np.ndarray) -> dict[str, Any]:
+        try:
+            return gallery.identify(frame, **kwargs)
+        except NoFaceError:
+            return {"faces": []}
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siamface-watch") as pool:
+        pending: deque[tuple[int, float, np.ndarray, Future[dict[str, Any]]]] = deque()
+        try:
+            for index, seconds, frame in frames:
+                pending.append((index, seconds, frame, pool.submit(identify, frame)))
+                if len(pending) >= workers:
+                    i, s, f, fut = pending.popleft()
+                    yield i, s, f, fut.result()
+            while pending:
+                i, s, f, fut = pending.popleft()
+                yield i, s, f, fut.result()
+        finally:
+            for *_, fut in pending:
+                fut.cancel()
+
+
 def watch(source: str | int, gallery: Any, *, votes: int = 3, max_missed: int = 5, min_iou: float = 0.3,
-          fpir: float | None = None, realtime: bool = False, retries: int = 3,
-          backoff_s: float = 0.5, on_frame: Any = None) -> Iterator[dict[str, Any]]:
+          fpir: float | None = None, realtime: bool = False, retries: int = 3, backoff_s: float = 0.5,
+          workers: int | None = None, on_frame: Any = None) -> Iterator[dict[str, Any]]:
     """Events of the faces in a video named through `gallery` (a siamface Gallery); see the module doc.
 
-    fpir: the gallery's operating point for identify (None: its default); on_frame(frame_rgb, tracks) is
-    called after each processed frame (`siamface watch --out` draws with it)."""
+    fpir: the gallery's operating point for identify (None: its default); workers: frames identified at once
+    (None: one per core, at most 4); on_frame(frame_rgb, tracks) is called after each processed frame
+    (`siamface watch --out` draws with it)."""
     if isinstance(votes, bool) or not isinstance(votes, int) or votes < 1:
         raise ValueError(f"votes must be an integer >= 1, got {votes!r}")
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if not gallery.people():
         raise SiamfaceError(f"{gallery.path}: the gallery is empty (enroll someone first)")
     frames = Frames(source, realtime, retries, backoff_s)
@@ -272,13 +305,9 @@ def watch(source: str | int, gallery: Any, *, votes: int = 3, max_missed: int = 
     processed, t0, stamp = 0, time.perf_counter(), {"frame": 0, "time": 0.0}
     point: dict[str, Any] = {"operating_point": None, "threshold": None}
     try:
-        for index, seconds, frame in frames:
+        for index, seconds, frame, result in _identify_each(frames, gallery, kwargs, workers):
             processed += 1
             stamp = {"frame": index, "time": round(seconds, 3)}
-            try:
-                result = gallery.identify(frame, **kwargs)
-            except NoFaceError:
-                result = {"faces": []}
             if "operating_point" in result:
                 point = {"operating_point": result["operating_point"], "threshold": result.get("threshold")}
             faces = result["faces"]

@@ -152,7 +152,9 @@ def enrolled(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple
 def test_watch_names_the_enrolled_person_and_calls_the_stranger_unknown(enrolled: tuple[Path, Path]) -> None:
     db, clip = enrolled
     with siamface.Gallery(db) as g:
-        events = list(siamface.watch(str(clip), g, votes=3, max_missed=1))
+        events = list(siamface.watch(str(clip), g, votes=3, max_missed=1, workers=3))
+        one_at_a_time = list(siamface.watch(str(clip), g, votes=3, max_missed=1, workers=1))
+    assert events[:-1] == one_at_a_time[:-1]  # frames identified in parallel, events in frame order
     kinds = [(e["event"], e.get("track")) for e in events]
     assert kinds == [("appear", 1), ("identified", 1), ("leave", 1), ("appear", 2), ("identified", 2),
                      ("leave", 2), ("end", None)], kinds

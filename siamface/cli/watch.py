@@ -52,7 +52,7 @@ def cmd_watch(args: argparse.Namespace) -> None:
     try:
         with _gallery(args, args.model) as g:
             for event in watch(_source(args.source), g, votes=args.votes, max_missed=args.max_missed,
-                               fpir=args.fpir, realtime=args.realtime, on_frame=annotate):
+                               fpir=args.fpir, realtime=args.realtime, workers=args.workers, on_frame=annotate):
                 line = json.dumps(event)
                 print(line, flush=True)
                 if events is not None:
@@ -75,6 +75,8 @@ def add_watch_parser(sub: Any) -> None:
     s.add_argument("--max-missed", type=int, default=5, help="processed frames a track may be unseen before it leaves")
     s.add_argument("--realtime", action="store_true", help="on a file, drop frames to keep real time, as a live "
                                                            "source always does")
+    s.add_argument("--workers", type=int, default=None, help="frames identified at once, one thread each "
+                                                             "(default: one per core, at most 4)")
     s.add_argument("--out", default=None, help="write the processed frames with boxes and names (MP4)")
     s.add_argument("--out-fps", type=float, default=30.0, help="frame rate of --out (default 30)")
     s.add_argument("--events", default=None, help="also write the events (JSON lines) to this file")
