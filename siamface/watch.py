@@ -308,8 +308,9 @@ def watch(source: str | int, gallery: Any, *, votes: int = 3, max_missed: int = 
         for index, seconds, frame, result in _identify_each(frames, gallery, kwargs, workers):
             processed += 1
             stamp = {"frame": index, "time": round(seconds, 3)}
-            if "operating_point" in result:
-                point = {"operating_point": result["operating_point"], "threshold": result.get("threshold")}
+            if "operating_point" in result:  # the gallery's decision (with its FPIR where it reports one)
+                point = {"operating_point": result["operating_point"], "threshold": result.get("threshold"),
+                         **({"fpir": result["fpir"]} if "fpir" in result else {})}
             faces = result["faces"]
             of_box, new, left = tracker.update([_face_box(f, frame) for f in faces], index)
             for t in new:
