@@ -88,7 +88,8 @@ def main() -> None:
     p.add_argument("--every-frame", action="store_true", help="process every frame instead of keeping real time")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    import siamface
+    from siamface.gallery import Gallery
+    from siamface.watch import watch
 
     root = data_root() / "lfw" / "deepfunneled"
     people = sorted(d for d in root.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= 2)
@@ -100,10 +101,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         spans = make_clip(clip, [sorted(d.glob("*.jpg"))[1] for d in shown])
-        with siamface.Gallery(Path(tmp) / "g.db") as g:
+        with Gallery(Path(tmp) / "g.db") as g:
             for d in enrolled:
                 g.enroll(d.name, [sorted(d.glob("*.jpg"))[0]], select="largest")
-            events = list(siamface.watch(str(clip), g, realtime=not args.every_frame))
+            events = list(watch(str(clip), g, realtime=not args.every_frame))
     end = events[-1]
     write_result("watch_clip_every_frame" if args.every_frame else "watch_clip", {
         "benchmark": "siamface watch on a generated 640x480 30 fps clip of LFW photos (enrolled people and strangers)",
