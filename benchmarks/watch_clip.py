@@ -5,7 +5,8 @@ and flicker, on the machine as it is (one run).
     python benchmarks/watch_clip.py --every-frame         # every frame processed (slower than real time)
 
 The clip (written to a temporary folder, never stored): 640x480, 30 fps, `--segments` segments of 2.5 s, each
-one LFW photo (250x250) sliding across a grey frame while it grows from 0.8x to 1.2x, separated by 0.5 s
+one LFW photo holding a single face (250x250) sliding across a grey frame while it grows from 0.8x to 1.2x,
+separated by 0.5 s
 of empty frames. A seeded sample of LFW people with at least two photos: the first `--enrolled` are enrolled
 with their first photo and appear in the clip with their second; the others appear as strangers (never
 enrolled). Each track is matched to the segment its frames fall in. Reported: frames read and processed, fps
@@ -17,6 +18,7 @@ among enrolled people (misses), and flicker (segments split into more than one t
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import statistics
 import tempfile
@@ -28,6 +30,15 @@ import numpy as np
 from common import command, data_root, machine, write_result
 
 FPS, SEG_S, GAP_S, SIZE = 30.0, 2.5, 0.5, (640, 480)
+
+
+def one_face(person: Path) -> bool:
+    """Whether the person's first two photos each hold exactly one face: a second face in a photo would be a
+    second track of its segment (a real person, not a split)."""
+    from siamface.faces import DLIB_CHIP, detect_faces
+
+    photos = sorted(person.glob("*.jpg"))[:2]
+    return all(len(detect_faces(cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB), DLIB_CHIP)) == 1 for f in photos)
 
 
 def make_clip(path: Path, photos: list[Path]) -> list[tuple[int, int]]:
@@ -93,7 +104,8 @@ def main() -> None:
 
     root = data_root() / "lfw" / "deepfunneled"
     people = sorted(d for d in root.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= 2)
-    pick = random.Random(args.seed).sample(people, args.gallery_people + args.segments - args.enrolled)
+    random.Random(args.seed).shuffle(people)
+    pick = list(itertools.islice(filter(one_face, people), args.gallery_people + args.segments - args.enrolled))
     enrolled, strangers = pick[:args.gallery_people], pick[args.gallery_people:]
     shown = enrolled[:args.enrolled] + strangers
     random.Random(args.seed + 1).shuffle(shown)

@@ -34,6 +34,7 @@ from .errors import NoFaceError, SiamfaceError
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
+SIGHTINGS = 6  # a track's velocity is measured over its last this many sightings
 
 
 def iou(a: Box, b: Box) -> float:
@@ -58,7 +59,8 @@ class Track:
     decided: bool = False
     name: str | None = None
     last_frame: int = -1
-    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per source frame, from its last two sightings
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per source frame, over its recent sightings
+    seen_at: list[tuple[int, float, float]] = field(default_factory=list)  # (frame, centre x, centre y)
 
     def predicted(self, frame: int) -> Box:
         """Where the box should be at `frame` if the face keeps moving as it did (constant velocity): a
@@ -68,11 +70,13 @@ class Track:
         return (round(x + self.velocity[0] * gap), round(y + self.velocity[1] * gap), w, h)
 
     def see(self, box: Box, frame: int) -> None:
-        if self.last_frame >= 0 and frame > self.last_frame:
-            gap = frame - self.last_frame
-            vx = (box[0] + box[2] / 2 - self.box[0] - self.box[2] / 2) / gap
-            vy = (box[1] + box[3] / 2 - self.box[1] - self.box[3] / 2) / gap
-            self.velocity = (vx, vy)
+        """A sighting; the velocity spans the last SIGHTINGS of them (two frames processed close together
+        by parallel workers, or a box jittering by the detector's 8 px stride, would mislead a two-point one)."""
+        self.seen_at = [*self.seen_at, (frame, box[0] + box[2] / 2, box[1] + box[3] / 2)][-SIGHTINGS:]
+        first, last = self.seen_at[0], self.seen_at[-1]
+        if last[0] > first[0]:
+            span = last[0] - first[0]
+            self.velocity = ((last[1] - first[1]) / span, (last[2] - first[2]) / span)
         self.box, self.last_frame, self.missed = box, frame, 0
 
 
@@ -118,7 +122,8 @@ class IoUTracker:
         new = []
         for bi, box in enumerate(boxes):
             if of_box[bi] is None:
-                track = Track(self._next, box, frame, last_frame=frame)
+                track = Track(self._next, box, frame)
+                track.see(box, frame)
                 self._next += 1
                 self.tracks.append(track)
                 new.append(track)

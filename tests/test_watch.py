@@ -40,6 +40,10 @@ def test_tracker_keeps_ids_across_frames_and_lets_tracks_go() -> None:
     moving = IoUTracker(max_missed=1)  # 40 px a frame, seen on frames 0, 1 and then every 5th: 2 sides a sighting
     ids = [moving.update([(40 * f, 0, 100, 100)], f)[0][0].id for f in (0, 1, 6, 11, 16)]  # type: ignore[union-attr]
     assert ids == [1, 1, 1, 1, 1]
+    paired = IoUTracker(max_missed=1)  # sightings in close pairs (two workers) with the detector's jitter
+    frames = [(0, 0), (1, 45), (8, 315), (9, 365), (16, 640), (17, 690), (24, 955)]  # 40 px a frame, +-5
+    ids = [paired.update([(x, 0, 100, 100)], f)[0][0].id for f, x in frames]  # type: ignore[union-attr]
+    assert ids == [1] * len(frames)
     still = IoUTracker(max_missed=1)  # without the first short step there is no motion to follow: a new track
     assert [still.update([(200 * k, 0, 100, 100)], 5 * k)[1] != [] for k in range(2)] == [True, True]
     small = (30, 0, 20, 20)  # near, but 25 times smaller: only its overlap counts
