@@ -6,8 +6,10 @@ gallery's operating point), "leave" (the track was not seen for `max_missed` pro
 ended), and a closing "end" with frames_read, frames_processed and fps (processed frames per wall second).
 Each frame goes through `Gallery.identify` (detection, embedding, the gallery's decision); a greedy tracker
 (IoU matching as in Bochinski et al. 2017, "High-Speed Tracking-by-Detection Without Using Image
-Information", extended to nearby boxes of similar size) links its faces to tracks. A name is decided once
-per track from several frames, so it never flickers.
+Information", extended to nearby boxes of similar size and to each track's motion) links its faces to
+tracks. A name is decided once per track from several frames, so it never flickers; a decided track whose
+face is answered otherwise on `votes` processed frames in a row is ended and a new track starts there, so a
+stranger stepping into a known person's place never inherits the name.
 
 A live source (a camera index, rtsp://, http://) drops frames rather than fall behind: a reader thread keeps
 only the newest frame, and a stream that stops is reopened with bounded backoff before it fails. A file is
@@ -35,6 +37,7 @@ from .errors import NoFaceError, SiamfaceError
 Box = tuple[int, int, int, int]  # x, y, w, h
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
 SIGHTINGS = 6  # a track's velocity is measured over its last this many sightings
+FRAMES_PER_SIDE = 8  # how fast a face may move unpredicted: one box side per this many source frames
 
 
 def iou(a: Box, b: Box) -> float:
@@ -61,6 +64,7 @@ class Track:
     last_frame: int = -1
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels per source frame, over its recent sightings
     seen_at: list[tuple[int, float, float]] = field(default_factory=list)  # (frame, centre x, centre y)
+    disagree: int = 0  # processed frames in a row whose answer differs from the decided name
 
     def predicted(self, frame: int) -> Box:
         """Where the box should be at `frame` if the face keeps moving as it did (constant velocity): a
@@ -80,16 +84,17 @@ class Track:
         self.box, self.last_frame, self.missed = box, frame, 0
 
 
-def likeness(a: Box, b: Box) -> float:
-    """How well box b continues box a: their IoU, or, for boxes of similar size (areas within 2x), how
-    close their centres are (1 at the same centre, 0 a box side or more apart): at a few processed frames a
-    second a walking face moves further than IoU alone follows."""
+def likeness(a: Box, b: Box, gap: int = 1) -> float:
+    """How well box b continues box a `gap` source frames later: their IoU, or, for boxes of similar size
+    (areas within 2.5x), how close their centres are (1 at the same centre, 0 at a box side, or a side per
+    FRAMES_PER_SIDE frames of the gap, apart): at a few processed frames a second a walking face moves further
+    than IoU alone follows."""
     ratio = (a[2] * a[3]) / max(1, b[2] * b[3])
     near = 0.0
-    if 0.5 <= ratio <= 2.0:
-        side = max(a[2], a[3], b[2], b[3])
+    if 0.4 <= ratio <= 2.5:
+        reach = max(a[2], a[3], b[2], b[3]) * max(1.0, gap / FRAMES_PER_SIDE)
         dist = float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2))
-        near = max(0.0, 1.0 - dist / side)
+        near = max(0.0, 1.0 - dist / reach)
     return max(iou(a, b), near)
 
 
@@ -106,9 +111,17 @@ class IoUTracker:
         self.tracks: list[Track] = []
         self._next = 1
 
+    def replace(self, track: Track, frame: int) -> Track:
+        """End `track` and start a new one at its box (the face in it turned out to be someone else)."""
+        new = Track(self._next, track.box, frame)
+        new.see(track.box, frame)
+        self._next += 1
+        self.tracks = [new if t is track else t for t in self.tracks]
+        return new
+
     def update(self, boxes: list[Box], frame: int) -> tuple[list[Track | None], list[Track], list[Track]]:
         """(the track of each box, in order; the new tracks; the tracks that left)."""
-        pairs = sorted(((max(likeness(t.box, b), likeness(t.predicted(frame), b)), ti, bi)
+        pairs = sorted(((max(likeness(t.box, b, frame - t.last_frame), likeness(t.predicted(frame), b)), ti, bi)
                         for ti, t in enumerate(self.tracks) for bi, b in enumerate(boxes)), reverse=True)
         of_box: list[Track | None] = [None] * len(boxes)
         used: set[int] = set()
@@ -320,12 +333,21 @@ def watch(source: str | int, gallery: Any, *, votes: int = 3, max_missed: int = 
             of_box, new, left = tracker.update([_face_box(f, frame) for f in faces], index)
             for t in new:
                 yield {"event": "appear", "track": t.id, **stamp, "box": list(t.box)}
-            for t, face in zip(of_box, faces):
-                if t is not None and not t.decided:
-                    cands = face.get("candidates") or [{"probability": 0.0}]
-                    t.votes.append((face.get("match"), float(cands[0]["probability"])))
-                    if len(t.votes) >= votes:
-                        yield _identified(t, stamp, point)
+            for bi, face in enumerate(faces):
+                t = of_box[bi]
+                if t is None:
+                    continue
+                if t.decided:  # a decided track whose face keeps disagreeing is someone else: a new track
+                    t.disagree = t.disagree + 1 if face.get("match") != t.name else 0
+                    if t.disagree < votes:
+                        continue
+                    yield {"event": "leave", "track": t.id, **stamp, "name": t.name}
+                    t = tracker.replace(t, index)
+                    yield {"event": "appear", "track": t.id, **stamp, "box": list(t.box)}
+                cands = face.get("candidates") or [{"probability": 0.0}]
+                t.votes.append((face.get("match"), float(cands[0]["probability"])))
+                if len(t.votes) >= votes:
+                    yield _identified(t, stamp, point)
             for t in left:
                 if not t.decided:  # seen on fewer frames than `votes`: decide on what there is
                     yield _identified(t, stamp, point)

@@ -122,6 +122,34 @@ def test_sources_that_cannot_be_used_fail_in_one_line(tmp_path: Path, monkeypatc
     assert events == []  # frames without faces give no events
 
 
+class _ScriptedGallery(_FakeGallery):
+    """Answers each frame with one face at a fixed box, matched to the next name of a script."""
+
+    def __init__(self, script: list[str | None]) -> None:
+        super().__init__()
+        self.script = list(script)
+
+    def identify(self, image: np.ndarray, **kw: Any) -> dict[str, Any]:
+        name = self.script.pop(0)
+        return {"faces": [{"face": {"box": {"x": 10, "y": 10, "w": 40, "h": 40}}, "match": name,
+                           "candidates": [{"probability": 0.9 if name else 0.2}]}], "operating_point": "EER"}
+
+
+def test_a_face_answered_otherwise_after_its_name_is_a_new_track(tmp_path: Path) -> None:
+    """Someone stepping into a named person's place: after `votes` disagreeing frames the track ends and a
+    new one is named on its own; one odd frame changes nothing."""
+    clip = tmp_path / "still.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for _ in range(9):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    script = ["ann", "ann", "ann", None, "ann", None, None, None, None]
+    events = list(siamface.watch(str(clip), _ScriptedGallery(script), votes=2, workers=1))
+    got = [(e["event"], e.get("track"), e.get("frame"), e.get("name")) for e in events[:-1]]
+    assert got == [("appear", 1, 0, None), ("identified", 1, 1, "ann"), ("leave", 1, 6, "ann"),
+                   ("appear", 2, 6, None), ("identified", 2, 7, None), ("leave", 2, 8, None)], got
+
+
 def _clip(data_root: Path, path: Path) -> list[str]:
     """6 frames of Aaron Peirsol moving right, 2 empty frames, 6 frames of a stranger: 640x480 at 10 fps."""
     bg = np.full((480, 640, 3), 90, np.uint8)
