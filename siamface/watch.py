@@ -38,6 +38,7 @@ Box = tuple[int, int, int, int]  # x, y, w, h
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "http://", "https://")
 SIGHTINGS = 6  # a track's velocity is measured over its last this many sightings
 FRAMES_PER_SIDE = 8  # how fast a face may move unpredicted: one box side per this many source frames
+MAX_SIDES = 2.0  # and never further than this many sides (a face across the frame is another one)
 
 
 def iou(a: Box, b: Box) -> float:
@@ -87,12 +88,12 @@ class Track:
 def likeness(a: Box, b: Box, gap: int = 1) -> float:
     """How well box b continues box a `gap` source frames later: their IoU, or, for boxes of similar size
     (areas within 2.5x), how close their centres are (1 at the same centre, 0 at a box side, or a side per
-    FRAMES_PER_SIDE frames of the gap, apart): at a few processed frames a second a walking face moves further
-    than IoU alone follows."""
+    FRAMES_PER_SIDE frames of the gap up to MAX_SIDES, apart): at a few processed frames a second a walking
+    face moves further than IoU alone follows."""
     ratio = (a[2] * a[3]) / max(1, b[2] * b[3])
     near = 0.0
     if 0.4 <= ratio <= 2.5:
-        reach = max(a[2], a[3], b[2], b[3]) * max(1.0, gap / FRAMES_PER_SIDE)
+        reach = max(a[2], a[3], b[2], b[3]) * min(MAX_SIDES, max(1.0, gap / FRAMES_PER_SIDE))
         dist = float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2))
         near = max(0.0, 1.0 - dist / reach)
     return max(iou(a, b), near)

@@ -44,6 +44,8 @@ def test_tracker_keeps_ids_across_frames_and_lets_tracks_go() -> None:
     frames = [(0, 0), (1, 45), (8, 315), (9, 365), (16, 640), (17, 690), (24, 955)]  # 40 px a frame, +-5
     ids = [paired.update([(x, 0, 100, 100)], f)[0][0].id for f, x in frames]  # type: ignore[union-attr]
     assert ids == [1] * len(frames)
+    late = IoUTracker(max_missed=3)  # unseen for 40 frames, then 2.5 sides away: another face, however long the gap
+    assert [late.update([(x, 0, 100, 100)], f)[1] != [] for f, x in ((0, 0), (40, 250))] == [True, True]
     still = IoUTracker(max_missed=1)  # without the first short step there is no motion to follow: a new track
     assert [still.update([(200 * k, 0, 100, 100)], 5 * k)[1] != [] for k in range(2)] == [True, True]
     small = (30, 0, 20, 20)  # near, but 25 times smaller: only its overlap counts
