@@ -24,7 +24,7 @@ from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import OMNIGLOT_VAL_ALPHABETS
 from siamface.evaluate import run_evaluation
 from siamface.models import create_model, default_preprocess
-from siamface.training import affine_for, pair_batch_loss
+from siamface.step import Step, affine_for
 
 RECIPE = RunConfig(
     ModelConfig("conv4"), default_preprocess("conv4", invert=True), DataConfig(within_group=True),
@@ -58,7 +58,7 @@ def koch_pairs_per_second(steps: int = 3, batch: int = 128) -> dict:
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        loss = pair_batch_loss(model, images, rows, pre, cfg, gen)
+        loss = Step(model, images, pre, cfg).pair_loss(rows, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()

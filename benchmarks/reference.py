@@ -3,7 +3,7 @@
 Public reimplementations of "Siamese Neural Networks for One-shot Image Recognition" train like this: fp32,
 contiguous NCHW tensors, each image distorted on its own (a Python loop, as in a DataLoader worker), and the
 twin towers run once per side of each pair (`model.embed(x1)`, `model.embed(x2)`). `reference_pair_loss`
-computes the loss of `siamface.training.pair_batch_loss` that way; `benchmarks/speed.py` times both and
+computes the loss of `siamface.step.Step.pair_loss` that way; `benchmarks/speed.py` times both and
 `tests/test_reference.py` checks that, distortions off, they compute the same loss.
 
 Differences by design: the reference ignores `cfg.bf16` and `cfg.channels_last` (always fp32, contiguous)

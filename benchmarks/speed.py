@@ -3,7 +3,7 @@
 In one run on one machine:
   (a) training pairs/s of each model in the plain reference mode (benchmarks/reference.py: fp32, NCHW, one tower
       pass per side, per-image augmentation in a Python loop) and in siamface's default mode
-      (siamface.training.pair_batch_loss: bf16 autocast, channels_last, each distinct image embedded once,
+      (siamface.step.Step.pair_loss: bf16 autocast, channels_last, each distinct image embedded once,
       batched augmentation), batch 128, median of --steps timed steps after --warmup; the ratio; and with
       --compile the default mode with torch.compile(model.embed), reported separately;
   (b) the measured matmul peak of the machine (fp32 and bf16 torch.matmul of square matrices), GFLOP/s;
@@ -38,14 +38,15 @@ from common import command, data_root, machine, write_result
 from reference import reference_step
 from torch import nn
 
+from siamface.card import Calibration, ModelCard
 from siamface.checkpoint import save_model
-from siamface.config import ModelConfig, TrainConfig, to_dict
+from siamface.config import ModelConfig, TrainConfig
 from siamface.data import read_omniglot_runs
 from siamface.embed import embed_batches
 from siamface.evaluate import evaluate_oneshot
 from siamface.models import SiameseNet, create_model, default_preprocess
 from siamface.optim import make_optimizer
-from siamface.training import pair_batch_loss
+from siamface.step import Step
 from siamface.verify import Verifier
 
 TARGETS = {"koch2015_speedup_over_reference": 4.0, "koch2015_fraction_of_bf16_peak": 0.5}
@@ -137,7 +138,7 @@ def time_training(name: str, mode: str, batch: int, steps: int, warmup: int) -> 
         if mode == "reference":
             reference_step(model, opt, images, rows, pre, cfg, gen)
         else:
-            loss = pair_batch_loss(model, images, rows, pre, cfg, gen, embed)
+            loss = Step(model, images, pre, cfg, embed=embed).pair_loss(rows, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -198,9 +199,9 @@ def verify_section(calls: int, warmup: int = 3) -> dict[str, Any]:
     run01 = data_root() / "omniglot" / "all_runs" / "run01"
     a, b = sorted((run01 / "training").glob("*.png"))[:2]
     with tempfile.TemporaryDirectory() as tmp:
-        meta = {"model": to_dict(ModelConfig("koch2015")), "preprocess": to_dict(pre),
-                "calibration": {"threshold": 0.5, "source": "stand-in threshold for the latency benchmark"}}
-        save_model(Path(tmp), model, meta)
+        cal = Calibration.from_dict({"threshold": 0.5, "source": "stand-in threshold for the latency benchmark"},
+                                    "calibration")
+        save_model(Path(tmp), model, ModelCard(Path(tmp), ModelConfig("koch2015"), pre, "", calibration=cal))
         v = Verifier(tmp)
         full, core = [], []
         x, _ = v.inputs([a, b])

@@ -33,8 +33,9 @@ import torch
 from common import REPO, RESULTS, command, data_root, machine, std_error, train_once, write_result
 
 from siamface import metrics
-from siamface.checkpoint import META, WEIGHTS, load_model, save_model
-from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig, to_dict
+from siamface.card import ModelCard, Provenance
+from siamface.checkpoint import FROM_FACTORY, META, WEIGHTS, load_model, save_model
+from siamface.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from siamface.data import pair_identities, scan_folder
 from siamface.data.lfw import all_people_split, view2_pairs, view2_split
 from siamface.data.prepare import decode_images, keep_decoded_images, remember_decoded
@@ -62,12 +63,12 @@ def write_init(dest: Path) -> Path:
     with torch.no_grad():
         model.head.fc.weight.zero_()
         model.head.fc.bias.zero_()
-    meta = {"created_by": "benchmarks/twin_lfw.py --ship-init", "model": {"name": "dlib_resnet", "kwargs": {}},
-            "preprocess": to_dict(PRE), "status": "complete", "tower_weights": "factory",
-            "note": "dlib's face descriptor (CC0, Davis E. King; ~3M faces of 7,485 people, none of LFW's) under "
-                    "an untrained Siamese head: a starting point for `siamface train --init dlib-resnet`, not a "
-                    "verifier (no calibrated threshold)"}
-    save_model(dest, model, meta)
+    note = ("dlib's face descriptor (CC0, Davis E. King; ~3M faces of 7,485 people, none of LFW's) under an "
+            "untrained Siamese head: a starting point for `siamface train --init dlib-resnet`, not a verifier (no "
+            "calibrated threshold)")
+    made = Provenance(created_by="benchmarks/twin_lfw.py --ship-init", note=note)
+    save_model(dest, model, ModelCard(dest, ModelConfig("dlib_resnet"), PRE, "", tower_weights=FROM_FACTORY,
+                                      provenance=made))
     return dest
 
 

@@ -18,7 +18,9 @@ _EXPORTS = {
     "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
-    "Gallery": "siamface.gallery", "watch": "siamface.watch",
+    "Gallery": "siamface.gallery", "export_onnx": "siamface.export", "calibrate": "siamface.calibrate",
+    "Decision": "siamface.decision", "Verdict": "siamface.verify",
+    "watch": "siamface.watch",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

@@ -11,24 +11,16 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import metrics
-from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict
+from .calibration import EER, STANDARD_FARS, OperatingPoint, PairScores, Points, calibrate_sets, far_name  # noqa: F401
+from .config import DataConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, to_dict
 from .errors import ModelError
 
 META = "model.json"
-EER = "EER"
-STANDARD_FARS = (1e-2, 1e-3, 1e-4)
-
-
-def far_name(far: float) -> str:
-    """The name of the operating point at a false-accept rate: 1e-3 -> 'FAR=1e-03'."""
-    return f"FAR={far:.0e}"
 
 
 def _probability(value: Any, where: str) -> float:
@@ -39,27 +31,13 @@ def _probability(value: Any, where: str) -> float:
 
 
 @dataclass(frozen=True)
-class OperatingPoint:
-    """One calibrated decision threshold: "same" when p(same) >= threshold.
-
-    far/frr: the false-accept and false-reject rates it had on the validation pairs it was chosen on."""
-
-    name: str
-    threshold: float
-    far: float
-    frr: float
-    source: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "far": self.far, "frr": self.frr, "source": self.source}
-
-
-@dataclass(frozen=True)
 class Calibration:
-    """Thresholds chosen on validation identities never trained on, with their provenance.
+    """Operating points chosen on identities never trained on, with their provenance and evidence.
 
-    `threshold` is the EER point (the default decision); `points` also holds the thresholds for the
-    standard false-accept rates that the validation pairs could resolve."""
+    `default` names the point decisions use when none is asked for (older models: the EER point);
+    `threshold` is its threshold. `curve` holds (FAR, threshold) pairs down to the lowest FAR the
+    calibration resolved (open-set decisions derive their FPIR thresholds from it); `identities` are the
+    people calibrated on (never to be evaluated on)."""
 
     threshold: float
     source: str
@@ -67,11 +45,14 @@ class Calibration:
     n_pairs: int = 0
     val_identities: tuple[str, ...] = ()
     points: dict[str, OperatingPoint] = field(default_factory=dict)
+    default: str = EER
+    curve: tuple[tuple[float, float], ...] = ()
+    identities: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def point(self, far: float | None = None) -> OperatingPoint:
-        """The EER point (far=None) or the calibrated point at that false-accept rate."""
-        name = EER if far is None else far_name(far)
+        """The default point (far=None) or the calibrated point at that false-accept rate."""
+        name = self.default if far is None else far_name(far)
         if name not in self.points:
             have = ", ".join(self.points) or "none"
             raise ModelError(f"no operating point {name} was calibrated for this model (available: {have})")
@@ -81,21 +62,51 @@ class Calibration:
     def from_dict(cls, d: Any, where: str) -> Calibration:
         if not isinstance(d, dict):
             raise ModelError(f"{where} must be an object, got {type(d).__name__}")
-        threshold = _probability(d.get("threshold"), f"{where}.threshold")
         source = str(d.get("source") or "calibrated at the end of training (no provenance recorded)")
-        points = {EER: OperatingPoint(EER, threshold, float(d.get("val_far", math.nan)),
-                                      float(d.get("val_frr", math.nan)), source)}
         stored = d.get("operating_points") or {}
         if not isinstance(stored, dict):
             raise ModelError(f"{where}.operating_points must be an object")
+        points: dict[str, OperatingPoint] = {}
+        top = _probability(d.get("threshold"), f"{where}.threshold")
+        if EER not in stored and d.get("default", EER) == EER:  # older cards: the EER point at the top level only
+            points[EER] = OperatingPoint(EER, top, float(d.get("val_far", math.nan)),
+                                         float(d.get("val_frr", math.nan)), source)
         for name, p in stored.items():
             if not isinstance(p, dict) or not re.fullmatch(r"EER|FAR=\d(\.\d+)?e[+-]\d+", name):
                 raise ModelError(f"{where}.operating_points: {name!r} is not an operating point")
-            points[name] = OperatingPoint(name, _probability(p.get("threshold"), f"{where}.operating_points.{name}"),
-                                          float(p.get("far", math.nan)), float(p.get("frr", math.nan)),
-                                          str(p.get("source", source)))
-        return cls(threshold, source, str(d.get("rule", "")), int(d.get("n_pairs", 0)),
-                   tuple(d.get("val_identities", ())), points, d)
+            _probability(p.get("threshold"), f"{where}.operating_points.{name}")
+            try:
+                points[name] = OperatingPoint.from_dict(name, p, source)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"{where}.operating_points.{name}: {e}") from e
+        default = str(d.get("default", EER))
+        if default not in points:
+            raise ModelError(f"{where}.default names {default!r}, which is not among its operating points")
+        if points[default].threshold != top:
+            raise ModelError(f"{where}.threshold ({top}) differs from its default point {default}'s "
+                             f"({points[default].threshold})")
+        curve = d.get("far_curve") or []
+        try:
+            curve_t = tuple((float(f), _probability(t, f"{where}.far_curve")) for f, t in curve)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"{where}.far_curve must be a list of [far, threshold] pairs ({e})") from e
+        return cls(points[default].threshold, source, str(d.get("rule", "")), int(d.get("n_pairs", 0)),
+                   tuple(d.get("val_identities", ())), points, default, curve_t,
+                   tuple(d.get("identities", ())), d)
+
+
+def calibration_record(points: Points, default: str = EER, identities: list[str] | tuple[str, ...] = (),
+                       **extra: Any) -> dict[str, Any]:
+    """The `calibration` section of model.json for a calibration's points (validated on the way out)."""
+    if default not in points.points:
+        default = EER if EER in points.points else next(iter(points.points))
+    d = points.points[default]
+    cal = {"threshold": d.threshold, "default": default, "source": d.source, "rule": points.rule,
+           "calibrated_on": points.what, "kinds": list(points.kinds), "unresolved": list(points.unresolved),
+           "operating_points": {n: p.to_dict() for n, p in points.points.items()},
+           "far_curve": [[f, t] for f, t in points.curve], "identities": list(identities), **extra}
+    Calibration.from_dict(cal, "calibration")  # what verify will read back must validate
+    return cal
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,26 @@ class Lineage:
     init: str = ""
     init_weights_sha256: str = ""
     identities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who made the weights and how long it took: versions, the command, the parameter count, the machine."""
+
+    siamface_version: str = ""
+    torch_version: str = ""
+    created_by: str = ""
+    parameters: int = 0
+    machine: dict[str, Any] = field(default_factory=dict)
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Provenance:
+        return cls(str(raw.get("siamface_version", "")), str(raw.get("torch_version", "")),
+                   str(raw.get("created_by", "")), int(raw.get("parameters", 0)), dict(raw.get("machine") or {}),
+                   int(raw.get("epochs_run", 0)), float(raw.get("train_seconds", 0.0)), str(raw.get("note", "")))
 
 
 @dataclass(frozen=True)
@@ -125,6 +156,8 @@ class ModelCard:
     calibration: Calibration | None = None
     warning: str = ""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    provenance: Provenance = Provenance()
+    tower_weights: str = ""  # "factory": the tower is rebuilt by its factory, only the head is stored
 
     @property
     def file(self) -> Path:
@@ -140,7 +173,8 @@ class ModelCard:
     def seen_identities(self) -> set[str]:
         """Identities this model (or a model it was fine-tuned from) trained or selected on: evaluation
         refuses every one of them."""
-        return set(self.identities("train")) | set(self.identities("val")) | set(self.lineage.identities)
+        cal = set(self.calibration.identities) if self.calibration else set()
+        return set(self.identities("train")) | set(self.identities("val")) | set(self.lineage.identities) | cal
 
     @classmethod
     def read(cls, folder: Path) -> ModelCard:
@@ -179,36 +213,54 @@ class ModelCard:
         return cls(folder, model, pre, digest, str(raw.get("status", "complete")), int(raw.get("epoch", 0)),
                    data, train, {k: tuple(v) for k, v in split.items()}, lineage, dict(raw.get("val") or {}),
                    Calibration.from_dict(cal, f"{where}: calibration") if cal is not None else None,
-                   str(raw.get("warning", "")), raw)
+                   str(raw.get("warning", "")), raw, Provenance.from_dict(raw), str(raw.get("tower_weights", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model.json of this card (from_dict's inverse), in its usual key order. An optional field is
+        written when it is set or when the card was read with it; the calibration is written as it was given;
+        keys of `raw` that no field holds (a report's own) are kept. The weights hash only once it is known."""
+        p = self.provenance
+        out: dict[str, Any] = {}
+        has = self.raw.keys()
+
+        def put(key: str, value: Any, unset: Any) -> None:
+            if value != unset or key in has:
+                out[key] = value
+
+        put("siamface_version", p.siamface_version, "")
+        put("torch_version", p.torch_version, "")
+        put("created_by", p.created_by, "")
+        out.update(model=to_dict(self.model), preprocess=to_dict(self.preprocess))
+        put("data", to_dict(self.data) if self.data else None, None)
+        put("train", to_dict(self.train) if self.train else None, None)
+        put("split", {k: list(v) for k, v in self.split.items()}, {})
+        put("parameters", p.parameters, 0)
+        put("machine", p.machine, {})
+        put("init_weights_sha256", self.lineage.init_weights_sha256, "")
+        if self.train is not None or self.lineage.identities or "lineage_identities" in has:
+            out["lineage_identities"] = list(self.lineage.identities)
+        put("tower_weights", self.tower_weights, "")
+        out["status"] = self.status
+        put("note", p.note, "")
+        put("epoch", self.epoch, 0)
+        put("epochs_run", p.epochs_run, 0)
+        put("train_seconds", p.train_seconds, 0.0)
+        put("val", self.val, {})
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.raw
+        put("warning", self.warning, "")
+        out.update({k: v for k, v in self.raw.items() if k not in out and k != "weights_sha256"})
+        if self.weights_sha256:
+            out["weights_sha256"] = self.weights_sha256
+        return out
 
 
-def calibrate(labels: np.ndarray, scores: np.ndarray, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:
-    """Operating points on the validation pairs, each with its provenance: the observed score nearest the
-    equal-error point (the default decision), and the thresholds for FAR 1e-2, 1e-3 and 1e-4 where there
-    are enough different-person pairs to resolve them (at least 1/FAR)."""
-    threshold, far, frr = metrics.eer_operating_point(labels, scores)
-    n_ids, n_neg = len(split_val), int((labels == 0).sum())
-    ids = ", ".join(split_val[:8]) + (" ..." if n_ids > 8 else "")
-    pairs = f"{len(labels)} validation pairs ({n_neg} different-person) of {n_ids} identities never used for " \
-            f"training ({ids}); seed {seed}"
-    points = {EER: {"threshold": threshold, "far": far, "frr": frr, "source": f"EER point of {pairs}"}}
-    for target in STANDARD_FARS:
-        if n_neg * target < 1:
-            continue
-        tar, thr = metrics.tar_at_far(labels, scores, target)
-        if not 0.0 <= thr <= 1.0:  # nothing can be accepted at this FAR
-            continue
-        points[far_name(target)] = {"threshold": thr, "far": float((scores[labels == 0] >= thr).mean()),
-                                    "frr": 1.0 - tar, "source": f"FAR <= {target:g} on {pairs}"}
-    cal = {
-        "threshold": threshold,
-        "rule": "equal error rate: the validation score minimising max(FAR, FRR)",
-        "source": points[EER]["source"],
-        "val_identities": list(split_val),
-        "n_pairs": int(len(labels)),
-        "val_far": far, "val_frr": frr,
-        "val_accuracy_at_threshold": metrics.accuracy_at(labels, scores, threshold),
-        "operating_points": points,
-    }
-    Calibration.from_dict(cal, "calibration")  # what verify will read back must validate
-    return cal
+def calibrate(pairs: PairScores, split_val: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Operating points on validation pairs (EER and each FAR they resolve), with the evidence behind each."""
+    ids = ", ".join(split_val[:8]) + (" ..." if len(split_val) > 8 else "")
+    what = f"{len(split_val)} validation identities never used for training ({ids}); seed {seed}"
+    points = calibrate_sets([replace(pairs, kind=pairs.kind or "validation")], what, seed=seed)
+    eer = points.points.get(EER)
+    acc = metrics.accuracy_at(pairs.same.astype(int), pairs.scores, eer.threshold) if eer is not None else None
+    return calibration_record(points, EER, n_pairs=int(len(pairs.scores)), val_identities=list(split_val),
+                              val_accuracy_at_threshold=acc)

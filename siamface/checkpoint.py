@@ -7,7 +7,7 @@ SHA-256 of the weights file, so a JSON never describes other weights than the on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,21 @@ WEIGHTS = "model.safetensors"
 FROM_FACTORY = "factory"  # model.json "tower_weights": the tower is the factory's shipped one, not stored here
 
 
-def save_model(run_dir: Path, model: SiameseNet, meta: dict[str, Any]) -> None:
-    """Write the weights, then the JSON that names their hash (a crash between leaves the old pair valid
-    or is detected at load time by the hash). The JSON is validated as a card before it is written."""
+def save_model(run_dir: Path, model: SiameseNet, card: ModelCard | dict[str, Any]) -> ModelCard:
+    """Write the weights, then the card (`card.to_dict()`, naming their hash) as model.json; a crash between
+    leaves the old pair valid or is detected at load time by the hash. A card may also be given as its JSON
+    (without the hash); either way it is validated before it is written. Returns the card as written."""
+    tower = card.tower_weights if isinstance(card, ModelCard) else card.get("tower_weights", "")
     state = model.state_dict()
-    if meta.get("tower_weights") == FROM_FACTORY:  # a frozen pretrained tower: its factory rebuilds it
+    if tower == FROM_FACTORY:  # a frozen pretrained tower: its factory rebuilds it
         state = {k: v for k, v in state.items() if not k.startswith("tower.")}
     digest = atomic_save_tensors(run_dir / WEIGHTS, state)
-    card = {**meta, "weights_sha256": digest}
-    ModelCard.from_dict(card, run_dir)
-    atomic_write_json(run_dir / META, card)
+    if not isinstance(card, ModelCard):
+        card = ModelCard.from_dict({**card, "weights_sha256": digest}, run_dir)
+    meta = replace(card, path=run_dir, weights_sha256=digest).to_dict()
+    written = ModelCard.from_dict(meta, run_dir)
+    atomic_write_json(run_dir / META, meta)
+    return written
 
 
 @dataclass
@@ -107,7 +112,7 @@ def load_model(path: str | Path, device: str = "cpu", verify_hash: bool = True) 
         model = create_model(card.model.name, preprocess=card.preprocess, **card.model.kwargs)
     except (ModelError, ValueError) as e:
         raise ModelError(f"{card.file}: cannot build model {card.model.name!r} for this preprocessing ({e})") from e
-    from_factory = card.raw.get("tower_weights") == FROM_FACTORY
+    from_factory = card.tower_weights == FROM_FACTORY
     if from_factory and not model.pretrained_tower:
         raise ModelError(f"{card.file}: tower_weights 'factory', but {card.model.name} {card.model.kwargs} builds no "
                          "pretrained tower")

@@ -46,12 +46,16 @@ def embed_batches(
 
 
 @torch.no_grad()
+def probability(model: SiameseNet, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
+    """p(same) of pairs of embeddings by the Siamese head, the sigmoid taken in float64: near p = 1 float32
+    keeps too few distinct values to tell thresholds for FARs of 1e-5 and below apart."""
+    device = next(model.head.parameters()).device
+    return torch.sigmoid(model.score(e1.to(device), e2.to(device)).double()).cpu().numpy()
+
+
 def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """p(same) for rows i[k], j[k] of an embedding matrix."""
-    head_device = next(model.head.parameters()).device
-    e = emb.to(head_device)
-    logits = model.score(e[torch.as_tensor(i)], e[torch.as_tensor(j)])
-    return torch.sigmoid(logits.float()).cpu().numpy()
+    return probability(model, emb[torch.as_tensor(i)], emb[torch.as_tensor(j)])
 
 
 def store_for(paths: Sequence[Path], pre: PreprocessConfig, progress: bool = False,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .calibration import wilson
 from .checkpoint import LoadedModel, load_model
 from .config import PreprocessConfig
 from .data import (
@@ -248,6 +249,14 @@ def _report(lm: LoadedModel, what: str, summary: dict[str, Any], y: np.ndarray |
         pred = s >= cal.threshold
         rep["false_accept_rate_at_calibrated_threshold"] = float(pred[y == 0].mean())
         rep["false_reject_rate_at_calibrated_threshold"] = float((~pred[y == 1]).mean())
+        # every stored point: the rate it states against the rate measured here (pairs: no identities)
+        imp, gen = s[y == 0], s[y == 1]
+        rep["operating_points"] = {
+            name: {"threshold": p.threshold, "stated_far": p.far, "stated_far_interval": p.far_interval,
+                   "measured_far": float((imp >= p.threshold).mean()) if len(imp) else None,
+                   "measured_far_interval": list(wilson(int((imp >= p.threshold).sum()), len(imp))),
+                   "measured_frr": float((gen < p.threshold).mean()) if len(gen) else None}
+            for name, p in cal.points.items()}
     return rep
 
 

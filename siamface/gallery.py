@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from . import gallery_db
+from .decision import DEFAULT_FPIR, Decision
 from .embed import embed_batches
 from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
+from .gallery_calibration import SelfCalibration
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
-from .verify import Verifier
+from .verify import Verdict, Verifier
 
 Image = str | Path | np.ndarray | bytes
 AGGREGATES = ("max", "mean")
@@ -89,6 +91,7 @@ class Gallery:
         self._lock = threading.RLock()
         self._writes = 0  # our own commits (PRAGMA data_version only counts other connections')
         self._matrix: _Matrix | None = None
+        self._selfcal: SelfCalibration | None = None
         self._record: tuple[Verifier, dict[str, str]] | None = None
         self._conn = gallery_db.connect(self.path)
         if check_model:
@@ -207,29 +210,54 @@ class Gallery:
 
     # ---- identification ------------------------------------------------------------------------------
 
-    def identify(self, image: Image, k: int = 5) -> dict[str, Any]:
+    def identify(self, image: Image, k: int = 5, fpir: float | None = None) -> dict[str, Any]:
         """Every face of the photo against every person: top-k names with probabilities, and the match
-        (None = unknown: no one reaches the threshold)."""
+        (None = unknown: no one reaches the decision's threshold). The decision is the FPIR point for this
+        gallery's size (`fpir`, default DEFAULT_FPIR: the share of strangers matched to someone), unless the
+        verifier was given a threshold or a FAR point."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         t0 = time.perf_counter()
         v = self.verifier
         faces = faces_of(photo_of(image), v, every=True)
         scores, names = self._person_scores(self._embed(faces))
+        decision = self.decision(fpir=fpir)
         out = []
         for face, row in zip(faces, scores):
             order = sorted(range(len(names)), key=lambda j: (-row[j], names[j]))[:k]
-            cands = [{"name": names[j], "probability": round(float(row[j]), 6)} for j in order]
-            match = cands[0]["name"] if cands and row[order[0]] >= v.threshold else None
+            cands = [{"name": names[j], "probability": round(float(row[j]), 10)} for j in order]
+            match = cands[0]["name"] if cands and decision.accepts(row[order[0]]) else None
             out.append({"face": face.report, "match": match, "candidates": cands})
-        return {"faces": out, **self._decision_fields(), "people": len(names),
+        return {"faces": out, **self._decision_fields(decision), "people": len(names),
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
-    def _decision_fields(self) -> dict[str, Any]:
+    def _decision_fields(self, decision: Decision) -> dict[str, Any]:
+        return {**decision.fields(), "model": self.verifier.name, "aggregate": self.aggregate}
+
+    # ---- decisions -----------------------------------------------------------------------------------
+
+    def decision(self, fpir: float | None = None, far: float | None = None) -> Decision:
+        """How this gallery decides: a search (identify) by its FPIR point, a one-to-one check
+        (verify_against) by a FAR point. A verifier given a threshold or a FAR point decides with it;
+        otherwise the gallery's own calibration (its enrolled people) where it resolves the point, else
+        the model's."""
         v = self.verifier
-        return {"threshold": v.threshold, "threshold_source": v.threshold_source,
-                "operating_point": v.operating_point, "model": v.name,
-                "aggregate": self.aggregate}
+        if fpir is not None and far is not None:
+            raise ValueError("give an FPIR or a FAR, not both")
+        if v.explicit and fpir is None and far is None:
+            return v.decision
+        own = self.self_calibration()
+        if far is not None:
+            return own.far_decision(far, v)
+        return own.fpir_decision(DEFAULT_FPIR if fpir is None else fpir, v)
+
+    def self_calibration(self) -> SelfCalibration:
+        """The gallery's calibration from its own enrolled people (recomputed when the file changed)."""
+        m = self._current_matrix()
+        with self._lock:
+            if self._selfcal is None or self._selfcal.key != m.key:
+                self._selfcal = SelfCalibration.of(m, self.verifier, self.aggregate, str(self.path.name))
+            return self._selfcal
 
     @torch.no_grad()
     def _person_scores(self, probes: torch.Tensor) -> tuple[np.ndarray, list[str]]:
@@ -261,8 +289,10 @@ class Gallery:
         self._matrix = _Matrix(key, torch.from_numpy(emb.astype(np.float32)), [names[i] for i in starts], starts)
         return self._matrix
 
-    def verify_against(self, name: str, image: Image) -> dict[str, Any]:
-        """Is the photo's (chosen) face this enrolled person? A verify verdict plus "name" and "photos"."""
+    def verify_against(self, name: str, image: Image, far: float | None = None) -> Verdict:
+        """Is the photo's (chosen) face this enrolled person? A verify `Verdict` with `person` and `photos`,
+        decided at a FAR point (default: the model's default point, measured on this gallery's people where
+        they resolve it)."""
         t0 = time.perf_counter()
         v = self.verifier
         face = faces_of(photo_of(image), v)[0]
@@ -277,9 +307,9 @@ class Gallery:
         probe = self._embed([face])
         probs = v.probability(probe.expand(len(stored), -1), stored)
         p = float(probs.max() if self.aggregate == "max" else probs.mean())
-        return {"name": name, "same": p >= v.threshold, "probability": p, **self._decision_fields(),
-                "photos": len(rows), "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
-                "faces": [face.report]}
+        decision = v.decision if v.explicit and far is None else self.self_calibration().far_decision(far, v)
+        return Verdict.of(decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), [face.report],
+                          person=name, photos=len(rows))
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 
@@ -340,7 +370,7 @@ class Gallery:
                 x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
                 emb = embed_batches(verifier.net, x, pre, device=verifier.device)
                 updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
-            self._verifier, self._matrix = verifier, None
+            self._verifier, self._matrix, self._selfcal = verifier, None, None
             conn.execute("DELETE FROM meta")
             self._check_model(conn)
             conn.executemany("UPDATE enrollments SET embedding = ? WHERE id = ?", updates)

@@ -20,16 +20,20 @@ import torch
 from .card import EER
 from .checkpoint import LoadedModel, default_model_path, load_model
 from .config import PreprocessConfig
-from .embed import embed_batches, store_for
+from .decision import Decision, from_point, given
+from .embed import embed_batches, probability, store_for
 from .errors import ModelError, SiamfaceError
 from .models import SiameseNet
+from .onnx_runtime import onnx_tower
 
 Image = str | Path | np.ndarray
 
 
 @dataclass
 class Verdict:
-    """The answer to 'same person?' with everything needed to trust it."""
+    """The answer to 'same person?' with everything needed to trust it: the probability, the decision's
+    threshold, the operating point and the false-accept rate it stands for (with its 95% interval), which
+    calibration chose it, and every face used. `person`/`photos`: set when verified against a gallery."""
 
     same: bool
     probability: float
@@ -39,9 +43,25 @@ class Verdict:
     elapsed_ms: float
     faces: list[dict[str, Any]] = field(default_factory=list)
     operating_point: str = EER
+    far: float | None = None
+    far_interval: list[float] | None = None
+    fpir: float | None = None
+    calibration: str = ""
+    person: str | None = None
+    photos: int | None = None
+
+    @classmethod
+    def of(cls, decision: Decision, p: float, model: str, elapsed_ms: float, faces: list[dict[str, Any]],
+           **extra: Any) -> Verdict:
+        return cls(same=decision.accepts(p), probability=p, model=model, elapsed_ms=elapsed_ms, faces=faces,
+                   **decision.fields(), **extra)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.person is None:
+            d.pop("person")
+            d.pop("photos")
+        return d
 
 
 def face_preprocess(pre: PreprocessConfig, detect: bool = True, select: str | None = None) -> PreprocessConfig:
@@ -78,41 +98,59 @@ def inference_net(model: SiameseNet) -> SiameseNet:
     return net
 
 
+def model_decision(loaded: LoadedModel, threshold: float | None = None, far: float | None = None) -> Decision:
+    """A model's decision: a given threshold, its point at FAR `far`, or its default point."""
+    if threshold is not None and far is not None:
+        raise SiamfaceError("give a threshold or an operating point (far), not both")
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:  # also rejects NaN
+            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+        return given(threshold)
+    cal = loaded.card.calibration
+    if cal is None:
+        raise ModelError(f"{loaded.path}: the model has no calibrated threshold; give a threshold")
+    try:
+        point = cal.point(far)
+    except ModelError as e:
+        raise ModelError(f"{loaded.card.file}: {e}") from None
+    return from_point(point, f"model {loaded.path}")
+
+
 class Verifier:
     """Verify pairs of images with one loaded model: `Verifier("runs/att").verify("a.jpg", "b.jpg")`.
 
     detect=False: inputs are already face crops (no detector, no NoFaceError); select: which face of a
     photo with several is used ("largest" or "central"; default: the model's setting); far: decide at the
-    threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4) instead of the EER point."""
+    threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4...) instead of the model's default point;
+    runtime: "torch", or "onnx" to embed with onnxruntime (siamface.onnx_runtime; the `onnx` extra)."""
 
     def __init__(self, model: str | Path | LoadedModel | None = None, threshold: float | None = None,
                  device: str = "cpu", detect: bool = True, select: str | None = None,
-                 far: float | None = None) -> None:
+                 far: float | None = None, runtime: str = "torch") -> None:
         if model is None:
             model = default_model_path()
         self.loaded = model if isinstance(model, LoadedModel) else load_model(model, device=device)
-        self.net = inference_net(self.loaded.model)
+        self.net = inference_net(self.loaded.model) if runtime == "torch" else onnx_tower(self.loaded, runtime)
         self.preprocess = face_preprocess(self.loaded.preprocess, detect, select)
         self.device = device
-        if threshold is not None and far is not None:
-            raise SiamfaceError("give a threshold or an operating point (--far), not both")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:  # also rejects NaN
-            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
-        cal = self.loaded.card.calibration
-        if threshold is not None:
-            self.threshold, self.threshold_source = float(threshold), "given on the command line (--threshold)"
-            self.operating_point = "given threshold"
-        elif cal is not None:
-            try:
-                point = cal.point(far)
-            except ModelError as e:
-                raise ModelError(f"{self.loaded.card.file}: {e}") from None
-            self.threshold, self.threshold_source, self.operating_point = point.threshold, point.source, point.name
-        else:
-            raise ModelError(f"{self.loaded.path}: the model has no calibrated threshold; pass --threshold")
+        self.decision = model_decision(self.loaded, threshold, far)
+        self.explicit = threshold is not None or far is not None  # a gallery then decides with it, not by FPIR
         if self.preprocess.align != self.loaded.preprocess.align and not detect:
-            self.threshold_source += ("; note: inputs are taken as face crops (--no-detect), not detected and "
-                                      "aligned as the faces this threshold was calibrated on")
+            self.decision = self.decision.with_note(
+                "note: inputs are taken as face crops (--no-detect), not detected and aligned as the faces this "
+                "threshold was calibrated on")
+
+    @property
+    def threshold(self) -> float:
+        return self.decision.threshold
+
+    @property
+    def threshold_source(self) -> str:
+        return self.decision.source
+
+    @property
+    def operating_point(self) -> str:
+        return self.decision.operating_point
 
     @property
     def name(self) -> str:
@@ -137,7 +175,7 @@ class Verifier:
 
     @torch.no_grad()
     def probability(self, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
-        return torch.sigmoid(self.loaded.model.score(e1.to(self.device), e2.to(self.device)).float()).cpu().numpy()
+        return probability(self.loaded.model, e1, e2)
 
     def verify_pairs(self, pairs: list[tuple[Image, Image]], progress: bool = True,
                      strict: bool = False) -> list[dict[str, Any]]:
@@ -160,8 +198,8 @@ class Verifier:
         rows = []
         for (a, b), e in zip(pairs, failed):
             p = None if e is not None else float(next(probs))
-            rows.append({"image_a": str(a), "image_b": str(b), "probability": None if p is None else round(p, 6),
-                         "same": None if p is None else bool(p >= self.threshold),
+            rows.append({"image_a": str(a), "image_b": str(b), "probability": None if p is None else round(p, 10),
+                         "same": None if p is None else self.decision.accepts(p),
                          "error": e.reason if e is not None else "", "error_detail": str(e) if e is not None else ""})
         return rows
 
@@ -173,5 +211,5 @@ class Verifier:
         p = float(self.probability(emb[:1], emb[1:])[0])
         if not math.isfinite(p):
             raise ModelError(f"{self.name}: the model gave a non-finite probability ({p}); its weights are broken")
-        return Verdict(p >= self.threshold, p, self.threshold, self.threshold_source, self.name,
-                       round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f], self.operating_point)
+        return Verdict.of(self.decision, p, self.name, round((time.perf_counter() - t0) * 1000, 2),
+                          [f for f in faces if f])

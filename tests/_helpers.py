@@ -107,7 +107,7 @@ _CACHE: dict[str, TinyRun] = {}
 def _train_with_spies(run: RunConfig, out: Path) -> TinyRun:
     result = TinyRun(out, run, {})
     real_load, real_prepare, real_loss = (siamface.preprocess.load_image, siamface.training.prepare_data,
-                                          siamface.training.pair_batch_loss)
+                                          siamface.step.Step.pair_loss)
 
     def load_image(path: Any, *args: Any, **kwargs: Any) -> np.ndarray:
         result.decoded.append(Path(path))
@@ -117,17 +117,17 @@ def _train_with_spies(run: RunConfig, out: Path) -> TinyRun:
         result.prepared.append(real_prepare(*args, **kwargs))
         return result.prepared[-1]
 
-    def pair_batch_loss(model: Any, images: torch.Tensor, batch: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        result.batch_sources.append(images is result.prepared[-1].train_images)
+    def pair_loss(step: siamface.step.Step, batch: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        result.batch_sources.append(step.images is result.prepared[-1].train_images)
         result.batch_max_index = max(result.batch_max_index, int(batch[:, :2].max()))
-        return real_loss(model, images, batch, *args, **kwargs)
+        return real_loss(step, batch, *args, **kwargs)
 
     threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         torch.set_num_threads(1)  # as in every module of these tests (see one_thread): bitwise-equal reruns
         mp.setattr(siamface.preprocess, "load_image", load_image)
         mp.setattr(siamface.training, "prepare_data", prepare_data)
-        mp.setattr(siamface.training, "pair_batch_loss", pair_batch_loss)
+        mp.setattr(siamface.step.Step, "pair_loss", pair_loss)
         result.meta = siamface.training.train(run, out)
     torch.set_num_threads(threads)
     return result

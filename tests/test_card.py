@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from _helpers import TinyRun, copy_run, read_meta, tiny_run, write_meta
 
+from siamface.calibration import RESOLVE_ACCEPTS
 from siamface.card import EER, ModelCard, far_name
 from siamface.checkpoint import load_model
 from siamface.errors import ModelError
@@ -43,15 +44,22 @@ def test_the_trained_card_has_typed_fields(tiny: TinyRun) -> None:
 
 def test_calibration_stores_the_far_points_the_validation_pairs_resolve(tiny: TinyRun) -> None:
     card = load_model(tiny.path).card
-    negatives = card.calibration.n_pairs // 2  # balanced validation pairs
+    stored = 0
     for far in (1e-2, 1e-3, 1e-4):
-        if negatives * far >= 1:
+        name = far_name(far)
+        if name in card.calibration.points:
             point = card.calibration.point(far)
-            assert point.far <= far and point.name == far_name(far) == f"FAR={far:.0e}"
+            ev = point.kinds[0]
+            assert point.name == name == f"FAR={far:.0e}" and point.far == far and ev.far <= far
+            assert ev.n_impostor * far >= RESOLVE_ACCEPTS and ev.kind == "validation"
+            assert point.far_interval[0] <= ev.far <= point.far_interval[1]
             assert point.threshold >= card.calibration.point().threshold  # stricter than the EER point
+            stored += 1
         else:
-            with pytest.raises(ModelError, match=f"no operating point {far_name(far)}"):
+            assert name in card.calibration.raw["unresolved"]
+            with pytest.raises(ModelError, match=f"no operating point {name}"):
                 card.calibration.point(far)
+    assert stored >= 1  # every pair of the validation people: at least FAR 1e-2 is resolved
 
 
 @pytest.mark.parametrize("value", [math.nan, 7.5, -0.1, "abc", None, True])

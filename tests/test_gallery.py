@@ -26,7 +26,7 @@ from siamface.errors import (
 )
 from siamface.gallery import Gallery, model_record
 from siamface.gallery_faces import png_to_rgb
-from siamface.verify import Verifier
+from siamface.verify import Verdict, Verifier
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -78,7 +78,8 @@ def test_identify_answer_names_threshold_provenance_and_model(gallery: Gallery, 
     name = next(iter(photos))
     gallery.enroll(name, [photos[name][0]])
     r = gallery.identify(photos[name][1], k=3)
-    assert r["threshold"] == verifier.threshold and r["threshold_source"] == verifier.threshold_source
+    assert r["threshold"] == verifier.threshold and r["threshold_source"].startswith(verifier.threshold_source)
+    assert "FAR curve" in r["threshold_source"]  # an older model: no FPIR can be derived, and the answer says so
     assert r["operating_point"] == getattr(verifier, "operating_point", "EER")
     assert r["model"] == verifier.name and r["elapsed_ms"] >= 0
     (face,) = r["faces"]
@@ -239,7 +240,7 @@ def test_enrollment_is_whole_or_nothing(gallery: Gallery, tmp_path: Path, photos
 def test_photo_inputs_agree_path_bytes_array(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
     p = photos["Tony_Blair"][0]
     gallery.enroll("Tony_Blair", [photos["Tony_Blair"][1]])
-    probs = [gallery.verify_against("Tony_Blair", x)["probability"] for x in (p, p.read_bytes(), _rgb(p))]
+    probs = [gallery.verify_against("Tony_Blair", x).probability for x in (p, p.read_bytes(), _rgb(p))]
     assert probs[0] == pytest.approx(probs[1], abs=1e-6) == pytest.approx(probs[2], abs=1e-6)
     r = gallery.enroll("Someone", [p.read_bytes()], sources=["upload.jpg"])
     assert r["enrolled"][0]["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
@@ -254,9 +255,10 @@ def test_verify_against_equals_verify(gallery: Gallery, verifier: Verifier,
     gallery.enroll("Gerhard_Schroeder", [p[0], p[1]])
     r = gallery.verify_against("Gerhard_Schroeder", p[2])
     expected = max(verifier.verify(p[2], q).probability for q in p[:2])
-    assert r["probability"] == pytest.approx(expected, abs=2e-6)
-    assert r["same"] == (r["probability"] >= verifier.threshold) and r["name"] == "Gerhard_Schroeder"
-    assert r["photos"] == 2 and r["threshold_source"] == verifier.threshold_source and len(r["faces"]) == 1
+    assert isinstance(r, Verdict) and r.probability == pytest.approx(expected, abs=2e-6)
+    assert r.same == (r.probability >= verifier.threshold) and r.person == "Gerhard_Schroeder"
+    assert r.photos == 2 and r.threshold_source == verifier.threshold_source and len(r.faces) == 1
+    assert set(verifier.verify(p[2], p[0]).to_dict()) | {"person", "photos"} == set(r.to_dict())  # one shape
 
 
 # ---- privacy: delete removes the bytes -----------------------------------------------------------------

@@ -18,14 +18,14 @@ import torch
 from _helpers import one_thread
 
 import siamface.optim as optim
-import siamface.training as tr
 from siamface.config import RunConfig
 from siamface.data import OMNIGLOT_RUN_ALPHABETS, OMNIGLOT_VAL_ALPHABETS
 from siamface.data.prepare import Prepared, prepare_data
 from siamface.models import create_model
 from siamface.optim import make_optimizer, set_epoch_hparams
 from siamface.preprocess import load_input
-from siamface.training import fixed_distortions, train_epoch
+from siamface.step import Step, make_step
+from siamface.training import train_epoch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import koch_tables as kt  # noqa: E402
@@ -97,18 +97,16 @@ def test_every_config_trains_two_steps(name: str, omniglot_subset: Path, prepare
     model = create_model("koch2015", preprocess=run.preprocess).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, run.train)
     set_epoch_hparams(opt, run.train, 0)
-    pairs = prepared.sample_train_pairs(run.train.pairs_per_epoch, np.random.default_rng(0), True)
-    fixed = fixed_distortions(pairs, run.train, run.preprocess) if run.train.distortions_per_pair else pairs
     before = model.tower.fc.weight.detach().clone()
     sizes: list[int] = []
-    real = tr.pair_batch_loss
+    real = Step.pair_loss
 
-    def spy(model: Any, images: torch.Tensor, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+    def spy(step: Step, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
         sizes.append(len(rows))
-        return real(model, images, rows, *args, **kwargs)
+        return real(step, rows, *args, **kwargs)
 
-    monkeypatch.setattr(tr, "pair_batch_loss", spy)
-    loss = train_epoch(model, opt, prepared, run, 0, fixed)
+    monkeypatch.setattr(Step, "pair_loss", spy)
+    loss = train_epoch(make_step(run, model, prepared), opt, 0)
     assert len(sizes) == 2 and sum(sizes) == run.train.pairs_per_epoch * (1 + run.train.distortions_per_pair)
     assert np.isfinite(loss) and not torch.equal(before, model.tower.fc.weight)
 

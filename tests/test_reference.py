@@ -20,12 +20,12 @@ from _helpers import att_run, one_thread
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from reference import reference_pair_loss, reference_step  # noqa: E402  (benchmarks/reference.py)
 
-import siamface.training as tr
 from siamface.augment import AffineParams
 from siamface.config import TrainConfig
 from siamface.models import SiameseNet, create_model, default_preprocess
 from siamface.optim import make_optimizer
-from siamface.training import FixedDistortions, fixed_distortions, pair_batch_loss, train
+from siamface.step import Step
+from siamface.training import FixedDistortions, fixed_distortions, train
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
 
@@ -54,8 +54,8 @@ def test_reference_and_default_modes_compute_the_same_loss(name: str) -> None:
     assert cfg.bf16 and cfg.channels_last  # the default mode
     ref = reference_pair_loss(copy.deepcopy(model), images, ROWS, pre, cfg, None)
     fast = model.to(memory_format=torch.channels_last)
-    default = pair_batch_loss(fast, images, ROWS, pre, cfg, None)
-    fp32 = pair_batch_loss(fast, images, ROWS, pre, replace(cfg, bf16=False), None)
+    default = Step(fast, images, pre, cfg).pair_loss(ROWS, None)
+    fp32 = Step(fast, images, pre, replace(cfg, bf16=False)).pair_loss(ROWS, None)
     assert torch.isfinite(ref) and ref.dtype == default.dtype == torch.float32
     assert default.item() == pytest.approx(ref.item(), rel=2e-2)  # bf16 autocast
     assert fp32.item() == pytest.approx(ref.item(), rel=1e-5)  # unique-image embedding changes nothing
@@ -67,7 +67,7 @@ def test_reference_gradients_match_the_default_fp32_step() -> None:
     other = copy.deepcopy(model).to(memory_format=torch.channels_last)
     cfg = TrainConfig(distortions=False, bf16=False)
     reference_pair_loss(model, images, ROWS, pre, cfg, None).backward()
-    pair_batch_loss(other, images, ROWS, pre, cfg, None).backward()
+    Step(other, images, pre, cfg).pair_loss(ROWS, None).backward()
     for (k, a), (_, b) in zip(model.named_parameters(), other.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6, msg=k)
 
@@ -119,12 +119,12 @@ def test_training_reuses_the_same_distorted_pairs_every_epoch(data_root: Path, t
     seen: list[tuple[np.ndarray, torch.Tensor, torch.Tensor]] = []  # (rows, inputs, warped) per step
     import siamface.augment as aug
 
-    real_loss, real_affine = tr.pair_batch_loss, aug.apply_affine
+    real_loss, real_affine = Step.pair_loss, aug.apply_affine
 
-    def loss_spy(model: Any, images: torch.Tensor, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        assert isinstance(args[4], FixedDistortions)  # (pre, cfg, gen, embed, fixed, cache)
-        seen.append((rows.copy(), images, torch.empty(0)))
-        return real_loss(model, images, rows, *args, **kwargs)
+    def loss_spy(step: Step, rows: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        assert isinstance(step.fixed, FixedDistortions)
+        seen.append((rows.copy(), step.images, torch.empty(0)))
+        return real_loss(step, rows, *args, **kwargs)
 
     def affine_spy(x: torch.Tensor, params: AffineParams, *args: Any) -> torch.Tensor:
         out = real_affine(x, params, *args)
@@ -132,7 +132,7 @@ def test_training_reuses_the_same_distorted_pairs_every_epoch(data_root: Path, t
         seen[-1] = (rows, images, out)
         return out
 
-    monkeypatch.setattr(tr, "pair_batch_loss", loss_spy)
+    monkeypatch.setattr(Step, "pair_loss", loss_spy)
     monkeypatch.setattr(aug, "apply_affine", affine_spy)  # FixedDistortions.apply warps through it
     train(run, tmp_path / "run")
     steps = -(-n * (1 + k) // batch)

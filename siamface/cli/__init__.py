@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__, threads
 from ..errors import SiamfaceError
 from ..files import os_reason
+from .export import add_export_parser
 from .flags import RENAME, SKIP, add_config_flags, config_from_args, parse_align
 from .gallery import add_gallery_commands
 from .run import add_run_commands, run_config_from_args
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_commands(sub)
     add_gallery_commands(sub)
     add_serve_parser(sub)
+    add_export_parser(sub)
     add_watch_parser(sub)
     return p
 

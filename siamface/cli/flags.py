@@ -111,3 +111,10 @@ def _finite(obj: Any) -> Any:
 
 def print_json(obj: Any) -> None:
     print(json.dumps(_finite(obj), indent=2, default=str, allow_nan=False))
+
+
+def add_runtime_flag(parser: argparse.ArgumentParser) -> None:
+    """`--runtime torch|onnx`: what embeds the faces (onnx: onnxruntime, the `onnx` extra; same decisions)."""
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="embed with torch (default) or onnxruntime (needs siamface[onnx]; the tower is exported "
+                             "once and cached in $SIAMFACE_CACHE/onnx)")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamfaceError
-from .flags import check_device, print_json
+from .flags import add_runtime_flag, check_device, print_json
 
 
 def _gallery_path(args: argparse.Namespace) -> Path:
@@ -42,7 +42,7 @@ def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bo
         except ModelError:
             model = None  # moved or deleted: the shipped model (the gallery refuses it if it is not the same)
     check_device(args.device)
-    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect}
+    kwargs: dict[str, Any] = {"device": args.device, "detect": args.detect, "runtime": args.runtime}
     if getattr(args, "threshold", None) is not None:
         kwargs["threshold"] = args.threshold
     if getattr(args, "far", None) is not None:
@@ -58,12 +58,12 @@ def cmd_enroll(args: argparse.Namespace) -> None:
 
 def cmd_identify(args: argparse.Namespace) -> None:
     with _gallery(args, args.model) as g:
-        print_json(g.identify(args.photo, k=args.k))
+        print_json(g.identify(args.photo, k=args.k, fpir=args.fpir))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
     with _gallery(args, args.model) as g:
-        print_json(g.verify_against(args.name, args.photo))
+        print_json(g.verify_against(args.name, args.photo).to_dict())
 
 
 def cmd_people(args: argparse.Namespace) -> None:
@@ -99,6 +99,7 @@ def add_gallery_commands(sub: Any) -> None:
                            help="photos are already face crops: no face detection")
             p.add_argument("--far", type=float, default=None,
                            help="operating point: the threshold calibrated for this false accept rate")
+            add_runtime_flag(p)
         p.add_argument("--device", default="cpu")
 
     e = sub.add_parser("enroll", help="enroll a person from one photo or more (adds photos to an existing name)")
@@ -113,6 +114,9 @@ def add_gallery_commands(sub: Any) -> None:
     i = sub.add_parser("identify", help="who is in this photo? top-k people per face, or unknown")
     i.add_argument("photo")
     i.add_argument("-k", type=int, default=5, help="candidates per face")
+    i.add_argument("--fpir", type=float, default=None,
+                   help="the share of strangers allowed to match someone in this gallery (default 0.01); the "
+                        "threshold follows the gallery's size, measured on its own people where they resolve it")
     i.set_defaults(func=cmd_identify)
     va = sub.add_parser("verify-against", help="is the person in this photo NAME? prints a verify verdict")
     va.add_argument("name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from ..errors import SiamfaceError
 from .flags import (
     absolute_path,
     add_config_flags,
+    add_runtime_flag,
     check_device,
     config_from_args,
     json_flag,
@@ -69,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..training import train
 
     meta = train(run_config_from_args(args), args.out, resume=args.resume)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 alone reports
+        return
     print_json({"out": args.out, "status": meta["status"], "best_epoch": meta["epoch"],
             "train_seconds": meta.get("train_seconds"), "val": meta["val"], "calibration": meta.get("calibration")})
 
@@ -98,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
     if not (args.image_a and args.image_b):
         raise SiamfaceError("verify needs two images (A B) or --pairs FILE")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
-                 far=args.far)
+                 far=args.far, runtime=args.runtime)
     print_json(v.verify(args.image_a, args.image_b).to_dict())
 
 
@@ -119,7 +123,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
         raise SiamfaceError(f"--out {out}: that is the pairs file itself; the scores would overwrite it (choose "
                             "another --out)")
     v = Verifier(args.model, threshold=args.threshold, device=args.device, detect=args.detect, select=args.select,
-                 far=args.far)
+                 far=args.far, runtime=args.runtime)
     pairs = read_pairs(args.pairs)
     rows = v.verify_pairs([(p.a, p.b) for p in pairs], progress=True)
     buf = io.StringIO()
@@ -139,6 +143,13 @@ def _verify_batch(args: argparse.Namespace) -> None:
         if args.strict:
             raise SiamfaceError(summary)
         print(f"siamface: {summary} (--strict to fail)", file=sys.stderr)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from ..calibrate import calibrate, summary
+
+    path = calibrate(args.data, model=args.model, out=args.out, seed=args.seed, default=args.default, progress=True)
+    print_json(summary(path))
 
 
 def add_run_commands(sub: Any) -> None:
@@ -183,6 +194,16 @@ def add_run_commands(sub: Any) -> None:
                    help="on a pairs file, fail when an image cannot be used (default: skip its pairs and count them)")
     e.set_defaults(func=cmd_evaluate)
 
+    c = sub.add_parser("calibrate", help="measure a model's operating points on your own people; writes a derived "
+                                         "model folder (same weights, your calibration)")
+    c.add_argument("--data", required=True, help="identity folder: <data>/<person>/<photo> (at least 2 people)")
+    c.add_argument("--out", required=True, help="the derived model folder to write (must not exist or be empty)")
+    c.add_argument("--model", default=None, help="the model to calibrate (default: the shipped face model)")
+    c.add_argument("--default", default=None,
+                   help="the point decisions use by default, e.g. FAR=1e-03 or EER (default: the model's)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of pair sampling beyond 5M pairs")
+    c.set_defaults(func=cmd_calibrate)
+
     v = sub.add_parser("verify", help="are two photos the same person? prints JSON")
     v.add_argument("image_a", nargs="?")
     v.add_argument("image_b", nargs="?")
@@ -191,13 +212,14 @@ def add_run_commands(sub: Any) -> None:
     v.add_argument("--out", help="batch mode: the scores CSV to write (default: <pairs>.scores.csv)")
     v.add_argument("--threshold", type=float, default=None, help="override the calibrated threshold")
     v.add_argument("--far", type=float, default=None,
-                   help="decide at the threshold calibrated for this false-accept rate (1e-2, 1e-3 or 1e-4, where "
-                        "the model's validation pairs could resolve it) instead of the equal-error point")
+                   help="decide at the threshold calibrated for this false-accept rate (1e-2, 1e-3, 1e-4..., where "
+                        "the model's calibration resolved it) instead of the model's default point")
     v.add_argument("--no-detect", dest="detect", action="store_false",
                    help="the images are already face crops: no face detection (centre square, resized)")
     v.add_argument("--select", choices=("largest", "central"), default=None,
                    help="which face to use when a photo has several (default: the model's setting)")
     v.add_argument("--device", default="cpu")
+    add_runtime_flag(v)
     v.add_argument("--strict", action="store_true",
                    help="batch mode: exit non-zero when a pair cannot be scored (its reason is in the error column "
                         "either way)")

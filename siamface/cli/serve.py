@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .flags import add_runtime_flag
+
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from ..serve import require_extra
@@ -24,8 +26,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
         threads.set_threads(args.threads)
     resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
+    if args.runtime != "torch":  # the gallery embeds through this verifier's net too
+        from ..onnx_runtime import onnx_tower
+
+        resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
-    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name}, "
+    print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
           f"gallery {args.gallery}, {mode}", file=sys.stderr)
     uvicorn.run(create_app(settings, resources), host=args.host, port=args.port, log_level=args.log_level)
 
@@ -43,5 +49,6 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--timeout", type=float, default=30.0, help="seconds a request may take before a 504")
     s.add_argument("--threads", type=int, default=None,
                    help="torch threads per request (default: SIAMFACE_THREADS or 1; requests run in parallel)")
+    add_runtime_flag(s)
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)

@@ -70,3 +70,23 @@ def _view2_pairs(lfw: Path) -> tuple[Pair, ...]:
 def view2_fold_people(lfw: str | Path, fold: int) -> set[str]:
     """Everyone in the pairs of fold k (a subset of people.txt's fold k)."""
     return {p.parent.name for pair in view2_pairs(lfw) if pair.fold == fold for p in (pair.a, pair.b)}
+
+
+def calibration_split(lfw: str | Path, n_train: int = 250, n_val: int = 50, n_test_multi: int = 500,
+                      n_test_single: int = 2500, seed: int = 0) -> tuple[Split, tuple[str, ...]]:
+    """Every LFW person in one of four roles, for a model whose thresholds hold on people never seen:
+    (Split(train, val, test), calibration). train/val (people with >= 2 photos) train the Siamese head and
+    select its epoch; calibration (the thousands left) sets its operating points; test (n_test_multi
+    people with >= 2 photos and n_test_single with one) is never used by the model: the transfer table and
+    the 1,000-person gallery are measured on it."""
+    lfw = Path(lfw)
+    counts = _image_counts(lfw)
+    rng = np.random.default_rng(seed)
+    multi = rng.permutation(sorted(p for p, c in counts.items() if c >= 2)).tolist()
+    single = rng.permutation(sorted(p for p, c in counts.items() if c == 1)).tolist()
+    test = multi[:n_test_multi] + single[:n_test_single]
+    train = multi[n_test_multi:n_test_multi + n_train]
+    val = multi[n_test_multi + n_train:n_test_multi + n_train + n_val]
+    cal = multi[n_test_multi + n_train + n_val:] + single[n_test_single:]
+    assert_disjoint(train=train, val=val, test=test, calibration=cal)
+    return Split(tuple(sorted(train)), tuple(sorted(val)), tuple(sorted(test))), tuple(sorted(cal))
