@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamfaceError
+from .flags import add_runtime_flag
 
 
 def _source(text: str) -> str | int:
@@ -80,5 +81,6 @@ def add_watch_parser(sub: Any) -> None:
     s.add_argument("--out", default=None, help="write the processed frames with boxes and names (MP4)")
     s.add_argument("--out-fps", type=float, default=30.0, help="frame rate of --out (default 30)")
     s.add_argument("--events", default=None, help="also write the events (JSON lines) to this file")
+    add_runtime_flag(s)
     s.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_watch, detect=True)
