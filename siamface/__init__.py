@@ -20,6 +20,7 @@ _EXPORTS = {
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
     "Gallery": "siamface.gallery", "export_onnx": "siamface.export", "calibrate": "siamface.calibrate",
     "Decision": "siamface.decision", "Verdict": "siamface.verify",
+    "watch": "siamface.watch",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

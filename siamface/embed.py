@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import threads
 from .config import PreprocessConfig
 from .data import ImageStore
 from .errors import ImageError, NoFaceError, SiamfaceError
@@ -34,6 +35,7 @@ def embed_batches(
     device: str = "cpu", bf16: bool = False,
 ) -> torch.Tensor:
     """Embed uint8 (N, C, H, W) images in batches, in eval mode; returns float32 (N, D) on the CPU."""
+    threads.apply()
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):

@@ -15,12 +15,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING, Any
 
 from .errors import SiamfaceError
+
+if TYPE_CHECKING:  # torch is imported where tensors are saved: the CLI starts without it
+    import torch
 
 TMP_SUFFIX = ".tmp"
 LOCK = ".lock"
@@ -56,6 +56,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """JSON with NaN and infinities refused (they are not JSON), written atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode())
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """safetensors.torch.save_file, imported on first use (torch with it)."""
+    from safetensors.torch import save_file as save
+
+    save(tensors, path, metadata=metadata)
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from . import threads as thread_policy
 from .checkpoint import LoadedModel
 from .errors import SiamfaceError
 from .files import atomic_write_bytes
@@ -65,7 +66,7 @@ class OnnxTower:
 def onnx_tower(loaded: LoadedModel, runtime: str = "onnx", threads: int | None = None) -> OnnxTower:
     """The model's tower on onnxruntime (exported on first use, then cached); `runtime` is checked here so
     the verifier's caller gets one clear error for an unknown one. threads: onnxruntime's intra-op threads
-    (default: torch's current setting, so `--threads` means the same for both runtimes)."""
+    (default: the thread policy's count, siamface.threads, so `--threads` means the same for both runtimes)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     from .export import require_onnx, tower_onnx
@@ -79,4 +80,4 @@ def onnx_tower(loaded: LoadedModel, runtime: str = "onnx", threads: int | None =
         except OSError as e:
             raise SiamfaceError(f"{path}: cannot write the ONNX tower cache ({e.strerror}); set SIAMFACE_CACHE "
                                 "to a writable folder") from None
-    return OnnxTower(path, loaded.model.embed_dim, torch.get_num_threads() if threads is None else threads)
+    return OnnxTower(path, loaded.model.embed_dim, thread_policy.threads() if threads is None else threads)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, distributed, metrics
+from . import __version__, distributed, metrics, threads
 from .calibration import PairScores, all_pairs
 from .card import META, Calibration, Lineage, ModelCard, Provenance, calibrate
 from .checkpoint import FROM_FACTORY, load_model, read_card, save_model
@@ -152,9 +152,14 @@ def train(run: RunConfig, out: str | Path, resume: bool = False) -> dict[str, An
 
 
 def _train(run: RunConfig, out: Path, resume: bool, shard: Shard) -> dict[str, Any]:
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    with threads.using(torch.get_num_threads()):  # its validation passes too (siamface.threads)
+        return _train_run(run, out, resume, shard)
+
+
+def _train_run(run: RunConfig, out: Path, resume: bool, shard: Shard) -> dict[str, Any]:
     cfg, main = run.train, shard.main
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     data = prepare_data(run.data, run.preprocess, cfg.seed, load_input, progress=cfg.progress and main,
                         val_way=cfg.val_way)
     torch.manual_seed(cfg.seed)

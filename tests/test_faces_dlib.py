@@ -250,14 +250,17 @@ def test_align_config_new_fields() -> None:
             AlignConfig(**bad)
 
 
-def test_mmod_on_a_large_image_maps_boxes_and_landmarks_back(lfw_faces: list) -> None:
-    """Images over max_side are detected downscaled; boxes return to full size, landmarks come from it."""
-    from siamface.faces import AlignConfig, detect_faces
+def test_mmod_on_a_large_image_maps_boxes_and_landmarks_back(lfw_faces: list,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images over the detector's pixel budget are detected downscaled; boxes return to full size, landmarks
+    come from it."""
+    from siamface.faces import AlignConfig, detect, detect_faces
 
     img = lfw_faces[2][1]
     small = detect_faces(img, AlignConfig(detector="mmod"))[0]
-    big = detect_faces(cv2.resize(img, (1500, 1500), interpolation=cv2.INTER_LINEAR),
-                       AlignConfig(detector="mmod", max_side=500))[0]
+    monkeypatch.setattr(detect, "MMOD_MAX_PIXELS", 500 * 500)
+    assert detect.mmod_scale(1500, 1500) == pytest.approx(1 / 3)
+    big = detect_faces(cv2.resize(img, (1500, 1500), interpolation=cv2.INTER_LINEAR), AlignConfig(detector="mmod"))[0]
     assert abs(big.center[0] / 6 - small.center[0]) < 4 and abs(big.w / 6 - small.w) < 6
     assert np.abs(np.array(big.landmarks) / 6 - np.array(small.landmarks)).max() < 4
 
@@ -286,3 +289,33 @@ def test_every_face_of_a_photo_gets_the_dlib_chip(lfw_faces: list) -> None:
     for c in crops:
         assert c.eyes_source == "landmarks" and len(c.to_dict()["landmarks"]) == 5
         assert np.array_equal(c.image, face_chip(canvas, np.array(c.used.landmarks)))
+
+
+def lfw_grid(data_root: Path, side: int = 8, cell: int = 250, seed: int = 0) -> tuple[np.ndarray, list[Path]]:
+    """side x side LFW photos (a seeded sample, at their own 250 px) tiled into one RGB image."""
+    import random
+
+    files = random.Random(seed).sample(sorted((data_root / "lfw" / "deepfunneled").glob("*/*.jpg")), side * side)
+    grid = np.zeros((side * cell, side * cell, 3), np.uint8)
+    for k, f in enumerate(files):
+        r, c = divmod(k, side)
+        grid[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = _rgb(f)
+    return grid, files
+
+
+def test_mmod_finds_the_small_faces_of_a_large_photo(data_root: Path) -> None:
+    """A 2000x2000 grid of 64 LFW photos (faces of ~100 px): the detector at full resolution finds the face of
+    at least 60 cells (shrunk to 1,024 px, as before, it found 1), with landmarks inside each face's box."""
+    from siamface.faces import DLIB_CHIP, detect_faces
+
+    grid, _ = lfw_grid(data_root)
+    faces = detect_faces(grid, DLIB_CHIP)
+    cells = set()
+    for f in faces:
+        cx, cy = f.center
+        r, c = int(cy // 250), int(cx // 250)
+        if abs(cx - (c + 0.5) * 250) < 50 and abs(cy - (r + 0.5) * 250) < 50:
+            cells.add((r, c))
+        pts = np.array(f.landmarks)
+        assert (pts[:, 0] >= f.x - 5).all() and (pts[:, 0] < f.x + f.w + 5).all(), (f, pts)
+    assert len(cells) >= 60, len(cells)

@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Any
 
-from .. import __version__
+from .. import __version__, threads
 from ..errors import SiamfaceError
 from ..files import os_reason
 from .export import add_export_parser
@@ -19,6 +19,7 @@ from .flags import RENAME, SKIP, add_config_flags, config_from_args, parse_align
 from .gallery import add_gallery_commands
 from .run import add_run_commands, run_config_from_args
 from .serve import add_serve_parser
+from .watch import add_watch_parser
 
 __all__ = ["RENAME", "SKIP", "add_config_flags", "build_parser", "config_from_args", "main", "parse_align",
            "run_config_from_args"]
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_gallery_commands(sub)
     add_serve_parser(sub)
     add_export_parser(sub)
+    add_watch_parser(sub)
     return p
 
 
@@ -69,6 +71,7 @@ def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs:
 
 
 def main(argv: list[str] | None = None) -> int:
+    threads.process_defaults()  # before anything imports torch (siamface.threads: one thread per worker)
     args = build_parser().parse_args(argv)
     warnings.showwarning = _warn  # library warnings as one line, not Python's file:line form
     try:

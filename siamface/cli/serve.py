@@ -33,9 +33,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     settings = Settings.from_env(gallery=Path(gallery), model=args.model, far=args.far, limits=limits,
                                  allowed_hosts=hosts)
     if args.threads:
-        import torch
+        from .. import threads
 
-        torch.set_num_threads(args.threads)
+        threads.set_threads(args.threads)
     resources = open_resources(settings)  # a bad model or gallery fails here, in one line, before listening
     if args.runtime != "torch":  # the gallery embeds through this verifier's net too
         from ..onnx_runtime import onnx_tower
@@ -82,7 +82,7 @@ def add_serve_parser(sub: Any) -> None:
                    help="extra workers for light requests only (2 Mpx or less in all): an ordinary verify is not "
                         "held up behind large photos")
     s.add_argument("--threads", type=int, default=None,
-                   help="torch threads per forward pass (default: torch's; 1 suits many concurrent requests)")
+                   help="torch threads per request (default: SIAMFACE_THREADS or 1; requests run in parallel)")
     add_runtime_flag(s)
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=cmd_serve)

@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from siamface.errors import NoFaceError
@@ -21,6 +20,7 @@ from siamface.faces.detect import (
     detect_faces,
     estimate_eyes,
     landmark_eyes,
+    opencv,
     with_landmarks,
 )
 
@@ -65,6 +65,8 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
     left_eye is the eye on the image's left. The border is replicated; the channel count is kept.
     """
+    cv2 = opencv()  # on first use: the dlib chip pipeline never needs OpenCV
+
     image = check_image(image)
     size = _check_size(size)
     m = similarity_matrix(left_eye, right_eye, size, cfg)
@@ -87,6 +89,8 @@ def align_face(image: np.ndarray, left_eye: Point, right_eye: Point, size: int,
 
 def center_square(image: np.ndarray, size: int) -> np.ndarray:
     """Centre square crop of the whole image resized to size x size (for detector "none")."""
+    cv2 = opencv()  # on first use: the dlib chip pipeline never needs OpenCV
+
     image = check_image(image)
     size = _check_size(size)
     h, w = image.shape[:2]

@@ -58,7 +58,8 @@ class AlignConfig:
     80 / 2^upsample pixels, at about 4^upsample the cost; face_recognition uses 1).
     scale_factor / min_neighbors / min_size: face cascade settings (Haar only); min_size is the smallest face
     side as a fraction of the image's shorter side. eye_scale_factor / eye_min_neighbors: the same for the eye cascade.
-    max_side: images whose longer side exceeds it are downscaled for detection, by either detector (0 = never);
+    max_side: images whose longer side exceeds it are downscaled for the Haar detector (0 = never); the mmod
+    detector ignores it and runs at full resolution up to a pixel budget (siamface.faces.detect.mmod_scale);
     landmarks and alignment always use the full image.
     on_missing: "error" (NoFaceError: verify, the service) or "center": a centred square of fallback_box of
     the shorter side stands in for the face (datasets of tight crops where the cascade sometimes misses,

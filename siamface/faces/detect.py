@@ -11,12 +11,14 @@ import itertools
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from siamface.faces.config import DEFAULT_CONFIG, AlignConfig
+
+if TYPE_CHECKING:  # OpenCV is imported where it is used (opencv()): the mmod pipeline needs it only for huge photos
+    import cv2
 
 Point = tuple[float, float]
 
@@ -43,6 +45,11 @@ EYE_DIST_RANGE = (0.25, 0.65)  # distance between eye centres as a fraction of t
 # detections) median 2.7. A logistic map puts 3 at 0.5: confidence = 1 / (1 + exp(-(weight - 3) / 2)),
 # so a typical true face scores ~0.92 and a typical false detection ~0.45.
 CONF_CENTER, CONF_SCALE = 3.0, 2.0
+
+# The mmod detector runs at full resolution on images up to this many pixels (a 2,048 x 2,048 photo; its
+# tiled pyramid is about 3.3x that in float32 RGB: ~170 MB) and downscales larger ones to it, so a 12 Mpx photo
+# finds faces from ~135 px and one at the 40 Mpx upload limit from ~250 px; time grows with the pixels.
+MMOD_MAX_PIXELS = 2048 * 2048
 
 
 Landmarks = tuple[tuple[int, int], ...]
@@ -83,11 +90,22 @@ class FaceBox:
 
 
 _local = threading.local()  # CascadeClassifier objects are not shared between threads
+_IMPORT = threading.Lock()
+
+
+def opencv() -> Any:
+    """cv2, imported on first use under a lock: OpenCV's package replaces itself while it loads, so two
+    threads importing it at once could see a half-made module (the dlib chip pipeline rarely needs it)."""
+    with _IMPORT:
+        import cv2
+
+    return cv2
 
 
 def _cascade(name: str) -> cv2.CascadeClassifier:
     """Load (once per thread) a cascade from cv2.data.haarcascades."""
-    cache: dict[str, cv2.CascadeClassifier] = _local.__dict__.setdefault("cascades", {})
+    cv2 = opencv()  # noqa: F811 - the module itself, imported above for annotations only
+    cache: dict[str, Any] = _local.__dict__.setdefault("cascades", {})
     if name not in cache:
         path = cv2.data.haarcascades + name
         clf = cv2.CascadeClassifier(path)
@@ -115,6 +133,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
         return image
     if image.shape[2] == 1:
         return image[:, :, 0]
+    cv2 = opencv()
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
@@ -144,12 +163,23 @@ def with_landmarks(image: np.ndarray, faces: list[FaceBox]) -> list[FaceBox]:
     return out
 
 
+def mmod_scale(height: int, width: int, upsample: int = 0) -> float:
+    """The factor an image is resized by before the mmod detector: 1 (full resolution) up to MMOD_MAX_PIXELS
+    (times 4^-upsample, the detector's own doubling), less above, so that the smallest face found is
+    80 / 2^upsample pixels at full resolution and grows as sqrt(pixels / MMOD_MAX_PIXELS) above."""
+    budget = MMOD_MAX_PIXELS / 4**upsample
+    return 1.0 if height * width <= budget else math.sqrt(budget / (height * width))
+
+
 def _detect_mmod(image: np.ndarray, cfg: AlignConfig) -> list[FaceBox]:
-    """dlib's CNN detector (cfg.upsample), boxes clipped to the image; landmarks from dlib's own boxes."""
+    """dlib's CNN detector (cfg.upsample), boxes clipped to the image; landmarks from dlib's own boxes.
+
+    cfg.max_side does not apply (it shrank every photo to 1,024 px, losing faces under ~160 px in a 2 Mpx
+    photo): the detector sees the full resolution up to a pixel budget (mmod_scale)."""
     height, width = image.shape[:2]
-    scale, small = 1.0, image
-    if cfg.max_side and max(height, width) > cfg.max_side:
-        scale = cfg.max_side / max(height, width)
+    scale, small = mmod_scale(height, width, cfg.upsample), image
+    if scale != 1.0:
+        cv2 = opencv()
         small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))),
                            interpolation=cv2.INTER_AREA)
     detector, predictor = _dlib_models()
@@ -186,6 +216,7 @@ def detect_faces(image: np.ndarray, cfg: AlignConfig = DEFAULT_CONFIG) -> list[F
     if cfg.detector == "mmod":
         image = check_image(image)
         return _order(_detect_mmod(image, cfg), cfg.select, image.shape[1], image.shape[0])
+    cv2 = opencv()
     gray = to_gray(check_image(image))
     height, width = gray.shape
     scale = 1.0

@@ -54,13 +54,13 @@ def _round(v: np.ndarray) -> np.ndarray:
     return np.floor(v + 0.5).astype(np.int64)
 
 
-def _intensity(image: np.ndarray) -> np.ndarray:
-    """dlib's get_pixel_intensity: the grey value, or (r + g + b) / 3 in integers for RGB."""
-    if image.ndim == 2:
-        return image.astype(np.float32)
-    if image.shape[2] == 1:
-        return image[:, :, 0].astype(np.float32)
-    return (image.astype(np.int32).sum(axis=2) // 3).astype(np.float32)
+def _intensity(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """dlib's get_pixel_intensity at the given pixels only (the grey value, or (r + g + b) / 3 in integers for
+    RGB): the feature pixels of a few faces, never the whole image converted to grey."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return (image[rows, cols].astype(np.int32).sum(axis=-1) // 3).astype(np.float32)
+    grey = image if image.ndim == 2 else image[:, :, 0]
+    return grey[rows, cols].astype(np.float32)
 
 
 class ShapePredictor:
@@ -115,8 +115,7 @@ class ShapePredictor:
         n = len(boxes)
         if n == 0:
             return np.zeros((0, self.num_parts, 2), np.int64)
-        grey = _intensity(image)
-        h, w = grey.shape
+        h, w = image.shape[:2]
         # unnormalizing_tform: the unit square onto each box, (N, 2, 3)
         q = np.stack([boxes[:, [0, 2, 2]], boxes[:, [1, 1, 3]]], axis=1)
         to_img = q @ _UNIT
@@ -132,7 +131,8 @@ class ShapePredictor:
             ix = _round(to_img[:, 0:1, 0] * px + to_img[:, 0:1, 1] * py + to_img[:, 0:1, 2])
             iy = _round(to_img[:, 1:2, 0] * px + to_img[:, 1:2, 1] * py + to_img[:, 1:2, 2])
             inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
-            values = np.where(inside, grey[np.where(inside, iy, 0), np.where(inside, ix, 0)], np.float32(0))
+            sampled = _intensity(image, np.where(inside, iy, 0), np.where(inside, ix, 0))
+            values = np.where(inside, sampled, np.float32(0))
             node = np.zeros((n, self.split_idx1.shape[1]), np.int64)  # (N, T)
             trees = np.arange(node.shape[1])[None, :]
             for _ in range(self.depth):

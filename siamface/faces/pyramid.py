@@ -62,24 +62,25 @@ def _resize(src: np.ndarray, n_rows: int, n_cols: int, to_uint8: bool) -> np.nda
         return np.zeros((c, n_rows, n_cols), np.uint8 if to_uint8 else np.float32)
     left, right, frac, n_simd = _x_positions(w, n_cols)
     top, bottom, tb = _y_positions(h, n_rows)
+    # np.take gathers several times faster than fancy indexing; the arithmetic is unchanged (bit for bit)
     x = src.astype(np.float32, copy=False)
-    rows_t, rows_b = x[:, top], x[:, bottom]  # (C, n_rows, W)
+    rows_t, rows_b = np.take(x, top, axis=1), np.take(x, bottom, axis=1)  # (C, n_rows, W)
     # the SIMD columns: float32 weights, the four products summed left to right in float32
     s = slice(0, n_simd)
     lr = frac[s].astype(np.float32)[None, :]
     inv_lr = np.float32(1) - lr
     tbf, inv_tb = tb.astype(np.float32)[:, None], (1 - tb).astype(np.float32)[:, None]
-    acc = rows_t[:, :, left[s]]
+    acc = np.take(rows_t, left[s], axis=2)
     acc *= inv_tb * inv_lr
     for rows, idx, weight in ((rows_t, right[s], inv_tb * lr), (rows_b, left[s], tbf * inv_lr),
                               (rows_b, right[s], tbf * lr)):
-        part = rows[:, :, idx]
+        part = np.take(rows, idx, axis=2)
         part *= weight
         acc += part
     # the scalar tail: double arithmetic, except that float images blend each row in float32 first
     t = slice(n_simd, n_cols)
-    tl, tr = rows_t[:, :, left[t]], rows_t[:, :, right[t]]
-    bl, br = rows_b[:, :, left[t]], rows_b[:, :, right[t]]
+    tl, tr = np.take(rows_t, left[t], axis=2), np.take(rows_t, right[t], axis=2)
+    bl, br = np.take(rows_b, left[t], axis=2), np.take(rows_b, right[t], axis=2)
     if to_uint8:
         lr_d = frac[t][None, None, :]
         top_mix = (1 - lr_d) * tl + lr_d * tr
