@@ -260,8 +260,8 @@ class Gallery:
             return v.decision
         own = self.self_calibration()
         if far is not None:
-            return own.far_decision(far, v)
-        return own.fpir_decision(DEFAULT_FPIR if fpir is None else fpir, v)
+            return v.noted(own.far_decision(far, v))
+        return v.noted(own.fpir_decision(DEFAULT_FPIR if fpir is None else fpir, v))
 
     def self_calibration(self) -> SelfCalibration:
         """The gallery's calibration from its own enrolled people (recomputed when the file changed)."""
@@ -302,7 +302,7 @@ class Gallery:
         return self._matrix
 
     def verify_against(self, name: str, image: Image, far: float | None = None) -> Verdict:
-        """Is the photo's (chosen) face this enrolled person? A verify `Verdict` with `person` and `photos`,
+        """Is the photo's (chosen) face this enrolled person? A verify `Verdict` with `name`, `photos`,
         decided at a FAR point (default: the model's default point, measured on this gallery's people where
         they resolve it)."""
         t0 = time.perf_counter()
@@ -319,9 +319,9 @@ class Gallery:
         probe = self._embed([face])
         probs = v.probability(probe.expand(len(stored), -1), stored)
         p = float(probs.max() if self.aggregate == "max" else probs.mean())
-        decision = v.decision if v.explicit and far is None else self.self_calibration().far_decision(far, v)
+        decision = v.decision if v.explicit and far is None else v.noted(self.self_calibration().far_decision(far, v))
         return Verdict.of(decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), [face.report],
-                          person=name, photos=len(rows))
+                          name=name, photos=len(rows), aggregate=self.aggregate)
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 

@@ -69,17 +69,16 @@ class SelfCalibration:
         """The FAR point `far` (None: the model's default point): this gallery's own where it resolves it."""
         card = verifier.loaded.card.calibration
         if far is None:
-            default = verifier.decision
             target = card.points[card.default].target if card is not None and card.default in card.points else None
             if target is None:
-                return default
+                return _model_far(verifier, None)
             far = target
         own = self.far_point(far)
         if own is not None:
             return from_point(own, f"gallery self-calibration ({self.what})")
-        d = verifier.decision if far is None else _model_far(verifier, far)
-        return d.with_note(f"{self.what} do not resolve FAR {far:g} yet ({len(self.pairs.impostor):,} impostor "
-                           "pairs)")
+        pairs = len(self.pairs.impostor)
+        return _model_far(verifier, far).with_note(f"{self.what} do not resolve FAR {far:g} yet ({pairs:,} impostor "
+                                                   "pairs)")
 
     def fpir_decision(self, fpir: float, verifier: Verifier) -> Decision:
         """The threshold at which a share `fpir` of strangers is matched to someone in this gallery:

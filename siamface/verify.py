@@ -47,8 +47,9 @@ class Verdict:
     far_interval: list[float] | None = None
     fpir: float | None = None
     calibration: str = ""
-    person: str | None = None
+    name: str | None = None
     photos: int | None = None
+    aggregate: str | None = None
 
     @classmethod
     def of(cls, decision: Decision, p: float, model: str, elapsed_ms: float, faces: list[dict[str, Any]],
@@ -58,9 +59,9 @@ class Verdict:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if self.person is None:
-            d.pop("person")
-            d.pop("photos")
+        for key in ("name", "photos", "aggregate"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
 
@@ -141,12 +142,16 @@ class Verifier:
         self.net = inference_net(self.loaded.model) if runtime == "torch" else onnx_tower(self.loaded, runtime)
         self.preprocess = face_preprocess(self.loaded.preprocess, detect, select)
         self.device = device
-        self.decision = model_decision(self.loaded, threshold, far)
         self.explicit = threshold is not None or far is not None  # a gallery then decides with it, not by FPIR
+        self.note = ""  # what every decision of this verifier adds to its provenance
         if self.preprocess.align != self.loaded.preprocess.align and not detect:
-            self.decision = self.decision.with_note(
-                "note: inputs are taken as face crops (--no-detect), not detected and aligned as the faces this "
-                "threshold was calibrated on")
+            self.note = ("note: inputs are taken as face crops (--no-detect), not detected and aligned as the "
+                         "faces this threshold was calibrated on")
+        self.decision = self.noted(model_decision(self.loaded, threshold, far))
+
+    def noted(self, decision: Decision) -> Decision:
+        """A decision with this verifier's note (face crops taken whole) in its provenance."""
+        return decision.with_note(self.note) if self.note else decision
 
     @property
     def threshold(self) -> float:

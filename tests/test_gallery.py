@@ -256,9 +256,9 @@ def test_verify_against_equals_verify(gallery: Gallery, verifier: Verifier,
     r = gallery.verify_against("Gerhard_Schroeder", p[2])
     expected = max(verifier.verify(p[2], q).probability for q in p[:2])
     assert isinstance(r, Verdict) and r.probability == pytest.approx(expected, abs=2e-6)
-    assert r.same == (r.probability >= verifier.threshold) and r.person == "Gerhard_Schroeder"
+    assert r.same == (r.probability >= verifier.threshold) and r.name == "Gerhard_Schroeder"
     assert r.photos == 2 and r.threshold_source == verifier.threshold_source and len(r.faces) == 1
-    assert set(verifier.verify(p[2], p[0]).to_dict()) | {"person", "photos"} == set(r.to_dict())  # one shape
+    assert set(verifier.verify(p[2], p[0]).to_dict()) | {"name", "photos", "aggregate"} == set(r.to_dict())  # one shape
 
 
 # ---- privacy: delete removes the bytes -----------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_fpir_follows_the_gallery_size_on_the_models_curve(tmp_path: Path, data_
         assert d.threshold == pytest.approx(cal.curve_threshold(curve, cal.far_for_fpir(0.01, 3)))
         assert d.gallery_size == 3 and "FAR curve" in d.source
         verdict = g.verify_against("s1", people["s1"][1])
-        assert verdict.person == "s1" and verdict.photos == 1 and verdict.far is not None
+        assert verdict.name == "s1" and verdict.photos == 1 and verdict.far is not None
         assert verdict.same == (verdict.probability >= verdict.threshold)
 
 

@@ -66,7 +66,6 @@ def cmd_verify_against(args: argparse.Namespace) -> None:
 
     with _gallery(args, args.model) as g:
         answer = g.verify_against(args.name, args.photo).to_dict()
-        answer["name"] = answer.pop("person")  # the field the service and earlier versions call it
         _print(args, answer, lambda a: verify_against_answer(a, args.photo))
 
 

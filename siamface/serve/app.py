@@ -322,13 +322,17 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.post("/identify", response_model=schemas.IdentifyAnswer, dependencies=[ReadKey])
     def identify(request: Request, image: Image, gallery: GalleryDep,
-                 k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5) -> dict[str, Any]:
-        """Who is in this photo? Every face, with its top-k people; match is null when no one passes."""
+                 k: Annotated[int, Form(ge=1, le=100, description="candidates per face")] = 5,
+                 fpir: Annotated[float | None, Form(gt=0.0, lt=1.0, description=(
+                     "the share of strangers allowed to match someone in this gallery (default 0.01); the "
+                     "threshold follows the gallery's size"))] = None) -> dict[str, Any]:
+        """Who is in this photo? Every face, with its top-k people; match is null when no one passes the
+        decision: by default the gallery's FPIR 1% point (the answer names the FPIR and its calibration)."""
         deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
         with gate.slot(deadline, is_light([upload], limits)):
             photo = decode(upload, limits, deadline)
             check(deadline, "identifying")
-            return public(gallery.identify(_for_gallery(photo), k=k), gallery.verifier)
+            return public(gallery.identify(_for_gallery(photo), k=k, fpir=fpir), gallery.verifier)
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
     def enroll(request: Request, name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,
@@ -349,9 +353,7 @@ def _add_routes(app: FastAPI) -> None:
         with gate.slot(deadline, is_light([upload], limits)):
             photo = decode(upload, limits, deadline)
             check(deadline, "verifying")
-            answer = gallery.verify_against(name, _for_gallery(photo)).to_dict()
-            answer["name"] = answer.pop("person")  # the service's field since its first version
-            return public(answer, gallery.verifier)
+            return public(gallery.verify_against(name, _for_gallery(photo)).to_dict(), gallery.verifier)
 
     @app.get("/people", response_model=list[schemas.Person], dependencies=[ReadKey])
     def people(gallery: GalleryDep) -> list[dict[str, Any]]:
