@@ -90,12 +90,32 @@ def test_enroll_identify_and_people_answer_like_the_library(client: TestClient, 
     with Gallery(tmp_path / "people.db", Verifier(face_model)) as g:
         expected = g.identify(photos["bush2"], k=2)
         against = g.verify_against("Tony Blair", photos["bush2"]).to_dict()
-    against["name"] = against.pop("person")  # the service's field name
     assert without_time(answer.json()) == public(expected, face_model)  # the model by name, no path
     assert {c["name"] for c in answer.json()["faces"][0]["candidates"]} == {"Tony Blair", "George W Bush"}
     r = client.post("/people/Tony Blair/verify", files={"image": ("probe.jpg", photos["bush2"], "image/jpeg")})
     assert r.status_code == 200 and without_time(r.json()) == public(against, face_model)
     assert client.get("/health").json()["people"] == 2
+
+
+def test_identify_decides_at_the_fpir_asked_for(client: TestClient, photos: dict, face_model: Path,
+                                                tmp_path: Path) -> None:
+    enroll(client, "George W Bush", photos["bush1"])
+    enroll(client, "Tony Blair", photos["blair"])
+    files = {"image": ("probe.jpg", photos["bush2"], "image/jpeg")}
+    default = client.post("/identify", files=files).json()
+    strict = client.post("/identify", files=files, data={"fpir": "0.001"}).json()
+    lax = client.post("/identify", files=files, data={"fpir": "0.2"}).json()
+    with Gallery(tmp_path / "people.db", Verifier(face_model)) as g:
+        for fpir, answer in ((None, default), (0.001, strict), (0.2, lax)):
+            d = g.decision(fpir=fpir)
+            assert answer["threshold"] == d.threshold and answer["fpir"] == d.fpir
+            assert answer["operating_point"] == d.operating_point
+            assert answer["calibration"] == d.calibration.replace(str(face_model), face_model.name)  # no paths
+    assert default["operating_point"].startswith("FPIR=")
+    assert strict["threshold"] >= default["threshold"] >= lax["threshold"]
+    for bad in ("0", "1.5", "abc"):
+        r = client.post("/identify", files=files, data={"fpir": bad})
+        assert r.status_code == 422 and "fpir" in r.json()["detail"]
 
 
 def test_identify_reports_every_face(client: TestClient, photos: dict) -> None:
