@@ -18,7 +18,7 @@ _EXPORTS = {
     "ModelConfig": "siamface.config", "PreprocessConfig": "siamface.config",
     "DataConfig": "siamface.config", "TrainConfig": "siamface.config", "SiamfaceError": "siamface.errors",
     "ImageError": "siamface.errors", "ModelError": "siamface.errors", "NoFaceError": "siamface.errors",
-    "Gallery": "siamface.gallery", "export_onnx": "siamface.export", "calibrate": "siamface.calibrate",
+    "Gallery": "siamface.gallery", "export_onnx": "siamface.export", "calibrate": "siamface.recalibrate",
     "Decision": "siamface.decision", "Verdict": "siamface.verify",
     "watch": "siamface.watch",
 }

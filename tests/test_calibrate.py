@@ -12,11 +12,11 @@ import torch
 from _helpers import one_thread
 
 from siamface import calibration as cal
-from siamface.calibrate import calibrate
 from siamface.checkpoint import default_model_path, load_model
 from siamface.cli import main
 from siamface.errors import SiamfaceError
 from siamface.files import sha256_file
+from siamface.recalibrate import calibrate
 from siamface.verify import Verifier
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
@@ -101,3 +101,10 @@ def test_cli_calibrate_prints_the_points(folder: Path, tmp_path: Path, capsys: p
     assert main(["calibrate", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing" in err and "not a folder" in err
+
+
+def test_the_public_name_is_the_function_even_after_the_module_is_imported() -> None:
+    import siamface
+    import siamface.recalibrate  # noqa: F401  (a submodule named `calibrate` would shadow the function here)
+
+    assert siamface.calibrate is calibrate and callable(siamface.calibrate)

@@ -152,7 +152,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from ..calibrate import calibrate, summary
+    from ..recalibrate import calibrate, summary
 
     path = calibrate(args.data, model=args.model, out=args.out, seed=args.seed, default=args.default, progress=True)
     print_json(summary(path))

@@ -1,4 +1,5 @@
-"""Calibration in the user's own domain: a model's operating points measured on the user's labelled people.
+"""Calibration in the user's own domain (`siamface calibrate`): a model's operating points measured again
+on the user's labelled people.
 
 `calibrate("my_people/", model=None)` embeds every photo of an identity folder (`root/<person>/<photo>`),
 scores every pair of photos (every pair of two different people is an impostor pair from the place of
