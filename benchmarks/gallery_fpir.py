@@ -66,7 +66,7 @@ def best(g: Gallery, path: Path, central: bool) -> tuple[str, float, bool] | Non
     """The top candidate of the photo's labelled face (LFW labels the most central one; elsewhere the
     largest), and whether the gallery's decision matched it."""
     try:
-        r = g.identify(path, k=1)
+        r = g.identify(path, k=1).to_dict()
     except NoFaceError:
         return None
     faces = r["faces"]

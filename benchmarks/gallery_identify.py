@@ -123,7 +123,7 @@ def _score(g: Gallery, probes: list[tuple[str | None, Path]], tops: list[tuple[f
     for name, path in probes:
         t0 = time.perf_counter()
         try:
-            r = g.identify(path, k=1)
+            r = g.identify(path, k=1).to_dict()
         except NoFaceError:
             no_face += 1
             continue

@@ -185,7 +185,8 @@ def start(device: str) -> tuple[Shard, str]:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise SiamfaceError("--device cuda with torchrun, but this machine has no CUDA GPU (--device cpu: gloo)")
+            raise SiamfaceError("device cuda with torchrun, but this machine has no CUDA GPU (device cpu: gloo)",
+                                option="device")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
@@ -193,7 +194,8 @@ def start(device: str) -> tuple[Shard, str]:
     elif device == "cpu":
         backend = "gloo"
     else:
-        raise SiamfaceError(f"--device {device}: several processes train on cpu (gloo) or cuda (NCCL) only")
+        raise SiamfaceError(f"device {device}: several processes train on cpu (gloo) or cuda (NCCL) only",
+                            option="device")
     owns = not dist.is_initialized()  # a caller's own group is used as it is, and left to the caller
     if owns:
         dist.init_process_group(backend, rank=rank, world_size=world)

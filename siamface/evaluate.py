@@ -216,7 +216,7 @@ def run_evaluation(model: str, *, split: str | None = None, pairs: str | None = 
     """Evaluate one model on one source and write the report folder; returns the report dict.
     strict: on a pairs file, an image that cannot be used is an error instead of a skipped pair."""
     t0 = time.perf_counter()
-    folder = check_output_folder(Path(out), "--out", create=False) if out else None  # before any work
+    folder = check_output_folder(Path(out), "report folder", create=False) if out else None  # before any work
     lm = load_model(model, device=device)
     warning = _model_warning(lm)
     y = s = None

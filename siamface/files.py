@@ -143,13 +143,14 @@ def _cmdline() -> list[str]:
         return ["python"]
 
 
-def check_output_folder(folder: Path, flag: str = "--out", create: bool = True) -> Path:
+def check_output_folder(folder: Path, flag: str = "output folder", create: bool = True) -> Path:
     """Fail before any work when `folder` cannot become a writable folder (an existing file, a read-only
-    or full disk, ...), with one line naming it. create=False leaves nothing behind: the check writes
-    into the nearest existing folder instead, so a refused run leaves no empty folder."""
+    or full disk, ...), with one line naming it (`flag`: what the folder is, e.g. "output folder"; the CLI
+    adds its flag from the error's option). create=False leaves nothing behind: the check writes into the
+    nearest existing folder instead, so a refused run leaves no empty folder."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise SiamfaceError(f"{flag} {folder}: exists and is not a folder")
+        raise SiamfaceError(f"{flag} {folder}: exists and is not a folder", option="out")
     probe = folder
     while not create and not probe.exists():
         probe = probe.parent
@@ -157,12 +158,12 @@ def check_output_folder(folder: Path, flag: str = "--out", create: bool = True) 
         if create:
             folder.mkdir(parents=True, exist_ok=True)
         if not probe.is_dir():
-            raise SiamfaceError(f"{flag} {folder}: {probe} is not a folder")
+            raise SiamfaceError(f"{flag} {folder}: {probe} is not a folder", option="out")
         fd, tmp = _temp_beside(probe / ".write-check")
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise SiamfaceError(f"{flag} {folder}: cannot write there ({os_reason(e)})") from e
+        raise SiamfaceError(f"{flag} {folder}: cannot write there ({os_reason(e)})", option="out") from e
     return folder
 
 

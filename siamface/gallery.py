@@ -29,6 +29,7 @@ from .embed import embed_batches
 from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
 from .gallery_calibration import SelfCalibration
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
+from .gallery_results import Candidate, EnrolledPhoto, Enrollment, Identification, IdentifiedFace, Person, PersonRecord
 from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
 from .verify import Verdict, Verifier
 
@@ -177,7 +178,7 @@ class Gallery:
     # ---- enrollment ----------------------------------------------------------------------------------
 
     def enroll(self, name: str, images: list[Image], select: str | None = None,
-               sources: list[str] | None = None, new: bool = False) -> dict[str, Any]:
+               sources: list[str] | None = None, new: bool = False) -> Enrollment:
         """Add photos of `name` (creating the person; `new=True`: DuplicatePersonError if they exist).
         Every photo is decoded, checked (exactly one face, or `select`) and embedded before anything is
         written; then all of them land in one transaction."""
@@ -202,8 +203,8 @@ class Gallery:
                                                   (name, now)).lastrowid
             ids = [self._insert_enrollment(conn, pid, f, e, now) for f, e in zip(faces, emb)]
             total = conn.execute("SELECT count(*) FROM enrollments WHERE person_id = ?", (pid,)).fetchone()[0]
-        enrolled = [{"id": i, "source": f.source, "sha256": f.sha256, "face": f.report} for i, f in zip(ids, faces)]
-        return {"name": name, "enrolled": enrolled, "photos": int(total)}
+        return Enrollment(name, tuple(EnrolledPhoto(i, f.source, f.sha256, f.report) for i, f in zip(ids, faces)),
+                          int(total))
 
     def _insert_enrollment(self, conn: sqlite3.Connection, person_id: int, face: Face, emb: torch.Tensor,
                            now: float) -> int:
@@ -222,7 +223,7 @@ class Gallery:
 
     # ---- identification ------------------------------------------------------------------------------
 
-    def identify(self, image: Image, k: int = 5, fpir: float | None = None) -> dict[str, Any]:
+    def identify(self, image: Image, k: int = 5, fpir: float | None = None) -> Identification:
         """Every face of the photo against every person: top-k names with probabilities, and the match
         (None = unknown: no one reaches the decision's threshold). The decision is the FPIR point for this
         gallery's size (`fpir`, default DEFAULT_FPIR: the share of strangers matched to someone), unless the
@@ -237,14 +238,11 @@ class Gallery:
         out = []
         for face, row in zip(faces, scores):
             order = sorted(range(len(names)), key=lambda j: (-row[j], names[j]))[:k]
-            cands = [{"name": names[j], "probability": round(float(row[j]), 10)} for j in order]
-            match = cands[0]["name"] if cands and decision.accepts(row[order[0]]) else None
-            out.append({"face": face.report, "match": match, "candidates": cands})
-        return {"faces": out, **self._decision_fields(decision), "people": len(names),
-                "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2)}
-
-    def _decision_fields(self, decision: Decision) -> dict[str, Any]:
-        return {**decision.fields(), "model": self.verifier.name, "aggregate": self.aggregate}
+            cands = tuple(Candidate(names[j], round(float(row[j]), 10)) for j in order)
+            match = cands[0].name if cands and decision.accepts(row[order[0]]) else None
+            out.append(IdentifiedFace(face.report, match, cands))
+        return Identification(tuple(out), decision, v.name, self.aggregate, len(names),
+                              round((time.perf_counter() - t0) * 1000, 2))
 
     # ---- decisions -----------------------------------------------------------------------------------
 
@@ -325,14 +323,14 @@ class Gallery:
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 
-    def people(self) -> list[dict[str, Any]]:
+    def people(self) -> list[Person]:
         """Everyone enrolled, by name, with their number of photos and enrollment time."""
         with self._lock:
             rows = self._conn.execute("SELECT p.name, count(e.id), p.created FROM people p LEFT JOIN enrollments e "
                                       "ON e.person_id = p.id GROUP BY p.id ORDER BY p.name").fetchall()
-        return [{"name": n, "photos": c, "created": _iso(t)} for n, c, t in rows]
+        return [Person(n, c, _iso(t)) for n, c, t in rows]
 
-    def person(self, name: str) -> dict[str, Any]:
+    def person(self, name: str) -> PersonRecord:
         """One person and their enrollments (no embeddings, no crops: see face_crop)."""
         with self._lock:
             row = self._conn.execute("SELECT id, created FROM people WHERE name = ?", (name,)).fetchone()
@@ -343,7 +341,7 @@ class Gallery:
         enrollments = [{"id": i, "source": s, "sha256": h, "box": json.loads(b or "null"),
                         "landmarks": json.loads(lm or "[]"), "face": json.loads(f or "null"), "time": _iso(t)}
                        for i, s, h, b, lm, f, t in rows]
-        return {"name": name, "created": _iso(row[1]), "photos": len(enrollments), "enrollments": enrollments}
+        return PersonRecord(name, _iso(row[1]), len(enrollments), tuple(enrollments))
 
     def face_crop(self, enrollment_id: int) -> bytes:
         """The stored PNG of an enrollment's aligned face."""

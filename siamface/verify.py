@@ -73,10 +73,11 @@ def face_preprocess(pre: PreprocessConfig, detect: bool = True, select: str | No
     if select is not None and select not in ("largest", "central"):
         raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
     if select is not None and not detect:
-        raise SiamfaceError("--select chooses among detected faces; it cannot go with --no-detect")
+        raise SiamfaceError("select chooses among detected faces; it cannot go with detect=False (inputs taken as "
+                            "face crops)")
     if not pre.align or pre.align.get("detector", "none") == "none":
         if select is not None:
-            raise SiamfaceError("this model takes whole images (no face detection), so --select does not apply")
+            raise SiamfaceError("this model takes whole images (no face detection), so select does not apply")
         return pre
     align = dict(pre.align)
     if not detect:
@@ -145,7 +146,7 @@ class Verifier:
         self.explicit = threshold is not None or far is not None  # a gallery then decides with it, not by FPIR
         self.note = ""  # what every decision of this verifier adds to its provenance
         if self.preprocess.align != self.loaded.preprocess.align and not detect:
-            self.note = ("note: inputs are taken as face crops (--no-detect), not detected and aligned as the "
+            self.note = ("note: inputs are taken as face crops (detect=False), not detected and aligned as the "
                          "faces this threshold was calibrated on")
         self.decision = self.noted(model_decision(self.loaded, threshold, far))
 

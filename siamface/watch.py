@@ -283,7 +283,7 @@ def _identify_each(frames: Frames, gallery: Any, kwargs: dict[str, Any],
 
     def identify(frame: np.ndarray) -> dict[str, Any]:
         try:
-            return gallery.identify(frame, **kwargs)
+            return gallery.identify(frame, **kwargs).to_dict()
         except NoFaceError:
             return {"faces": []}
 

@@ -146,5 +146,5 @@ def test_check_output_folder_refuses_a_file_and_an_unwritable_folder(tmp_path: P
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(files, "_temp_beside", full)  # a full disk (root ignores read-only modes)
-    with pytest.raises(SiamfaceError, match="--out .*run2: cannot write there \\(No space left on device\\)"):
+    with pytest.raises(SiamfaceError, match="output folder .*run2: cannot write there \\(No space left on device\\)"):
         check_output_folder(tmp_path / "run2")

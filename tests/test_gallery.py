@@ -26,6 +26,7 @@ from siamface.errors import (
 )
 from siamface.gallery import Gallery, model_record
 from siamface.gallery_faces import png_to_rgb
+from siamface.gallery_results import Person
 from siamface.verify import Verdict, Verifier
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
@@ -63,21 +64,21 @@ def test_identify_matches_a_brute_force_loop_of_verify_calls(tmp_path: Path, ver
             brute = {name: float(reduce([r["probability"] for r in rows[2 * i:2 * i + 2]]))
                      for i, name in enumerate(photos)}
             with Gallery(tmp_path / "g.db", verifier, aggregate=aggregate) as g:
-                (face,) = g.identify(probe, k=len(photos))["faces"]
-            got = {c["name"]: c["probability"] for c in face["candidates"]}
+                (face,) = g.identify(probe, k=len(photos)).faces
+            got = {c.name: c.probability for c in face.candidates}
             assert got.keys() == brute.keys()
             for name in brute:
                 assert got[name] == pytest.approx(brute[name], abs=2e-6)  # verify_pairs rounds to 1e-6
-            assert [c["name"] for c in face["candidates"]] == sorted(brute, key=lambda n: (-brute[n], n))
-            top = face["candidates"][0]
-            assert face["match"] == (top["name"] if top["probability"] >= verifier.threshold else None)
+            assert [c.name for c in face.candidates] == sorted(brute, key=lambda n: (-brute[n], n))
+            top = face.candidates[0]
+            assert face.match == (top.name if top.probability >= verifier.threshold else None)
 
 
 def test_identify_answer_names_threshold_provenance_and_model(gallery: Gallery, verifier: Verifier,
                                                               photos: dict[str, tuple[Path, ...]]) -> None:
     name = next(iter(photos))
     gallery.enroll(name, [photos[name][0]])
-    r = gallery.identify(photos[name][1], k=3)
+    r = gallery.identify(photos[name][1], k=3).to_dict()  # the JSON the CLI and the service give
     assert r["threshold"] == verifier.threshold and r["threshold_source"].startswith(verifier.threshold_source)
     assert "FAR curve" in r["threshold_source"]  # an older model: no FPIR can be derived, and the answer says so
     assert r["operating_point"] == getattr(verifier, "operating_point", "EER")
@@ -96,17 +97,17 @@ def test_open_set_unknown_when_no_one_reaches_the_threshold(tmp_path: Path, veri
         for name in names[:4]:
             g.enroll(name, [photos[name][0]])
         probe = photos[names[5]][0]  # not enrolled
-        (face,) = g.identify(probe)["faces"]
-        assert face["match"] is None and len(face["candidates"]) == 4
-        assert all(c["probability"] < 1.0 for c in face["candidates"])
+        (face,) = g.identify(probe).faces
+        assert face.match is None and len(face.candidates) == 4
+        assert all(c.probability < 1.0 for c in face.candidates)
     with Gallery(tmp_path / "g.db", lenient) as g:
-        (face,) = g.identify(probe)["faces"]
-        assert face["match"] == face["candidates"][0]["name"]
+        (face,) = g.identify(probe).faces
+        assert face.match == face.candidates[0].name
 
 
 def test_empty_gallery_identifies_no_one(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
-    (face,) = gallery.identify(next(iter(photos.values()))[0])["faces"]
-    assert face["match"] is None and face["candidates"] == []
+    (face,) = gallery.identify(next(iter(photos.values()))[0]).faces
+    assert face.match is None and face.candidates == ()
 
 
 def test_identify_is_one_head_pass_and_the_matrix_is_cached(gallery: Gallery, verifier: Verifier,
@@ -134,11 +135,11 @@ def test_matrix_follows_writes_of_another_connection(tmp_path: Path, verifier: V
     a, b = Gallery(tmp_path / "g.db", verifier), Gallery(tmp_path / "g.db", verifier)
     names = list(photos)
     a.enroll(names[0], [photos[names[0]][0]])
-    assert [c["name"] for c in b.identify(photos[names[0]][1])["faces"][0]["candidates"]] == [names[0]]
+    assert [c.name for c in b.identify(photos[names[0]][1]).faces[0].candidates] == [names[0]]
     a.enroll(names[1], [photos[names[1]][0]])
-    assert len(b.identify(photos[names[0]][1])["faces"][0]["candidates"]) == 2
+    assert len(b.identify(photos[names[0]][1]).faces[0].candidates) == 2
     a.delete(names[0])
-    assert [c["name"] for c in b.identify(photos[names[0]][1])["faces"][0]["candidates"]] == [names[1]]
+    assert [c.name for c in b.identify(photos[names[0]][1]).faces[0].candidates] == [names[1]]
     a.close()
     b.close()
 
@@ -154,12 +155,12 @@ def test_several_faces_refused_at_enrollment_and_all_reported_by_identify(galler
     with pytest.raises(MultipleFacesError, match="group.jpg: 2 faces"):
         gallery.enroll("Tony_Blair", [group], sources=["group.jpg"])
     assert gallery.people() == []
-    r = gallery.enroll("Tony_Blair", [group], select="largest", sources=["group.jpg"])
+    r = gallery.enroll("Tony_Blair", [group], select="largest", sources=["group.jpg"]).to_dict()
     assert r["photos"] == 1 and r["enrolled"][0]["face"]["faces_in_photo"] == 2
     gallery.delete("Tony_Blair")
     gallery.enroll("Tony_Blair", [left])
     gallery.enroll("Colin_Powell", [right])
-    faces = gallery.identify(group)["faces"]
+    faces = [f.to_dict() for f in gallery.identify(group).faces]
     assert len(faces) == 2
     width = group.shape[1] // 2
     for f in faces:  # each face, found in its own half, is the person whose photo that half is
@@ -187,10 +188,10 @@ def test_every_face_starts_with_the_one_extract_face_chooses(photos: dict[str, t
 
 def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
     p = photos["Tony_Blair"]
-    r1 = gallery.enroll("Tony_Blair", [p[0]])
-    r2 = gallery.enroll("Tony_Blair", [p[1], p[2]])
+    r1 = gallery.enroll("Tony_Blair", [p[0]]).to_dict()
+    r2 = gallery.enroll("Tony_Blair", [p[1], p[2]]).to_dict()
     assert (r1["photos"], r2["photos"]) == (1, 3) and len(r2["enrolled"]) == 2
-    person = gallery.person("Tony_Blair")
+    person = gallery.person("Tony_Blair").to_dict()
     assert [e["source"] for e in person["enrollments"]] == [q.name for q in p]
     assert [e["sha256"] for e in person["enrollments"]] == [hashlib.sha256(q.read_bytes()).hexdigest() for q in p]
     first = person["enrollments"][0]
@@ -199,7 +200,7 @@ def test_enroll_adds_photos_and_records_provenance(gallery: Gallery, photos: dic
     crop = png_to_rgb(gallery.face_crop(first["id"]))
     size = gallery.verifier.loaded.preprocess.size
     assert crop.shape == (size, size, 3) and crop.std() > 10
-    assert gallery.people() == [{"name": "Tony_Blair", "photos": 3, "created": person["created"]}]
+    assert gallery.people() == [Person("Tony_Blair", 3, person["created"])]
 
 
 def test_duplicates_unknown_names_and_renames(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
@@ -216,8 +217,8 @@ def test_duplicates_unknown_names_and_renames(gallery: Gallery, photos: dict[str
     with pytest.raises(PersonNotFoundError, match="no enrollment 999"):
         gallery.face_crop(999)
     gallery.rename("Ann", "Anne")
-    assert [p["name"] for p in gallery.people()] == ["Anne", "Bob"]
-    assert gallery.person("Anne")["photos"] == 1
+    assert [p.name for p in gallery.people()] == ["Anne", "Bob"]
+    assert gallery.person("Anne").photos == 1
     for bad in ("", "  ", "a\nb", "x" * 201, 3):
         with pytest.raises(ValueError, match="name"):
             gallery.enroll(bad, [photos["Tony_Blair"][0]])  # type: ignore[arg-type]
@@ -242,7 +243,7 @@ def test_photo_inputs_agree_path_bytes_array(gallery: Gallery, photos: dict[str,
     gallery.enroll("Tony_Blair", [photos["Tony_Blair"][1]])
     probs = [gallery.verify_against("Tony_Blair", x).probability for x in (p, p.read_bytes(), _rgb(p))]
     assert probs[0] == pytest.approx(probs[1], abs=1e-6) == pytest.approx(probs[2], abs=1e-6)
-    r = gallery.enroll("Someone", [p.read_bytes()], sources=["upload.jpg"])
+    r = gallery.enroll("Someone", [p.read_bytes()], sources=["upload.jpg"]).to_dict()
     assert r["enrolled"][0]["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     assert r["enrolled"][0]["source"] == "upload.jpg"
     with pytest.raises(ImageError, match="upload.jpg: not a recognised image format"):
@@ -284,7 +285,7 @@ def test_delete_removes_name_crops_and_embeddings_from_the_file(tmp_path: Path, 
         g.delete(secret)
         after = _file_bytes(db)
         assert [n for n in needles if n in after] == []
-        assert [p["name"] for p in g.people()] == ["Bob"]
+        assert [p.name for p in g.people()] == ["Bob"]
     after_close = _file_bytes(db)
     assert [n for n in needles if n in after_close] == [] and b"Bob" in after_close
 
@@ -317,7 +318,7 @@ def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Ver
     assert np.allclose(np.frombuffer(blob, "<f4"), crop_input.numpy(), atol=1e-5)
     with Gallery(db, other) as g:  # now accepted, and identifies with the new embeddings
         name = next(iter(photos))
-        assert g.identify(photos[name][1])["faces"][0]["candidates"][0]["name"] == name
+        assert g.identify(photos[name][1]).faces[0].candidates[0].name == name
     with pytest.raises(GalleryModelError):
         Gallery(db, verifier)
     with pytest.raises(GalleryModelError):  # a gallery opened before the re-embedding notices it
@@ -345,7 +346,7 @@ def test_people_bookkeeping_does_not_need_the_model(tmp_path: Path, verifier: Ve
     with Gallery(db, verifier) as g:
         g.enroll("Ann", [photos["Tony_Blair"][0]])
     with Gallery(db, check_model=False) as g:
-        assert [p["name"] for p in g.people()] == ["Ann"]
+        assert [p.name for p in g.people()] == ["Ann"]
         assert g._verifier is None  # no model was loaded
 
 
@@ -358,9 +359,9 @@ def test_threads_sharing_one_gallery(gallery: Gallery, photos: dict[str, tuple[P
     def work(name: str) -> list[str]:
         gallery.enroll(name, [photos[name][0]])
         gallery.enroll(name, [photos[name][1]])
-        return [c["name"] for c in gallery.identify(photos[name][2], k=10)["faces"][0]["candidates"]]
+        return [c.name for c in gallery.identify(photos[name][2], k=10).faces[0].candidates]
 
     with ThreadPoolExecutor(4) as pool:
         seen = list(pool.map(work, names))
     assert all(name in got for name, got in zip(names, seen))  # each saw at least its own enrollment
-    assert {p["name"]: p["photos"] for p in gallery.people()} == dict.fromkeys(names, 2)
+    assert {p.name: p.photos for p in gallery.people()} == dict.fromkeys(names, 2)

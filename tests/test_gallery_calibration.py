@@ -69,8 +69,8 @@ def test_a_gallery_measures_its_own_points_once_they_resolve_and_not_before(tmp_
         lo, hi = far.far_interval
         assert lo <= (imp >= far.threshold).mean() <= hi
         answer = g.identify(people["s1"][6], k=1, fpir=0.1)
-        assert answer["threshold"] == big.threshold and answer["fpir"] == 0.1
-        assert answer["calibration"] == big.calibration
+        assert answer.decision == big and answer.threshold == big.threshold
+        assert answer.to_dict()["fpir"] == 0.1 and answer.to_dict()["calibration"] == big.calibration
         # deleting people takes the gallery back under the resolution: the model's calibration again
         for name in list(people)[3:]:
             g.delete(name)

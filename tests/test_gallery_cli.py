@@ -116,4 +116,4 @@ def test_face_crops_without_detection(tmp_path: Path, data_root: Path, capsys: p
     assert code == 0, err
     (face,) = out["faces"]
     assert face["box"] is None and {c["name"] for c in face["candidates"]} == {"s1", "s2"}
-    assert "--no-detect" in out["threshold_source"]  # the provenance says the faces were not aligned
+    assert "face crops" in out["threshold_source"]  # the provenance says the faces were not aligned

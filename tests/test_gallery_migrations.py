@@ -78,13 +78,13 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, verifier: Verifier,
     with Gallery(db, verifier) as g:
         assert gallery_db.schema_version(g._conn) == gallery_db.SCHEMA_VERSION
         if version >= 1:
-            (e,) = g.person("Old_Timer")["enrollments"]
+            (e,) = g.person("Old_Timer").enrollments
             assert e["box"] == {"x": 1, "y": 2, "w": 3, "h": 4}
             assert e["face"] == {"box": {"x": 1, "y": 2, "w": 3, "h": 4}, "landmarks": []}
             p = g.verify_against("Old_Timer", photos["Tony_Blair"][0]).probability
             assert p == pytest.approx(float(verifier.probability(torch.from_numpy(emb[None]),
                                                                  torch.from_numpy(emb[None]))[0]), abs=1e-5)
-        r = g.enroll("New_Comer", [photos["Colin_Powell"][0]])
+        r = g.enroll("New_Comer", [photos["Colin_Powell"][0]]).to_dict()
         assert r["photos"] == 1 and r["enrolled"][0]["face"]["box"] is not None
 
 

@@ -36,7 +36,7 @@ def test_open_finds_the_model_that_built_the_gallery(tmp_path: Path, photos: dic
         g.enroll(name, [ps[0]])
     with Gallery.open(db) as g:  # no model given: the one recorded in the file, not the shipped one
         assert g.verifier.name == str(other)
-        assert g.identify(ps[1])["faces"][0]["candidates"][0]["name"] == name
+        assert g.identify(ps[1]).faces[0].candidates[0].name == name
     with pytest.raises(GalleryModelError):
         Gallery.open(db, "lfw-view1")  # another model is refused
 

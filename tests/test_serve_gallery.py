@@ -88,7 +88,7 @@ def test_enroll_identify_and_people_answer_like_the_library(client: TestClient, 
     answer = client.post("/identify", files={"image": ("probe.jpg", photos["bush2"], "image/jpeg")}, data={"k": "2"})
     assert answer.status_code == 200
     with Gallery(tmp_path / "people.db", Verifier(face_model)) as g:
-        expected = g.identify(photos["bush2"], k=2)
+        expected = g.identify(photos["bush2"], k=2).to_dict()
         against = g.verify_against("Tony Blair", photos["bush2"]).to_dict()
     assert without_time(answer.json()) == public(expected, face_model)  # the model by name, no path
     assert {c["name"] for c in answer.json()["faces"][0]["candidates"]} == {"Tony Blair", "George W Bush"}
@@ -357,6 +357,6 @@ def test_serve_opens_a_gallery_with_the_model_that_built_it(face_model: Path, ph
         g.enroll("Bush", [photos["bush1"]])
     res = open_resources(Settings(gallery=db))  # no model given: not the shipped one, the gallery's own
     try:
-        assert res.verifier.name == str(face_model) and [p["name"] for p in res.gallery.people()] == ["Bush"]
+        assert res.verifier.name == str(face_model) and [p.name for p in res.gallery.people()] == ["Bush"]
     finally:
         res.close()

@@ -122,8 +122,8 @@ def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp
     assert crops.preprocess.align["detector"] == "none" and verifier.preprocess.align["detector"] == "haar"
     verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
     assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
-    assert "--no-detect" in verdict.threshold_source and "--no-detect" not in verifier.threshold_source
-    with pytest.raises(SiamfaceError, match="--no-detect"):
+    assert "detect=False" in verdict.threshold_source and "detect=False" not in verifier.threshold_source
+    with pytest.raises(SiamfaceError, match="detect=False"):
         Verifier(LFW_VIEW1, detect=False, select="central")
     out = subprocess.run([sys.executable, "-m", "siamface", "verify", "--model", "lfw-view1", "--no-detect",
                           str(blank), str(face)], capture_output=True, text=True, check=True)

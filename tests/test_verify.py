@@ -126,7 +126,7 @@ def test_face_options_on_a_model_that_takes_whole_images(tiny: TinyRun, images: 
     plain = Verifier(tiny.path, detect=False)  # nothing to switch off: same preprocessing and provenance
     assert plain.preprocess == plain.loaded.preprocess
     assert plain.threshold_source == Verifier(tiny.path).threshold_source
-    with pytest.raises(SiamfaceError, match="--select does not apply"):
+    with pytest.raises(SiamfaceError, match="select does not apply"):
         Verifier(tiny.path, select="central")
 
 

@@ -44,6 +44,7 @@ OPTION_FLAGS = {
     "detect": "--no-detect if the photos already are face crops",
     "resume": "--resume, or another --out",
     "out": "--out",
+    "device": "--device",
     "model": "--model",
     "threshold": "--threshold",
     "far": "--far",

@@ -51,14 +51,15 @@ def cmd_enroll(args: argparse.Namespace) -> None:
     from .compact import enroll_answer
 
     with _gallery(args, args.model) as g:
-        _print(args, g.enroll(args.name, args.photos, select=args.select, new=args.new), enroll_answer)
+        _print(args, g.enroll(args.name, args.photos, select=args.select, new=args.new).to_dict(), enroll_answer)
 
 
 def cmd_identify(args: argparse.Namespace) -> None:
     from .compact import identify_answer
 
     with _gallery(args, args.model) as g:
-        _print(args, g.identify(args.photo, k=args.k, fpir=args.fpir), lambda a: identify_answer(a, args.photo))
+        _print(args, g.identify(args.photo, k=args.k, fpir=args.fpir).to_dict(),
+               lambda a: identify_answer(a, args.photo))
 
 
 def cmd_verify_against(args: argparse.Namespace) -> None:
@@ -80,9 +81,9 @@ def cmd_people(args: argparse.Namespace) -> None:
         return
     with _gallery(args, check_model=False) as g:
         if args.action == "list":
-            print_json(g.people())
+            print_json([p.to_dict() for p in g.people()])
         elif args.action == "show":
-            print_json(g.person(args.name))
+            print_json(g.person(args.name).to_dict())
         elif args.action == "rename":
             g.rename(args.name, args.new_name)
             print_json({"renamed": args.name, "to": args.new_name})

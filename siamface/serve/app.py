@@ -332,7 +332,7 @@ def _add_routes(app: FastAPI) -> None:
         with gate.slot(deadline, is_light([upload], limits)):
             photo = decode(upload, limits, deadline)
             check(deadline, "identifying")
-            return public(gallery.identify(_for_gallery(photo), k=k, fpir=fpir), gallery.verifier)
+            return public(gallery.identify(_for_gallery(photo), k=k, fpir=fpir).to_dict(), gallery.verifier)
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
     def enroll(request: Request, name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,
@@ -344,7 +344,7 @@ def _add_routes(app: FastAPI) -> None:
         with gate.slot(deadline, is_light([upload], limits)):
             photo = decode(upload, limits, deadline)
             check(deadline, "enrolling")
-            return gallery.enroll(name, [_for_gallery(photo)], select=select, new=not add)
+            return gallery.enroll(name, [_for_gallery(photo)], select=select, new=not add).to_dict()
 
     @app.post("/people/{name:path}/verify", response_model=schemas.VerifyAgainstAnswer, dependencies=[ReadKey])
     def verify_against(request: Request, name: str, image: Image, gallery: GalleryDep) -> dict[str, Any]:
@@ -357,12 +357,12 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.get("/people", response_model=list[schemas.Person], dependencies=[ReadKey])
     def people(gallery: GalleryDep) -> list[dict[str, Any]]:
-        return gallery.people()
+        return [p.to_dict() for p in gallery.people()]
 
     @app.get("/people/{name:path}", response_model=schemas.PersonDetail, dependencies=[ReadKey])
     def person(name: str, gallery: GalleryDep) -> dict[str, Any]:
         """One person and their enrollments: sources, SHA-256, face boxes and landmarks (no embeddings)."""
-        return gallery.person(name)
+        return gallery.person(name).to_dict()
 
     @app.delete("/people/{name:path}", response_model=schemas.Deleted, dependencies=[Key])
     def delete(name: str, gallery: GalleryDep) -> dict[str, Any]:
