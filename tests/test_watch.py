@@ -14,7 +14,9 @@ import pytest
 import siamface
 from siamface import watch as watch_module
 from siamface.cli import main
+from siamface.decision import Decision
 from siamface.errors import SiamfaceError
+from siamface.gallery_results import Candidate, Identification, IdentifiedFace
 from siamface.watch import IoUTracker, decide, iou, likeness
 
 LFW = "lfw/deepfunneled"
@@ -61,6 +63,9 @@ def test_the_vote_needs_a_majority_for_a_name() -> None:
     assert decide([(None, 0.2), (None, 0.4)]) == (None, 0.3)
 
 
+DECISION = Decision(0.5, "EER", "a fake gallery's threshold")
+
+
 class _FakeGallery:
     path = Path("fake.db")
 
@@ -70,8 +75,8 @@ class _FakeGallery:
     def people(self) -> list[dict[str, Any]]:
         return self._people
 
-    def identify(self, image: np.ndarray, **kw: Any) -> dict[str, Any]:
-        return {"faces": []}
+    def identify(self, image: np.ndarray, **kw: Any) -> Identification:
+        return Identification((), DECISION, "fake", "max", len(self._people), 0.0)
 
 
 class _StoppingCapture:
@@ -131,10 +136,11 @@ class _ScriptedGallery(_FakeGallery):
         super().__init__()
         self.script = list(script)
 
-    def identify(self, image: np.ndarray, **kw: Any) -> dict[str, Any]:
+    def identify(self, image: np.ndarray, **kw: Any) -> Identification:
         name = self.script.pop(0)
-        return {"faces": [{"face": {"box": {"x": 10, "y": 10, "w": 40, "h": 40}}, "match": name,
-                           "candidates": [{"probability": 0.9 if name else 0.2}]}], "operating_point": "EER"}
+        face = IdentifiedFace({"box": {"x": 10, "y": 10, "w": 40, "h": 40}}, name,
+                              (Candidate(name or "ann", 0.9 if name else 0.2),))
+        return Identification((face,), DECISION, "fake", "max", 1, 0.0)
 
 
 def test_a_face_answered_otherwise_after_its_name_is_a_new_track(tmp_path: Path) -> None:
