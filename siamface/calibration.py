@@ -352,7 +352,8 @@ def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0,
     lo = max(e.far_interval[0] for e in ev)
     hi = max(e.far_interval[1] for e in ev)
     kinds = ", ".join(e.kind for e in ev)
-    src = (f"FAR <= {far:g} on each of {len(ev)} kind(s) of photos ({kinds}) of {what}: "
+    where = f"on each of {len(ev)} kinds of photos ({kinds}) of" if len(ev) > 1 else "on the pairs of"
+    src = (f"FAR <= {far:g} {where} {what}: "
            f"{sum(e.n_impostor for e in ev):,} impostor pairs of {sum(e.n_identities for e in ev):,} people; "
            f"measured FAR {worst.far:.2g} on {worst.kind} "
            f"(95% {worst.far_interval[0]:.2g}-{worst.far_interval[1]:.2g})")
@@ -371,7 +372,9 @@ def eer_point(sets: Sequence[PairScores], what: str, seed: int = 0, n_boot: int 
     t = max(needs.values())
     ev = tuple(evidence(ps, t, needs.get(ps.kind), seed, n_boot) for ps in sets)
     worst = max(ev, key=lambda e: e.far)
-    src = (f"EER point (the highest of the equal-error thresholds) on {len(ev)} kind(s) of photos of {what}: "
+    how = (f"the highest of the equal-error thresholds of {len(ev)} kinds of photos of" if len(ev) > 1
+           else "the equal-error threshold of the pairs of")
+    src = (f"EER point ({how} {what}): "
            f"{sum(e.n_impostor for e in ev):,} impostor and {sum(e.n_genuine for e in ev):,} genuine pairs")
     return OperatingPoint(EER, t, worst.far, _pooled_frr(sets, t), src, worst.far_interval, None, ev)
 
