@@ -354,8 +354,8 @@ def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0,
     kinds = ", ".join(e.kind for e in ev)
     where = f"on each of {len(ev)} kinds of photos ({kinds}) of" if len(ev) > 1 else "on the pairs of"
     src = (f"FAR <= {far:g} {where} {what}: "
-           f"{sum(e.n_impostor for e in ev):,} impostor pairs of {sum(e.n_identities for e in ev):,} people "
-           f"(counted per kind); "
+           f"{sum(e.n_impostor for e in ev):,} impostor pairs of {sum(e.n_identities for e in ev):,} people"
+           f"{' (counted per kind)' if len(ev) > 1 else ''}; "
            f"measured FAR {worst.far:.2g} on {worst.kind} "
            f"(95% {worst.far_interval[0]:.2g}-{worst.far_interval[1]:.2g})")
     return OperatingPoint(name, t, far, _pooled_frr(sets, t), src, (lo, hi), far, ev)
