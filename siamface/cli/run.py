@@ -141,8 +141,7 @@ def _verify_batch(args: argparse.Namespace) -> None:
     failed = dict(Counter(r["error"] for r in rows if r["error"]).most_common())
     n_failed = sum(failed.values())
     print_json({"pairs": len(rows), "scored": len(rows) - n_failed, "not_scored": failed, "out": str(out),
-            "threshold": v.threshold, "threshold_source": v.threshold_source, "operating_point": v.operating_point,
-            "model": v.name, "same": sum(bool(r["same"]) for r in rows)})
+                **v.decision.fields(), "model": v.name, "same": sum(bool(r["same"]) for r in rows)})
     if n_failed:
         summary = (f"{n_failed} of {len(rows)} pairs not scored ({reasons_text(failed)}); the reasons are in the "
                    f"error column of {out}")
