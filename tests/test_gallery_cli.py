@@ -117,3 +117,17 @@ def test_face_crops_without_detection(tmp_path: Path, data_root: Path, capsys: p
     (face,) = out["faces"]
     assert face["box"] is None and {c["name"] for c in face["candidates"]} == {"s1", "s2"}
     assert "face crops" in out["threshold_source"]  # the provenance says the faces were not aligned
+
+
+def test_identify_by_fpir_or_by_a_pairwise_point_not_both(tmp_path: Path, data_root: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    att = data_root / "att_faces"
+    db = tmp_path / "g.db"
+    for s in ("s1", "s2"):
+        assert run(capsys, "enroll", s, att / s / "1.pgm", "--gallery", db)[0] == 0
+    code, out, err = run(capsys, "identify", att / "s1" / "2.pgm", "--gallery", db, "--fpir", "0.05")
+    assert code == 0, err
+    assert out["fpir"] == 0.05 and out["operating_point"] == "FPIR=5e-02" and out["people"] == 2
+    code, _, err = run(capsys, "identify", att / "s1" / "2.pgm", "--gallery", db, "--fpir", "0.05", "--far", "1e-3")
+    assert code == 2
+    _one_line_error(err, "--fpir", "--far")

@@ -57,6 +57,9 @@ def cmd_enroll(args: argparse.Namespace) -> None:
 def cmd_identify(args: argparse.Namespace) -> None:
     from .compact import identify_answer
 
+    if args.fpir is not None and (args.far is not None or args.threshold is not None):
+        raise SiamfaceError("--fpir decides by the share of strangers matched to someone; --far and --threshold by "
+                            "a pairwise point: give one of them")
     with _gallery(args, args.model) as g:
         _print(args, g.identify(args.photo, k=args.k, fpir=args.fpir).to_dict(),
                lambda a: identify_answer(a, args.photo))
