@@ -28,6 +28,7 @@ class Decision:
     fpir: float | None = None
     gallery_size: int | None = None
     calibration: str = ""
+    fpir_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:  # also NaN
@@ -40,7 +41,8 @@ class Decision:
         """What every answer that decided with it reports."""
         return {"threshold": self.threshold, "threshold_source": self.source, "operating_point": self.operating_point,
                 "far": self.far, "far_interval": list(self.far_interval) if self.far_interval else None,
-                "fpir": self.fpir, "calibration": self.calibration}
+                "fpir": self.fpir, "fpir_interval": list(self.fpir_interval) if self.fpir_interval else None,
+                "calibration": self.calibration}
 
     def with_note(self, note: str) -> Decision:
         from dataclasses import replace

@@ -90,7 +90,8 @@ class SelfCalibration:
             k = int((self.best_other >= t).sum())
             src = (f"FPIR {fpir:g} measured on {searches:,} searches of enrolled photos against the other "
                    f"{n - 1:,} people of {self.name}: {k} matched someone at this threshold")
-            return Decision(t, cal.fpir_name(fpir), src, None, None, fpir, n, f"gallery self-calibration ({self.what})")
+            return Decision(t, cal.fpir_name(fpir), src, None, None, fpir, n, f"gallery self-calibration ({self.what})",
+                            cal.wilson(k, searches))
         d = from_curve(self.curve(), fpir, n, f"gallery self-calibration ({self.what})", self.what)
         if d is not None:
             return d

@@ -46,6 +46,7 @@ class Verdict:
     far: float | None = None
     far_interval: list[float] | None = None
     fpir: float | None = None
+    fpir_interval: list[float] | None = None
     calibration: str = ""
     name: str | None = None
     photos: int | None = None

@@ -61,6 +61,8 @@ def test_a_gallery_measures_its_own_points_once_they_resolve_and_not_before(tmp_
         imp, best, _ = _brute_force(g, crops)
         assert big.threshold == pytest.approx(cal.threshold_for_far(best, 0.1), abs=1e-6)
         assert (best >= big.threshold).mean() <= 0.1
+        lo, hi = big.fpir_interval  # measured on the searches: a 95% interval comes with it
+        assert lo <= (best >= big.threshold).mean() <= hi and hi > 0.1
         derived = g.decision(fpir=0.05)  # 9.4 < 10: from the gallery's own pairwise FAR curve instead
         assert derived.calibration.startswith("gallery self-calibration") and "FAR curve" in derived.source
         far = g.decision(far=1e-2)

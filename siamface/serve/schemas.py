@@ -42,6 +42,7 @@ class Decision(BaseModel):
     far: float | None = Field(None, description="the false-accept rate the threshold stands for")
     far_interval: list[float] | None = Field(None, description="its 95% interval")
     fpir: float | None = Field(None, description="identification: the share of strangers matched to someone")
+    fpir_interval: list[float] | None = Field(None, description="its 95% interval, where measured")
     calibration: str = Field("", description="which calibration chose the threshold")
     model: str
     elapsed_ms: float
