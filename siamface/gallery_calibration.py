@@ -129,8 +129,9 @@ def _searches(emb: torch.Tensor, person: np.ndarray, starts: np.ndarray, n_peopl
         rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_SEARCHES, replace=False))
     counts = np.diff(np.append(starts, len(emb)))
     out = []
-    for c in range(0, len(rows), 64):
-        r = rows[c:c + 64]
+    step = max(1, min(64, 2_000_000 // max(len(emb), 1)))  # at most ~2M pairs (1 GB of pair tensors) at once
+    for c in range(0, len(rows), step):
+        r = rows[c:c + step]
         f, n = len(r), len(emb)
         p = _probability(verifier, emb[torch.as_tensor(r)].repeat_interleave(n, 0), emb.repeat(f, 1)).reshape(f, n)
         if aggregate == "max":
