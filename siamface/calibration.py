@@ -58,7 +58,7 @@ class PairScores:
     id_a: np.ndarray
     id_b: np.ndarray
     kind: str = ""
-    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # impostor pairs grouped by people
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # derived once: sorted scores, groups
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -84,6 +84,14 @@ class PairScores:
     def genuine(self) -> np.ndarray:
         return self.scores[self.same]
 
+    def need(self, far: float) -> float | None:
+        """The threshold this set alone needs for FAR `far`; a set too small to measure `far` keeps its FAR
+        at or under 1 / its impostor pairs. The impostor scores are sorted once per set."""
+        if "ranked" not in self._memo:
+            self._memo["ranked"] = np.sort(self.impostor.astype(np.float64))[::-1]
+        ranked = self._memo["ranked"]
+        return threshold_for_far(ranked, max(far, 1.0 / len(ranked)), presorted=True) if len(ranked) else None
+
     def n_identities(self) -> int:
         if "n_identities" not in self._memo:
             self._memo["n_identities"] = int(len(np.unique(np.concatenate([self.id_a, self.id_b]))))
@@ -100,7 +108,7 @@ def all_pairs(scorer: Callable[[np.ndarray, np.ndarray], np.ndarray], identities
               max_pairs: int | None = None, seed: int = 0) -> PairScores:
     """Every pair of distinct photos (i < j) scored by `scorer(i, j)` (index arrays -> p(same)), labelled by
     whether the identities match. Beyond `max_pairs` pairs, a seeded uniform sample of them."""
-    names, ids = np.unique(np.asarray(identities), return_inverse=True)
+    _, ids = np.unique(np.asarray(identities), return_inverse=True)
     n = len(ids)
     total = n * (n - 1) // 2
     if max_pairs is not None and total > max_pairs:
@@ -292,10 +300,6 @@ class OperatingPoint:
     target: float | None = None
     kinds: tuple[Evidence, ...] = ()
 
-    @property
-    def n_impostor(self) -> int:
-        return sum(e.n_impostor for e in self.kinds)
-
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"threshold": self.threshold, "far": self.far, "frr": self.frr, "source": self.source}
         if self.far_interval is not None:
@@ -334,10 +338,9 @@ def far_point(sets: Sequence[PairScores], far: float, what: str, seed: int = 0,
     """The point at FAR `far` over one or more kinds of photos, or None when none resolves it: the highest
     threshold any kind that can measure the rate needs."""
     needs = {}
-    for ps in sets:  # a kind too small to measure `far` still keeps its FAR at or under 1 / its pairs
-        imp = ps.impostor
-        if len(imp):
-            t = threshold_for_far(imp, max(far, 1.0 / len(imp)))
+    for ps in sets:
+        if len(ps.impostor):
+            t = ps.need(far)
             if t is None:
                 return None
             needs[ps.kind] = t
@@ -385,13 +388,13 @@ def far_curve(sets: Sequence[PairScores], decades: float = 0.25, lowest: float =
     (RESOLVE_ACCEPTS / impostor pairs of the largest kind): the threshold is the highest a kind needs."""
     out = []
     k = 1.0
-    ranked = [np.sort(ps.impostor)[::-1] for ps in sets if len(ps.impostor)]  # each kind sorted once
+    sets = [ps for ps in sets if len(ps.impostor)]
     while True:
         far = 10 ** (-k)
         if far < lowest * (1 - 1e-9):
             break
-        needs = [threshold_for_far(r, max(far, 1.0 / len(r)), presorted=True) for r in ranked]
-        if not any(len(r) * far >= RESOLVE_ACCEPTS - 1e-9 for r in ranked) or any(t is None for t in needs):
+        needs = [ps.need(far) for ps in sets]
+        if not any(len(ps.impostor) * far >= RESOLVE_ACCEPTS - 1e-9 for ps in sets) or any(t is None for t in needs):
             break
         out.append((far, float(max(t for t in needs if t is not None))))
         k += decades
@@ -457,18 +460,6 @@ def curve_threshold(curve: Sequence[tuple[float, float]], far: float) -> float |
     if far >= fars[-1]:
         return float(thr[-1])
     return float(np.interp(math.log10(far), np.log10(fars), thr))
-
-
-def curve_far(curve: Sequence[tuple[float, float]], threshold: float) -> float | None:
-    """The FAR a curve gives at a threshold (log-linear interpolation; None below its resolution)."""
-    if not curve:
-        return None
-    fars = np.array([c[0] for c in curve])
-    thr = np.array([c[1] for c in curve])
-    order = np.argsort(thr)
-    if threshold > thr[order][-1]:
-        return None
-    return float(10 ** np.interp(threshold, thr[order], np.log10(fars[order])))
 
 
 def fpir_from_searches(best_other: np.ndarray, fpir: float) -> tuple[float | None, int]:

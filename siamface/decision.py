@@ -8,7 +8,7 @@ interval, and which calibration chose it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .calibration import OperatingPoint, curve_threshold, far_for_fpir, fpir_name, fpir_of_far
@@ -45,8 +45,6 @@ class Decision:
                 "calibration": self.calibration}
 
     def with_note(self, note: str) -> Decision:
-        from dataclasses import replace
-
         return replace(self, source=f"{self.source}; {note}")
 
 

@@ -31,7 +31,7 @@ from .gallery_calibration import SelfCalibration
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
 from .gallery_results import Candidate, EnrolledPhoto, Enrollment, Identification, IdentifiedFace, Person, PersonRecord
 from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
-from .verify import Verdict, Verifier
+from .verify import Verdict, Verifier, model_label
 
 Image = str | Path | np.ndarray | bytes
 AGGREGATES = ("max", "mean")
@@ -41,13 +41,13 @@ def model_record(verifier: Verifier) -> dict[str, str]:
     """What the gallery stores about the model that made its embeddings: its name (a shipped model by the
     name a model argument accepts), the SHA-256 of its weights file and of its tower's tensors (a frozen
     tower is not in the weights file), its embedding size and preprocessing."""
-    from .checkpoint import WEIGHTS, WEIGHTS_DIR
+    from .checkpoint import WEIGHTS
     from .files import sha256_file
     from .gallery_model import tower_sha256
 
     loaded = verifier.loaded
     path = Path(loaded.path).resolve()
-    return {"model": path.name if path.parent == WEIGHTS_DIR else verifier.name,
+    return {"model": model_label(loaded),
             "weights_sha256": sha256_file(path / WEIGHTS), "tower_sha256": tower_sha256(loaded.model),
             "embed_dim": str(loaded.model.embed_dim),
             "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}

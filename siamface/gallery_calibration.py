@@ -8,6 +8,7 @@ then with the model's, and every answer says which calibration it used.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,6 @@ from .verify import Verifier, model_decision, model_label
 
 MAX_PAIRS = 2_000_000  # impostor pairs scored at most (a seeded sample beyond)
 MAX_SEARCHES = 2_000  # enrolled photos searched against the others at most
-N_BOOT = 200
 
 
 @dataclass
@@ -47,12 +47,17 @@ class SelfCalibration:
 
         pairs = cal.all_pairs(score, person, kind=f"gallery {name}", max_pairs=MAX_PAIRS, seed=seed) \
             if n_rows > 1 else cal.PairScores.of([], [], [], [], f"gallery {name}")
-        best = _searches(emb, person, starts, n_people, verifier, aggregate, seed) if n_people > 1 else np.zeros(0)
+        best = _searches(emb, person, starts, verifier, aggregate, seed) if n_people > 1 else np.zeros(0)
         return cls(matrix.key, name, n_people, pairs, best, {})
 
     @property
     def what(self) -> str:
         return f"the {self.n_people} people enrolled in {self.name}"
+
+    @property
+    def label(self) -> str:
+        """The `calibration` field of the decisions it makes."""
+        return f"gallery self-calibration ({self.what})"
 
     def far_point(self, far: float) -> cal.OperatingPoint | None:
         name = cal.far_name(far)
@@ -62,23 +67,21 @@ class SelfCalibration:
 
     def curve(self) -> tuple[tuple[float, float], ...]:
         if self._curve is None:
-            self._curve = tuple(cal.far_curve([self.pairs])) if len(self.pairs.impostor) else ()
+            self._curve = tuple(cal.far_curve([self.pairs]))
         return self._curve
 
     def far_decision(self, far: float | None, verifier: Verifier) -> Decision:
         """The FAR point `far` (None: the model's default point): this gallery's own where it resolves it."""
         card = verifier.loaded.card.calibration
         if far is None:
-            target = card.points[card.default].target if card is not None and card.default in card.points else None
-            if target is None:
-                return _model_far(verifier, None)
-            far = target
+            far = card.point().target if card is not None else None
+            if far is None:  # no calibration, or a default that is no FAR point (EER): the model's own
+                return model_decision(verifier.loaded)
         own = self.far_point(far)
         if own is not None:
-            return from_point(own, f"gallery self-calibration ({self.what})")
-        pairs = len(self.pairs.impostor)
-        return _model_far(verifier, far).with_note(f"{self.what} do not resolve FAR {far:g} yet ({pairs:,} impostor "
-                                                   "pairs)")
+            return from_point(own, self.label)
+        note = f"{self.what} do not resolve FAR {far:g} yet ({len(self.pairs.impostor):,} impostor pairs)"
+        return model_decision(verifier.loaded, far=far).with_note(note)
 
     def fpir_decision(self, fpir: float, verifier: Verifier) -> Decision:
         """The threshold at which a share `fpir` of strangers is matched to someone in this gallery:
@@ -90,27 +93,22 @@ class SelfCalibration:
             k = int((self.best_other >= t).sum())
             src = (f"FPIR {fpir:g} measured on {searches:,} searches of enrolled photos against the other "
                    f"{n - 1:,} people of {self.name}: {k} matched someone at this threshold")
-            return Decision(t, cal.fpir_name(fpir), src, None, None, fpir, n, f"gallery self-calibration ({self.what})",
-                            cal.wilson(k, searches))
-        d = from_curve(self.curve(), fpir, n, f"gallery self-calibration ({self.what})", self.what)
+            return Decision(t, cal.fpir_name(fpir), src, None, None, fpir, n, self.label, cal.wilson(k, searches))
+        d = from_curve(self.curve(), fpir, n, self.label, self.what)
         if d is not None:
             return d
         model = verifier.loaded.card.calibration
         curve = model.curve if model is not None else ()
         where = f"model {model_label(verifier.loaded)}"
         if not curve:  # an older model: its default point, with the FPIR it gives if its FAR is known
-            point = _model_far(verifier, None)
-            got = cal.fpir_of_far(point.far, n) if point.far is not None and point.far == point.far else None
+            point = model_decision(verifier.loaded)
+            got = cal.fpir_of_far(point.far, n) if point.far is not None and math.isfinite(point.far) else None
             note = (f"the model has no FAR curve to derive an FPIR from; at {n} people this point's FPIR is about "
                     f"{got:.2g} (1 - (1 - FAR)^N)") if got is not None else "the model has no FAR curve"
             return Decision(point.threshold, point.operating_point, f"{point.source}; {note}", point.far,
                             point.far_interval, got, n, point.calibration)
         return from_curve(curve, fpir, n, where, "the model's calibration") or \
             lowest_on_curve(curve, fpir, n, where, "the model's calibration")
-
-
-def _model_far(verifier: Verifier, far: float | None) -> Decision:
-    return model_decision(verifier.loaded, far=far)
 
 
 @torch.no_grad()
@@ -121,8 +119,8 @@ def _probability(verifier: Verifier, e1: torch.Tensor, e2: torch.Tensor) -> np.n
 
 
 @torch.no_grad()
-def _searches(emb: torch.Tensor, person: np.ndarray, starts: np.ndarray, n_people: int, verifier: Verifier,
-              aggregate: str, seed: int) -> np.ndarray:
+def _searches(emb: torch.Tensor, person: np.ndarray, starts: np.ndarray, verifier: Verifier, aggregate: str,
+              seed: int) -> np.ndarray:
     """Each (sampled) enrolled photo searched against every other person: its best person score."""
     rows = np.arange(len(emb))
     if len(rows) > MAX_SEARCHES:

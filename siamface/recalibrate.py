@@ -43,9 +43,9 @@ def calibrate(folder: str | Path, model: str | Path | None = None, out: str | Pa
     check_output_folder(dest, flag="output folder", create=False)
     base = load_model(model if model is not None else default_model_path())
     records = scan_folder(folder)
-    if len({r.identity for r in records}) < 2:
-        raise DataError(f"{folder}: needs photos of at least 2 people to measure false accepts, found "
-                        f"{len({r.identity for r in records})}")
+    people = {r.identity for r in records}
+    if len(people) < 2:
+        raise DataError(f"{folder}: needs photos of at least 2 people to measure false accepts, found {len(people)}")
     errors: dict[Path, SiamfaceError] = {}
     store = store_for([r.path for r in records], base.preprocess, progress=progress, fallback=False, errors=errors)
     kept = [r for r in records if r.path in store.index]
@@ -58,15 +58,13 @@ def calibrate(folder: str | Path, model: str | Path | None = None, out: str | Pa
                           max_pairs=MAX_PAIRS, seed=seed)
     what = f"{len(set(ids))} people ({len(kept)} photos) of {folder.resolve()}"
     points = cal.calibrate_sets([pairs], what, seed=seed)
-    merged, inherited = _with_inherited(points, base.card.calibration)
     old = base.card.calibration
-    default = default or (old.default if old is not None else cal.EER)
-    if default not in merged.points:
-        default = cal.EER if cal.EER in merged.points else next(iter(merged.points))
+    merged, inherited = _with_inherited(points, old)
+    default = default or (old.default if old is not None else cal.EER)  # calibration_record falls back if absent
     skipped = {"no_face": sum(isinstance(e, NoFaceError) for e in errors.values()),
                "unreadable": sum(isinstance(e, ImageError) for e in errors.values())}
     record = calibration_record(
-        merged, default, identities=sorted({f"{folder.name}/{i}" for i in ids} | set(ids)),
+        merged, default, identities=sorted(set(ids)),
         calibrated_from={"model": str(base.path), "weights_sha256": base.card.weights_sha256},
         folder=str(folder.resolve()), people=len(set(ids)), photos=len(kept), photos_skipped=skipped,
         impostor_pairs=int((~pairs.same).sum()), genuine_pairs=int(pairs.same.sum()), inherited=inherited,

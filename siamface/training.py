@@ -109,14 +109,13 @@ def validate(model: SiameseNet, data: Prepared, run: RunConfig, emb: torch.Tenso
         device=cfg.device, bf16=cfg.bf16, emb=emb)
 
 
-def validation_pairs(model: SiameseNet, data: Prepared, run: RunConfig, labels: np.ndarray, scores: np.ndarray
-                     ) -> PairScores:
-    """The pairs thresholds are calibrated on: every pair of validation images (a seeded sample beyond
-    MAX_CALIBRATION_PAIRS) with the identity of each side, so each point's interval counts people; a
-    validation pairs file gives its own pairs (each its own cluster: the file names no identities)."""
+def validation_pairs(model: SiameseNet, data: Prepared, run: RunConfig, emb: torch.Tensor, labels: np.ndarray,
+                     scores: np.ndarray) -> PairScores:
+    """The pairs thresholds are calibrated on: every pair of validation images (embeddings `emb`; a seeded
+    sample beyond MAX_CALIBRATION_PAIRS) with the identity of each side, so each point's interval counts
+    people; a validation pairs file gives its own pairs (each its own cluster: the file names no identities)."""
     if data.val_pairs is not None:
         return PairScores.of(scores, labels, kind="validation")
-    emb = embed_batches(model, data.val_images, run.preprocess, device=run.train.device)
     return all_pairs(lambda i, j: score_indices(model, emb, i, j), data.val_labels, kind="validation",
                      max_pairs=MAX_CALIBRATION_PAIRS, seed=run.train.seed + 2)
 
@@ -316,8 +315,9 @@ def _finish(out: Path, run: RunConfig, data: Prepared, state: TrainState, card: 
     # no hash check: a crash between the best weights and their JSON must not block the resume that
     # finishes the run; the JSON written below names the weights' hash again
     model = load_model(out, device=run.train.device, verify_hash=False).model
-    summary, labels, scores = validate(model, data, run.replace_train(bf16=False))  # fp32, as verify scores
-    cal = calibrate(validation_pairs(model, data, run, labels, scores), data.split.val, run.train.seed)
+    emb = embed_batches(model, data.val_images, run.preprocess, device=run.train.device)  # fp32, as verify scores
+    summary, labels, scores = validate(model, data, run.replace_train(bf16=False), emb)
+    cal = calibrate(validation_pairs(model, data, run, emb, labels, scores), data.split.val, run.train.seed)
     warning = below_chance(summary)
     if collapsed:
         warning = (f"training stopped at epoch {state.epoch} after a collapse "

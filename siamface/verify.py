@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .card import EER
-from .checkpoint import LoadedModel, default_model_path, load_model
+from .checkpoint import WEIGHTS_DIR, LoadedModel, default_model_path, load_model
 from .config import PreprocessConfig
 from .decision import Decision, from_point, given
 from .embed import embed_batches, probability, store_for
@@ -33,7 +33,8 @@ Image = str | Path | np.ndarray
 class Verdict:
     """The answer to 'same person?' with everything needed to trust it: the probability, the decision's
     threshold, the operating point and the false-accept rate it stands for (with its 95% interval), which
-    calibration chose it, and every face used. `person`/`photos`: set when verified against a gallery."""
+    calibration chose it, and every face used. `name`, `photos`, `aggregate`: set when verified against a
+    person enrolled in a gallery."""
 
     same: bool
     probability: float
@@ -106,9 +107,7 @@ def model_decision(loaded: LoadedModel, threshold: float | None = None, far: flo
     if threshold is not None and far is not None:
         raise SiamfaceError("give a threshold or an operating point (far), not both")
     if threshold is not None:
-        if not 0.0 <= threshold <= 1.0:  # also rejects NaN
-            raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
-        return given(threshold)
+        return given(threshold)  # a Decision refuses a threshold that is not a probability (NaN included)
     cal = loaded.card.calibration
     if cal is None:
         raise ModelError(f"{loaded.path}: the model has no calibrated threshold; give a threshold")
@@ -121,8 +120,6 @@ def model_decision(loaded: LoadedModel, threshold: float | None = None, far: flo
 
 def model_label(loaded: LoadedModel) -> str:
     """How answers name a model: a shipped one by its name, any other by its folder."""
-    from .checkpoint import WEIGHTS_DIR
-
     path = Path(loaded.path)
     return path.name if path.resolve().parent == WEIGHTS_DIR.resolve() else str(path)
 

@@ -154,13 +154,11 @@ def test_fpir_from_a_far_curve_matches_a_simulated_gallery() -> None:
     assert cal.fpir_from_searches(strangers[:100], 0.01) == (None, 100)  # 1 expected: not resolved
 
 
-def test_curve_lookups_interpolate_and_refuse_beyond_resolution() -> None:
+def test_curve_lookup_interpolates_and_refuses_beyond_resolution() -> None:
     curve = [(1e-1, 0.3), (1e-2, 0.5), (1e-3, 0.7)]
     assert cal.curve_threshold(curve, 10 ** -1.5) == pytest.approx(0.4)
     assert cal.curve_threshold(curve, 1e-4) is None
     assert cal.curve_threshold(curve, 0.5) == pytest.approx(0.3)
-    assert cal.curve_far(curve, 0.6) == pytest.approx(10 ** -2.5)
-    assert cal.curve_far(curve, 0.8) is None
 
 
 def test_all_pairs_samples_without_repeats_beyond_the_cap() -> None:

@@ -7,7 +7,10 @@ import io
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -465,20 +468,30 @@ def test_serve_without_the_extra_says_what_to_install(monkeypatch: pytest.Monkey
     assert not (tmp_path / "people.db").exists()
 
 
-def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Path) -> None:
-    import socket
-
+@contextmanager
+def _served(face_model: Path, **config: Any) -> Iterator[int]:
+    """The app under a real uvicorn server (siamface.serve.server's configuration) in a thread; yields its port."""
     import uvicorn
 
     from siamface.serve.server import server_config
 
     port = free_port()
     srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
-                                       header_timeout_s=1.0, log_level="warning"))
+                                       log_level="warning", **config))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     assert wait_until(lambda: srv.started)
     try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Path) -> None:
+    import socket
+
+    with _served(face_model, header_timeout_s=1.0) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             t0, closed = time.monotonic(), False
             for byte in b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100:
@@ -499,26 +512,13 @@ def test_a_client_sending_its_headers_a_byte_at_a_time_is_cut_off(face_model: Pa
         import httpx
 
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200  # others still served
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 def test_connections_beyond_the_cap_are_answered_503_in_json(face_model: Path) -> None:
     import json
     import socket
 
-    import uvicorn
-
-    from siamface.serve.server import server_config
-
-    port = free_port()
-    srv = uvicorn.Server(server_config(create_app(Settings(model=str(face_model))), "127.0.0.1", port,
-                                       max_connections=2, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    assert wait_until(lambda: srv.started)
-    try:
+    with _served(face_model, max_connections=2) as port:
         idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
         time.sleep(0.2)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -534,6 +534,3 @@ def test_connections_beyond_the_cap_are_answered_503_in_json(face_model: Path) -
         import httpx
 
         assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
