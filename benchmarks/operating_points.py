@@ -12,6 +12,7 @@ rows and the 1,000-person gallery are measured on them. The descriptors come fro
     python benchmarks/operating_points.py --tie       # the shipped head: tied weights, fitted on those people
     python benchmarks/operating_points.py --ship      # calibrate on every kind -> siamface/weights/dlib-twin
     python benchmarks/operating_points.py --transfer  # the transfer table -> results/operating_points.json
+    python benchmarks/operating_points.py --heads --previous runs/previous-twin   # TAR by head
 """
 
 from __future__ import annotations
@@ -141,6 +142,29 @@ def measure(point: cal.OperatingPoint, ps: cal.PairScores, n_boot: int = cal.N_B
             "threshold": point.threshold}
 
 
+def heads(args: argparse.Namespace) -> dict:
+    """TAR at FAR 1e-2 / 1e-3 / 1e-4 on every pair of the test people's photos (at most 3M sampled) for the
+    per-dimension head, the tied head, a previous model given by --previous, and the plain L1 and L2
+    distances of the descriptors."""
+    cache = Path(args.cache)
+    _, _, test = roles(args.seed)
+    emb, ids, _ = load("lfw", cache)
+    keep = np.isin(ids, sorted(test))
+    e = torch.from_numpy(emb[keep])
+    scorers = {name: Scorer(Path(args.runs) / name)(emb[keep]) for name in ("head", "tied")}
+    if args.previous:
+        scorers["previous"] = Scorer(Path(args.previous))(emb[keep])
+    scorers["L1 distance"] = lambda i, j: -(e[torch.as_tensor(i)] - e[torch.as_tensor(j)]).abs().sum(1).numpy()
+    scorers["L2 distance"] = lambda i, j: -(e[torch.as_tensor(i)] - e[torch.as_tensor(j)]).norm(dim=1).numpy()
+    out = {}
+    for name, score in scorers.items():
+        ps = cal.all_pairs(score, ids[keep], max_pairs=3_000_000, seed=args.seed)
+        out[name] = {f"TAR@FAR={f:.0e}": float((ps.genuine >= ps.need(f)).mean()) for f in (1e-2, 1e-3, 1e-4)}
+        print(name, out[name], flush=True)
+    return {"benchmark": "TAR at FAR on LFW test-role people, by head", "command": command(), "seed": args.seed,
+            "pairs": "every pair of the test people's photos, at most 3M sampled", "heads": out, "machine": machine()}
+
+
 def point_names() -> list[str]:
     return [cal.EER if f is None else cal.far_name(f) for f in POINTS]
 
@@ -232,6 +256,8 @@ def main() -> None:
     p.add_argument("--transfer", action="store_true")
     p.add_argument("--tie", action="store_true", help="fit the tied-weight head (runs/ops/tied) from runs/ops/head")
     p.add_argument("--head", default="tied", help="the head under runs/ that --ship and --transfer use")
+    p.add_argument("--heads", action="store_true", help="TAR at FAR of each head on the test people")
+    p.add_argument("--previous", default="", help="--heads: a previous model folder to compare too")
     p.add_argument("--default", default=cal.far_name(1e-3), help="the shipped default operating point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--half-seeds", type=int, default=10, help="--transfer: splits of each kind into halves")
@@ -245,6 +271,8 @@ def main() -> None:
         print(json.dumps({"val": meta["val"], "train_seconds": meta["train_seconds"]})[:600])
     if args.tie:
         print(json.dumps(tie_head(args)))
+    if args.heads:
+        write_result("operating_points_heads", heads(args))
     if args.ship:
         write_result("operating_points_ship", ship(args))
     if args.transfer:
