@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import threads
 from .config import PreprocessConfig
@@ -47,10 +48,15 @@ def embed_batches(
 
 @torch.no_grad()
 def probability(model: SiameseNet, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
-    """p(same) of pairs of embeddings by the Siamese head, the sigmoid taken in float64: near p = 1 float32
-    keeps too few distinct values to tell thresholds for FARs of 1e-5 and below apart."""
-    device = next(model.head.parameters()).device
-    return torch.sigmoid(model.score(e1.to(device), e2.to(device)).double()).cpu().numpy()
+    """p(same) of pairs of embeddings by the Siamese head, its weighted sum and sigmoid taken in float64: near
+    p = 1 float32 keeps too few distinct values to tell thresholds for FARs of 1e-5 and below apart, and a
+    float32 sum rounds differently with the batch's size, so a pair would score differently in a search of
+    a thousand rows than of a million."""
+    head = model.head
+    device = next(head.parameters()).device
+    d = (e1.to(device) - e2.to(device)).abs().double()
+    logit = F.linear(d, head.effective_weight().double(), head.fc.bias.double()).squeeze(-1)
+    return torch.sigmoid(logit).cpu().numpy()
 
 
 def score_indices(model: SiameseNet, emb: torch.Tensor, i: np.ndarray, j: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
 from .gallery_calibration import SelfCalibration
 from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
 from .gallery_results import Candidate, EnrolledPhoto, Enrollment, Identification, IdentifiedFace, Person, PersonRecord
+from .gallery_search import SearchIndex
 from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
 from .verify import Verdict, Verifier, model_label
 
@@ -66,12 +67,24 @@ def _iso(t: float) -> str:
 
 @dataclass
 class _Matrix:
-    """Every stored embedding, grouped by person (rows sorted by name), and the file state it reflects."""
+    """Every stored embedding in a search index, and the file state it reflects. `generation` counts
+    rebuilds from the file (appending this process's own enrollments keeps it)."""
 
     key: tuple[int, int]
-    emb: torch.Tensor  # (N, D) float32
-    names: list[str]  # one per person
-    starts: np.ndarray  # first row of each person
+    index: SearchIndex
+    generation: int
+
+    @property
+    def names(self) -> list[str]:
+        return self.index.names
+
+    @property
+    def emb(self) -> np.ndarray:
+        return self.index.rows
+
+    @property
+    def person(self) -> np.ndarray:
+        return self.index.person[:self.index.n]
 
 
 class Gallery:
@@ -193,6 +206,7 @@ class Gallery:
         emb = self._embed(faces)
         now = time.time()
         with self._transaction() as conn:
+            before = self._key()  # under the write lock: nobody else can commit until we do
             self._check_model(conn)
             row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
             if row and new:
@@ -203,6 +217,7 @@ class Gallery:
                                                   (name, now)).lastrowid
             ids = [self._insert_enrollment(conn, pid, f, e, now) for f, e in zip(faces, emb)]
             total = conn.execute("SELECT count(*) FROM enrollments WHERE person_id = ?", (pid,)).fetchone()[0]
+        self._append(before, name, emb)
         return Enrollment(name, tuple(EnrolledPhoto(i, f.source, f.sha256, f.report) for i, f in zip(ids, faces)),
                           int(total))
 
@@ -215,6 +230,14 @@ class Gallery:
             (person_id, blob, face.crop_png, face.source, face.sha256, json.dumps(face.report["box"]),
              json.dumps(face.report["landmarks"]), now, json.dumps(face.report)))
         return int(cur.lastrowid or 0)
+
+    def _append(self, before: tuple[int, int], name: str, emb: torch.Tensor) -> None:
+        """Our own enrollment goes straight into a current index (no re-read of every stored embedding)."""
+        with self._lock:
+            m = self._matrix
+            if m is not None and m.key == before and self._key() == (before[0], before[1] + 1):
+                m.index.add(name, emb.numpy())
+                m.key = self._key()
 
     def _embed(self, faces: list[Face]) -> torch.Tensor:
         v = self.verifier
@@ -233,16 +256,23 @@ class Gallery:
         t0 = time.perf_counter()
         v = self.verifier
         faces = faces_of(photo_of(image), v, every=True)
-        scores, names = self._person_scores(self._embed(faces))
-        decision = self.decision(fpir=fpir)
-        out = []
-        for face, row in zip(faces, scores):
-            order = sorted(range(len(names)), key=lambda j: (-row[j], names[j]))[:k]
-            cands = tuple(Candidate(names[j], round(float(row[j]), 10)) for j in order)
-            match = cands[0].name if cands and decision.accepts(row[order[0]]) else None
-            out.append(IdentifiedFace(face.report, match, cands))
-        return Identification(tuple(out), decision, v.name, self.aggregate, len(names),
+        answers, decision, n_people = self._search(self._embed(faces), k, fpir)
+        out = tuple(IdentifiedFace(face.report, match, cands) for face, (match, cands) in zip(faces, answers))
+        return Identification(out, decision, v.name, self.aggregate, n_people,
                               round((time.perf_counter() - t0) * 1000, 2))
+
+    def _search(self, probes: torch.Tensor, k: int, fpir: float | None = None
+                ) -> tuple[list[tuple[str | None, tuple[Candidate, ...]]], Decision, int]:
+        """Face embeddings against everyone: each one's (match or None, top-k candidates), the decision and
+        the number of people searched."""
+        m = self._current_matrix()
+        hits = m.index.search(probes, k, self.aggregate)
+        decision = self.decision(fpir=fpir)
+        answers = []
+        for best in hits:
+            cands = tuple(Candidate(m.names[h.person], round(h.p, 10)) for h in best)
+            answers.append((cands[0].name if best and decision.accepts(best[0].p) else None, cands))
+        return answers, decision, len(m.names)
 
     # ---- decisions -----------------------------------------------------------------------------------
 
@@ -262,42 +292,49 @@ class Gallery:
         return v.noted(own.fpir_decision(DEFAULT_FPIR if fpir is None else fpir, v))
 
     def self_calibration(self) -> SelfCalibration:
-        """The gallery's calibration from its own enrolled people (recomputed when the file changed)."""
+        """The gallery's calibration from its own enrolled people: recomputed when the file changed, except
+        that this process's own enrollments adding at most 1% more photos keep it (a large gallery enrolling
+        one person at a time would otherwise recalibrate before every search)."""
         m = self._current_matrix()
         with self._lock:
-            if self._selfcal is None or self._selfcal.key != m.key:
+            cal = self._selfcal
+            if cal is None or cal.key[0] != m.generation or not 0 <= len(m.emb) - cal.key[1] <= 0.01 * cal.key[1]:
                 self._selfcal = SelfCalibration.of(m, self.verifier, self.aggregate, str(self.path.name))
             return self._selfcal
 
-    @torch.no_grad()
-    def _person_scores(self, probes: torch.Tensor) -> tuple[np.ndarray, list[str]]:
-        """(F, P) person scores of F probe embeddings: ONE head pass over all F x N stored embeddings, then
-        the max (or mean) over each person's rows."""
-        m = self._current_matrix()
-        if not m.names:
-            return np.zeros((len(probes), 0)), []
-        n, f = len(m.emb), len(probes)
-        p = self.verifier.probability(probes.repeat_interleave(n, 0), m.emb.repeat(f, 1)).reshape(f, n)
-        if self.aggregate == "max":
-            return np.maximum.reduceat(p, m.starts, axis=1), m.names
-        counts = np.diff(np.append(m.starts, n))
-        return np.add.reduceat(p, m.starts, axis=1) / counts, m.names
+    def _key(self) -> tuple[int, int]:
+        """The file's state: other connections' commits (PRAGMA data_version) and our own."""
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes
 
     def _current_matrix(self) -> _Matrix:
-        """The in-memory embedding matrix, re-read only when the file changed since it was built."""
+        """The search index over every stored embedding, re-read only when the file changed since it was
+        built (this process's own enrollments are appended instead). Read in chunks into one preallocated
+        array: peak memory stays near the matrix itself."""
         with self._lock:
-            key = (int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+            key = self._key()
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
             self._same_model()
-            rows = self._conn.execute("SELECT p.name, e.embedding FROM enrollments e JOIN people p "
-                                      "ON p.id = e.person_id ORDER BY p.name, e.id").fetchall()
-        dim = self.verifier.loaded.model.embed_dim
-        emb = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
-        names = [r[0] for r in rows]
-        starts = np.array([i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]], dtype=np.int64)
-        self._matrix = _Matrix(key, torch.from_numpy(emb.astype(np.float32)), [names[i] for i in starts], starts)
-        return self._matrix
+            dim = self.verifier.loaded.model.embed_dim
+            n = int(self._conn.execute("SELECT count(*) FROM enrollments").fetchone()[0])
+            emb = np.empty((n, dim), np.float32)
+            person = np.empty(n, np.int64)
+            names: list[str] = []
+            cur = self._conn.execute("SELECT p.id, p.name, e.embedding FROM enrollments e JOIN people p "
+                                     "ON p.id = e.person_id ORDER BY e.person_id, e.id")
+            i, last = 0, -1
+            while rows := cur.fetchmany(8192):  # a person's rows are consecutive
+                pids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                new = np.diff(pids, prepend=last) != 0
+                person[i:i + len(rows)] = len(names) - 1 + np.cumsum(new)
+                names.extend(rows[j][1] for j in np.flatnonzero(new))
+                last = int(pids[-1])
+                emb[i:i + len(rows)] = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), dim)
+                i += len(rows)
+            generation = self._matrix.generation + 1 if self._matrix is not None else 0
+            self._matrix = _Matrix(key, SearchIndex.build(self.verifier.loaded.model, names, person[:i], emb[:i]),
+                                   generation)
+            return self._matrix
 
     def verify_against(self, name: str, image: Image, far: float | None = None) -> Verdict:
         """Is the photo's (chosen) face this enrolled person? A verify `Verdict` with `name`, `photos`,

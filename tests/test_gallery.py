@@ -110,24 +110,26 @@ def test_empty_gallery_identifies_no_one(gallery: Gallery, photos: dict[str, tup
     assert face.match is None and face.candidates == ()
 
 
-def test_identify_is_one_head_pass_and_the_matrix_is_cached(gallery: Gallery, verifier: Verifier,
-                                                            photos: dict[str, tuple[Path, ...]],
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, ps in photos.items():
-        gallery.enroll(name, list(ps[:2]))
-    calls: list[tuple[int, ...]] = []
-    real = Verifier.probability
-
-    def spy(self: Verifier, e1: torch.Tensor, e2: torch.Tensor) -> np.ndarray:
-        calls.append(tuple(e1.shape))
-        return real(self, e1, e2)
-
-    monkeypatch.setattr(Verifier, "probability", spy)
-    gallery.identify(photos["Tony_Blair"][2])
+def test_the_index_is_cached_and_own_enrollments_are_appended(gallery: Gallery, verifier: Verifier,
+                                                               photos: dict[str, tuple[Path, ...]]) -> None:
+    names = list(photos)
+    for name in names[:-1]:
+        gallery.enroll(name, list(photos[name][:2]))
+    gallery.identify(photos[names[0]][2])
     matrix = gallery._matrix
-    gallery.identify(photos["Colin_Powell"][2])
-    assert calls == [(2 * len(photos), verifier.loaded.model.embed_dim)] * 2  # every stored embedding at once
+    assert matrix is not None and matrix.generation == 0 and len(matrix.emb) == 2 * (len(names) - 1)
+    gallery.identify(photos[names[1]][2])
     assert gallery._matrix is matrix  # nothing changed: not re-read
+    gallery.enroll(names[-1], [photos[names[-1]][0]])
+    assert gallery._matrix is matrix and matrix.generation == 0  # appended, not re-read
+    (face,) = gallery.identify(photos[names[-1]][1]).faces
+    assert face.match == names[-1] and len(matrix.emb) == 2 * len(names) - 1
+    with Gallery(gallery.path, verifier) as fresh:  # the appended index equals one read from the file
+        (again,) = fresh.identify(photos[names[-1]][1]).faces
+    assert again.candidates == face.candidates
+    gallery.delete(names[0])
+    gallery.identify(photos[names[1]][2])
+    assert gallery._matrix is not matrix and gallery._matrix.generation == 1  # a deletion rebuilds
 
 
 def test_matrix_follows_writes_of_another_connection(tmp_path: Path, verifier: Verifier,

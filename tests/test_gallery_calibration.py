@@ -35,9 +35,9 @@ def _brute_force(g: Gallery, v: Verifier) -> tuple[np.ndarray, np.ndarray, np.nd
     """Every stored embedding scored against every other: (impostor scores, each photo's best score
     against another person, person of each row)."""
     m = g._current_matrix()
-    person = np.repeat(np.arange(len(m.names)), np.diff(np.append(m.starts, len(m.emb))))
-    n = len(m.emb)
-    p = np.array([[float(v.probability(m.emb[i:i + 1], m.emb[j:j + 1])[0]) if i != j else np.nan
+    person, emb = m.person, torch.from_numpy(m.emb)
+    n = len(emb)
+    p = np.array([[float(v.probability(emb[i:i + 1], emb[j:j + 1])[0]) if i != j else np.nan
                    for j in range(n)] for i in range(n)])
     iu = np.triu_indices(n, 1)
     imp = p[iu][person[iu[0]] != person[iu[1]]]
