@@ -101,7 +101,7 @@ def face_preprocess(model: str, align: str, crop: float) -> Any:
     from siamface.models import default_preprocess
 
     if align == "haar":
-        return default_preprocess(model, align=AlignConfig().to_dict())
+        return default_preprocess(model, align=AlignConfig())
     return default_preprocess(model, crop=crop)
 
 

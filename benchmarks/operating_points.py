@@ -42,7 +42,7 @@ from siamface.faces.config import DLIB_CHIP  # noqa: E402
 from siamface.files import atomic_write_json  # noqa: E402
 from siamface.models import default_preprocess  # noqa: E402
 
-PRE = default_preprocess("dlib_resnet", align=DLIB_CHIP.to_dict())
+PRE = default_preprocess("dlib_resnet", align=DLIB_CHIP)
 HEAD = TrainConfig(init="dlib-resnet", freeze="all", distortions=False, flip=True, pairing="all",
                    classes_per_batch=32, images_per_class=4, epochs=10, pairs_per_epoch=20_000, lr=1e-2,
                    weight_decay=1e-4, select="eer", val_way=20, val_tasks=320, val_pairs=4000, patience=10,

@@ -108,7 +108,7 @@ def compute(kind: str, out: Path, model: str | None = None) -> dict:
     net = inference_net(lm.model)
     pre = lm.preprocess
     if kind.startswith("lfw"):
-        pre = replace(pre, align={**pre.align, "select": "central"})
+        pre = replace(pre, align=replace(pre.align, select="central"))
     items = photos(kind)
     t0, inputs, ids, paths, missed = time.perf_counter(), [], [], [], 0
     for k, (name, path) in enumerate(items):

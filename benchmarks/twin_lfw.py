@@ -48,7 +48,7 @@ from siamface.preprocess import load_input
 
 FOLDS = RESULTS / "twin_view2"  # --select central: RESULTS / "twin_view2_central"
 WEIGHTS_DIR = REPO / "siamface" / "weights"
-PRE = default_preprocess("dlib_resnet", align=DLIB_CHIP.to_dict())  # --select central: the most central face
+PRE = default_preprocess("dlib_resnet", align=DLIB_CHIP)  # --select central: the most central face
 HEAD = TrainConfig(init="dlib-resnet", freeze="all", distortions=False, flip=True, pairing="all",
                    classes_per_batch=32, images_per_class=4, epochs=10, pairs_per_epoch=20_000, lr=1e-2,
                    weight_decay=1e-4, select="eer", val_way=20, val_tasks=320, val_pairs=4000, patience=10,
@@ -193,7 +193,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.select == "central":  # the module's settings for this run: another alignment, other result files
         global PRE, FOLDS
-        PRE = replace(PRE, align={**PRE.align, "select": "central"})
+        PRE = replace(PRE, align=replace(PRE.align, select="central"))
         FOLDS = RESULTS / "twin_view2_central"
     if args.ship_init:
         print(write_init(WEIGHTS_DIR / "dlib-resnet"))
@@ -209,7 +209,7 @@ def main() -> None:
             write_result("twin_default", {"command": command(), "machine": machine(), **ship(args, decoded)})
     if args.table or args.folds:
         write_result(FOLDS.name, {"benchmark": "LFW View 2, dlib's descriptor as the twin", "command": command(),
-                                  "select": PRE.align["select"], **table()})
+                                  "select": PRE.align.select, **table()})
 
 
 if __name__ == "__main__":

@@ -54,6 +54,17 @@ def model_record(verifier: Verifier) -> dict[str, str]:
             "preprocess": json.dumps(asdict(loaded.preprocess), sort_keys=True)}
 
 
+def same_preprocess(stored: str, mine: str) -> bool:
+    """Two recorded preprocessings (JSON) are the same settings: a file written before a field was added
+    to them records fewer keys, which take their defaults."""
+    from .config import PreprocessConfig, from_dict
+
+    try:
+        return from_dict(PreprocessConfig, json.loads(stored)) == from_dict(PreprocessConfig, json.loads(mine))
+    except (ValueError, TypeError):
+        return stored == mine
+
+
 def _refuse_look_alike(conn: sqlite3.Connection, name: str, renaming: str | None = None) -> None:
     """ValueError when an enrolled person (other than the one being renamed) has a look-alike name."""
     other = look_alike(name, (n for (n,) in conn.execute("SELECT name FROM people") if n != renaming))
@@ -150,6 +161,8 @@ class Gallery:
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
             return
         for key, what in (("weights_sha256", "weights"), ("tower_sha256", "tower"), ("preprocess", "preprocessing")):
+            if key == "preprocess" and same_preprocess(stored.get(key, mine[key]), mine[key]):
+                continue
             if stored.get(key, mine[key]) != mine[key]:  # files from before tower_sha256 lack it
                 raise GalleryModelError(
                     f"{self.path}: its embeddings were made by model {stored.get('model')} (weights SHA-256 "

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
 
 from .config import PreprocessConfig
-from .data import image_from_array, load_image
-from .errors import ImageError, MultipleFacesError
+from .data import decode_image, image_from_array, load_image
+from .errors import MultipleFacesError
 from .files import sha256_file
 
 if TYPE_CHECKING:
@@ -60,33 +59,13 @@ def photo_of(image: str | Path | np.ndarray | bytes | Photo, source: str | None 
         sha = sha256_file(Path(image))
         return Photo(np.ascontiguousarray(rgb.transpose(1, 2, 0)), name, sha, str(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        data = bytes(image)
-        return Photo(_decode(data, source or "<upload>"), source or "<upload>", hashlib.sha256(data).hexdigest())
+        data, name = bytes(image), source or "<upload>"
+        return Photo(decode_image(data, name)[0], name, hashlib.sha256(data).hexdigest())
     if isinstance(image, np.ndarray):
         rgb = image_from_array(image, channels=3).transpose(1, 2, 0)
         sha = hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
         return Photo(np.ascontiguousarray(rgb), source or "<array>", sha)
     raise TypeError(f"a photo must be a path, file bytes or a numpy array, got {type(image).__name__}")
-
-
-def _decode(data: bytes, name: str) -> np.ndarray:
-    """Encoded bytes -> RGB (H, W, 3) uint8, with the file decoder's conversions (EXIF, 16-bit, palette)."""
-    from .data.images import _convert
-
-    if not data:
-        raise ImageError(f"{name}: empty file")
-    try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            im.load()
-            return np.ascontiguousarray(np.asarray(_convert(ImageOps.exif_transpose(im), 3), dtype=np.uint8))
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{name}: not a recognised image format") from e
-    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError) as e:
-        raise ImageError(f"{name}: corrupt or truncated image ({e})") from e
-
-
-def _aligned(pre: PreprocessConfig) -> bool:
-    return bool(pre.align and pre.align.get("detector", "none") != "none")
 
 
 def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool = False,
@@ -97,17 +76,17 @@ def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool
     if select is not None and select not in ("largest", "central"):
         raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
     pre = verifier.preprocess
-    if not _aligned(pre):
+    if not pre.detects:
         from .preprocess import load_input_with_faces
 
         x, _ = load_input_with_faces(photo.rgb, pre)
         crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop)
         report = {"box": None, "eyes": None, "eyes_source": "none", "landmarks": [], "faces_in_photo": 1}
         return [Face(x, _png(crop.transpose(1, 2, 0)), report, photo.source, photo.sha256)]
-    from .faces import AlignConfig, extract_face
+    from .faces import extract_face
     from .faces.multi import extract_all_faces
 
-    cfg = AlignConfig.from_dict({**pre.align, **({"select": select} if select else {})})
+    cfg = replace(pre.align, select=select) if select else pre.align
     where = photo.where or photo.source
     crops = extract_all_faces(photo.rgb, pre.size, cfg, where) if every else \
         [extract_face(photo.rgb, pre.size, cfg, source=where)]

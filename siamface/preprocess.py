@@ -35,8 +35,7 @@ def load_input_with_faces(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Like `load_input` for a path or an RGB/grey array, also returning the face report ({} when the
     model takes whole images). `fallback`: a central box stands in where no face is found (evaluation)."""
-    aligned = bool(pre.align and pre.align.get("detector", "none") != "none")
-    if aligned:
+    if pre.detects:
         from .faces import extract_face_array, extract_face_file
 
         arr, crop = extract_face_file(image, pre, fallback) if not isinstance(image, np.ndarray) else \

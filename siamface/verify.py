@@ -77,16 +77,12 @@ def face_preprocess(pre: PreprocessConfig, detect: bool = True, select: str | No
     if select is not None and not detect:
         raise SiamfaceError("select chooses among detected faces; it cannot go with detect=False (inputs taken as "
                             "face crops)")
-    if not pre.align or pre.align.get("detector", "none") == "none":
+    if not pre.detects:
         if select is not None:
             raise SiamfaceError("this model takes whole images (no face detection), so select does not apply")
         return pre
-    align = dict(pre.align)
-    if not detect:
-        align["detector"] = "none"
-    if select is not None:
-        align["select"] = select
-    return replace(pre, align=align)
+    align = pre.align if detect else replace(pre.align, detector="none")
+    return replace(pre, align=align if select is None else replace(align, select=select))
 
 
 def inference_net(model: SiameseNet) -> SiameseNet:

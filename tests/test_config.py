@@ -84,3 +84,21 @@ def test_cli_refuses_a_bad_number_before_reading_data_naming_the_flag(
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert f"({flag})" in err and value in err
     assert not out.exists()
+
+
+def test_align_is_typed_and_reads_the_dicts_files_store() -> None:
+    """PreprocessConfig.align is an AlignConfig; the dict a model.json holds (older ones with fewer keys)
+    becomes one, and it goes back to the same dict."""
+    from dataclasses import asdict
+
+    from siamface.config import AlignConfig, PreprocessConfig, from_dict
+
+    pre = from_dict(PreprocessConfig, {"size": 150, "channels": 3, "align": {"detector": "mmod", "upsample": 1}})
+    assert isinstance(pre.align, AlignConfig) and pre.align.upsample == 1 and pre.detects
+    assert asdict(pre)["align"] == pre.align.to_dict()
+    assert from_dict(PreprocessConfig, asdict(pre)) == pre
+    assert not PreprocessConfig().detects and not PreprocessConfig(align={"detector": "none"}).detects
+    with pytest.raises(ValueError, match="unknown AlignConfig keys"):
+        PreprocessConfig(align={"detecter": "haar"})
+    with pytest.raises(ValueError, match="preprocess.align"):
+        PreprocessConfig(align="haar")

@@ -246,8 +246,8 @@ def test_cli_align_flag_accepts_a_name_or_json():
     from siamface.cli import parse_align
 
     assert parse_align("none") is None
-    assert parse_align("haar")["detector"] == "haar"
+    assert parse_align("haar") == AlignConfig(detector="haar")
     cfg = parse_align('{"detector": "haar", "on_missing": "center", "fallback_box": 0.8}')
-    assert cfg["on_missing"] == "center" and cfg["fallback_box"] == 0.8
+    assert cfg.on_missing == "center" and cfg.fallback_box == 0.8
     with pytest.raises(ValueError):
         parse_align('{"detector": "dlib"}')

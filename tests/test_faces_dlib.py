@@ -202,7 +202,7 @@ def test_preprocess_and_no_detect_with_the_dlib_recipe(data_root: Path) -> None:
     from siamface.preprocess import load_input_with_faces
     from siamface.verify import face_preprocess
 
-    pre = PreprocessConfig(size=150, channels=3, align=DLIB_CHIP.to_dict())
+    pre = PreprocessConfig(size=150, channels=3, align=DLIB_CHIP)
     path = sorted((data_root / "lfw" / "deepfunneled").glob("*/*.jpg"))[7]
     arr, report = load_input_with_faces(path, pre)
     assert arr.shape == (3, 150, 150) and arr.dtype == np.uint8
@@ -211,7 +211,7 @@ def test_preprocess_and_no_detect_with_the_dlib_recipe(data_root: Path) -> None:
     crops = face_preprocess(pre, detect=False)  # --no-detect: the input already is a chip
     arr2, report2 = load_input_with_faces(path, crops)
     assert arr2.shape == (3, 150, 150) and report2 == {}  # as today: no detector, no face report
-    assert face_preprocess(pre, select="central").align["select"] == "central"
+    assert face_preprocess(pre, select="central").align.select == "central"
 
 
 def test_mmod_pipeline_no_face_several_faces_and_landmark_eyes(lfw_faces: list) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from _gallery_data import lfw_view1_verifier, open_gallery, other_model, single_face_photos
 from _helpers import one_thread
 

@@ -118,3 +118,20 @@ def test_a_failing_migration_leaves_the_file_as_it_was(tmp_path: Path, monkeypat
     assert gallery_db.schema_version(conn) == 1 and not conn.in_transaction
     assert "half_done" not in [r[1] for r in conn.execute("PRAGMA table_info(enrollments)")]
     conn.close()
+
+
+def test_a_file_recording_fewer_alignment_settings_has_the_same_preprocessing() -> None:
+    """A gallery written before an alignment setting existed records fewer keys; they take their defaults,
+    so the file still matches its model, while a changed setting does not."""
+    import json
+    from dataclasses import asdict
+
+    from siamface.config import AlignConfig, PreprocessConfig
+    from siamface.gallery import same_preprocess
+
+    full = json.dumps(asdict(PreprocessConfig(size=150, align=AlignConfig(detector="haar"))), sort_keys=True)
+    old = json.loads(full)
+    del old["align"]["upsample"], old["align"]["chip_padding"], old["align"]["alignment"]
+    assert same_preprocess(json.dumps(old), full)
+    old["align"]["detector"] = "mmod"
+    assert not same_preprocess(json.dumps(old), full)

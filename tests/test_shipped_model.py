@@ -33,8 +33,8 @@ def test_shipped_model_is_complete_small_and_calibrated() -> None:
     assert size < 20 * 2**20
     lm = load_model(path)  # safetensors + SHA-256 check, no network
     assert lm.card.status == "complete"
-    assert lm.preprocess.align and lm.preprocess.align["detector"] == "haar"
-    assert lm.preprocess.align["on_missing"] == "error"
+    assert lm.preprocess.align and lm.preprocess.align.detector == "haar"
+    assert lm.preprocess.align.on_missing == "error"
     assert "never used for training" in lm.card.calibration.source
 
 
@@ -119,7 +119,7 @@ def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp
     Image.fromarray(np.full((300, 400, 3), 200, np.uint8)).save(blank)
     face = data_root / "lfw" / "deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart_0001.jpg"
     crops = Verifier(LFW_VIEW1, detect=False)
-    assert crops.preprocess.align["detector"] == "none" and verifier.preprocess.align["detector"] == "haar"
+    assert crops.preprocess.align.detector == "none" and verifier.preprocess.align.detector == "haar"
     verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
     assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
     assert "detect=False" in verdict.threshold_source and "detect=False" not in verifier.threshold_source
@@ -142,7 +142,7 @@ def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
     used = {}
     for select in ("largest", "central"):
         v = Verifier(LFW_VIEW1, select=select)
-        v.preprocess = replace(v.preprocess, align={**v.preprocess.align, "min_size": 0.1})
+        v.preprocess = replace(v.preprocess, align=replace(v.preprocess.align, min_size=0.1))
         faces = v.verify(group, group).faces[0]
         assert len(faces["faces"]) >= 2
         used[select] = faces["used"]

@@ -230,7 +230,7 @@ def test_init_defaults_name_a_shipped_model_by_name_and_a_run_by_its_absolute_pa
     from siamface.lineage import init_defaults
 
     model, pre, stored = init_defaults("lfw-view1")
-    assert stored == "lfw-view1" and model.name == "resface64" and pre.align["detector"] == "haar"
+    assert stored == "lfw-view1" and model.name == "resface64" and pre.align.detector == "haar"
     model, pre, stored = init_defaults(str(tiny.path / "model.json"))
     assert stored == str(tiny.path.resolve()) and model.name == tiny.run.model.name and pre == tiny.run.preprocess
 

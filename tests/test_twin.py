@@ -33,7 +33,7 @@ def test_the_default_is_the_twin_and_ships_only_its_head() -> None:
     card = lm.card
     assert card.model.name == "dlib_resnet" and card.raw["tower_weights"] == "factory"
     assert sorted(load_file(TWIN / "model.safetensors")) == ["head.fc.bias", "head.fc.weight"]
-    assert card.preprocess.align["detector"] == "mmod" and card.preprocess.align["alignment"] == "dlib_chip"
+    assert card.preprocess.align.detector == "mmod" and card.preprocess.align.alignment == "dlib_chip"
     assert card.train.freeze == "all" and card.train.init == "dlib-resnet"
     cal = card.calibration
     assert cal.point().name == cal.default == far_name(1e-3)  # the default for doors and accounts

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..config import AlignConfig
 from ..errors import SiamfaceError
 from .help_text import FIELD_HELP, GROUP_HELP
 
@@ -65,14 +66,12 @@ def config_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> A
     return dataclasses.replace(base, **changes) if base is not None else cls(**changes)
 
 
-def parse_align(text: str) -> dict[str, Any] | None:
-    """--align haar | none | JSON -> the AlignConfig dict stored in PreprocessConfig.align (validated)."""
-    from ..faces import AlignConfig
-
+def parse_align(text: str) -> AlignConfig | None:
+    """--align haar | none | JSON -> PreprocessConfig.align (validated)."""
     if text == "none":
         return None
     data = json_flag("--align", text) if text.lstrip().startswith("{") else {"detector": text}
-    return AlignConfig.from_dict(data).to_dict()
+    return AlignConfig.from_dict(data)
 
 
 def check_device(device: str) -> str:

@@ -14,7 +14,7 @@ from siamface.data.folders import (
     omniglot_drawer,
     scan_folder,
 )
-from siamface.data.images import image_from_array, load_image
+from siamface.data.images import decode_image, image_from_array, load_image
 from siamface.data.oneshot import (
     OMNIGLOT_RUN_ALPHABETS,
     OMNIGLOT_VAL_ALPHABETS,
@@ -54,6 +54,7 @@ __all__ = [
     "identities",
     "image_from_array",
     "label_array",
+    "decode_image",
     "load_image",
     "make_oneshot_tasks",
     "omniglot_drawer",

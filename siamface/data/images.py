@@ -212,6 +212,40 @@ def load_image(
             raise ImageError(f"{name}: corrupt or truncated image ({e})", reason="unreadable") from e
 
 
+def decode_image(data: bytes, name: str, channels: int = 3, max_side: int | None = None,
+                 max_pixels: int | None = None) -> tuple[np.ndarray, float]:
+    """Encoded image bytes (an upload, a request body) -> (uint8 (H, W, channels) pixels, scale), with EXIF
+    orientation and the file decoder's conversions (16-bit, palette, alpha): the one decoder of bytes that
+    the gallery and the service share with `load_image`. A photo longer than `max_side` comes back reduced
+    (a JPEG decoded at reduced size by libjpeg's DCT scaling, far cheaper; others resized); `scale` is the
+    pixels' size over the original's (1.0 when not reduced). ImageError names `name`."""
+    if not data:
+        raise ImageError(f"{name}: empty file", reason="empty")
+    fmt = ""
+    with _quiet():
+        try:
+            with _open_checked(data, name, max_pixels) as im:
+                fmt, original = f"{im.format} " if im.format else "", max(im.size)
+                if max_side and im.format == "JPEG" and original > max_side:
+                    f = max_side / original
+                    im.draft(im.mode, (max(1, int(im.size[0] * f)), max(1, int(im.size[1] * f))))
+                im.load()
+                px = np.asarray(_convert(ImageOps.exif_transpose(im), channels), dtype=np.uint8)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+            if isinstance(e, ImageError):
+                raise
+            raise ImageError(f"{name}: corrupt or truncated {fmt}image ({e})", reason="unreadable") from e
+    if max_side and max(px.shape[:2]) > max_side:
+        import cv2
+
+        f = max_side / max(px.shape[:2])
+        px = cv2.resize(px, (max(1, round(px.shape[1] * f)), max(1, round(px.shape[0] * f))),
+                        interpolation=cv2.INTER_AREA)
+    px = np.ascontiguousarray(px if px.ndim == 3 else px[:, :, None])
+    scale = max(px.shape[:2]) / original
+    return px, 1.0 if abs(scale - 1.0) < 1e-9 else scale
+
+
 def image_from_array(
     arr: np.ndarray, channels: int = 1, size: int | None = None, crop: float = 1.0
 ) -> np.ndarray:

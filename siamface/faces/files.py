@@ -19,7 +19,7 @@ def extract_face_array(
     image: np.ndarray, pre: PreprocessConfig, source: str | None = None, fallback: bool = False
 ) -> tuple[np.ndarray, FaceCrop]:
     """An RGB (H, W, 3) or grey (H, W) uint8 photo -> (the model's uint8 (C, S, S) input, the FaceCrop)."""
-    cfg = AlignConfig.from_dict(pre.align or {"detector": "none"})
+    cfg = pre.align or AlignConfig(detector="none")
     crop = extract_face(image, pre.size, cfg, source=source, fallback=fallback)
     return image_from_array(crop.image, channels=pre.channels), crop
 

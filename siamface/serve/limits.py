@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from siamface.data.images import _convert as to_mode  # the decoder's own mode conversion: no serve/train skew
+from siamface.data.images import decode_image
 from siamface.errors import ImageError
 from siamface.gallery_faces import Photo
 
@@ -136,26 +136,11 @@ def decode_upload(data: bytes, name: str, limits: Limits) -> np.ndarray:
 def decode_photo(data: bytes, name: str, limits: Limits, source: str | None = None) -> Photo:
     """`decode_upload` as a gallery `Photo`: the pixels (at most `limits.max_side` long), the scale they
     were decoded at, the SHA-256 of the uploaded bytes, `source` (the file name kept with an enrollment)
-    and `name` (how errors name the upload)."""
-    with _open(data, name, limits) as im:
-        original = max(im.size)
-        if im.format == "JPEG" and original > limits.max_side:
-            factor = limits.max_side / original  # libjpeg's DCT scaling: at least this size, far cheaper
-            im.draft(im.mode, (max(1, int(im.size[0] * factor)), max(1, int(im.size[1] * factor))))
-        try:
-            im.load()
-            rgb = np.asarray(to_mode(ImageOps.exif_transpose(im), 3), dtype=np.uint8)
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise ImageError(f"{name}: corrupt or truncated {im.format} image ({e})") from e
-    if max(rgb.shape[:2]) > limits.max_side:
-        import cv2
-
-        f = limits.max_side / max(rgb.shape[:2])
-        size = (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f)))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    scale = max(rgb.shape[:2]) / original
-    return Photo(np.ascontiguousarray(rgb), source or name, hashlib.sha256(data).hexdigest(), name,
-                 1.0 if abs(scale - 1.0) < 1e-9 else scale)
+    and `name` (how errors name the upload). The checks are `check_upload`'s; the decoding is the library's
+    one decoder of image bytes (`siamface.data.decode_image`), so the service sees what the CLI sees."""
+    check_upload(data, name, limits)
+    rgb, scale = decode_image(data, name, 3, limits.max_side, limits.max_pixels)
+    return Photo(rgb, source or name, hashlib.sha256(data).hexdigest(), name, scale)
 
 
 def _open(data: bytes, name: str, limits: Limits) -> Image.Image:
