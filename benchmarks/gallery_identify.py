@@ -31,7 +31,7 @@ from common import command, data_root, machine, write_result
 
 from siamface.errors import NoFaceError
 from siamface.gallery import Gallery
-from siamface.gallery_faces import faces_of, photo_of
+from siamface.photo_faces import faces_for, photo_of
 from siamface.verify import Verifier
 
 
@@ -79,7 +79,7 @@ def main() -> None:
         stats: dict[str, Any] = {"known": _score(g, known, tops["known"]),
                                  "unknown": _score(g, [(None, p[0]) for _, p in strangers], tops["unknown"])}
         stats["open_set"] = open_set(tops)
-        probe = g._embed(faces_of(photo_of(known[0][1]), verifier)[:1])
+        probe = g._embed(faces_for(photo_of(known[0][1]), verifier.preprocess)[:1])
         head_ms = []
         for _ in range(50):
             t0 = time.perf_counter()

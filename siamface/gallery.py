@@ -28,10 +28,10 @@ from .decision import DEFAULT_FPIR, Decision
 from .embed import embed_batches
 from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
 from .gallery_calibration import SelfCalibration
-from .gallery_faces import Face, faces_of, photo_of, png_to_rgb, to_input
 from .gallery_results import Candidate, EnrolledPhoto, Enrollment, Identification, IdentifiedFace, Person, PersonRecord
 from .gallery_search import SearchIndex
 from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
+from .photo_faces import Face, faces_for, one_face_to_enroll, photo_of, png_to_rgb, to_input
 from .verify import Verdict, Verifier, model_label
 
 Image = str | Path | np.ndarray | bytes
@@ -214,8 +214,9 @@ class Gallery:
         if sources is not None and len(sources) != len(images):
             raise ValueError(f"{len(sources)} source names for {len(images)} photos")
         v = self.verifier
-        faces = [faces_of(photo_of(im, None if sources is None else sources[i]), v, enroll=True, select=select)[0]
-                 for i, im in enumerate(images)]
+        photos = [photo_of(im, None if sources is None else sources[i]) for i, im in enumerate(images)]
+        faces = [one_face_to_enroll(faces_for(ph, v.preprocess, select), ph.where or ph.source, select)
+                 for ph in photos]
         emb = self._embed(faces)
         now = time.time()
         with self._transaction() as conn:
@@ -268,7 +269,7 @@ class Gallery:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         t0 = time.perf_counter()
         v = self.verifier
-        faces = faces_of(photo_of(image), v, every=True)
+        faces = faces_for(photo_of(image), v.preprocess, every=True)
         answers, decision, n_people = self._search(self._embed(faces), k, fpir)
         out = tuple(IdentifiedFace(face.report, match, cands) for face, (match, cands) in zip(faces, answers))
         return Identification(out, decision, v.name, self.aggregate, n_people,
@@ -355,7 +356,7 @@ class Gallery:
         they resolve it)."""
         t0 = time.perf_counter()
         v = self.verifier
-        face = faces_of(photo_of(image), v)[0]
+        face = faces_for(photo_of(image), v.preprocess)[0]
         with self._lock:
             self._same_model()
             rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "

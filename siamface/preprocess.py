@@ -33,8 +33,11 @@ def normalize(batch: torch.Tensor, pre: PreprocessConfig, dtype: torch.dtype = t
 def load_input_with_faces(
     image: str | Path | np.ndarray, pre: PreprocessConfig, fallback: bool = False
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Like `load_input` for a path or an RGB/grey array, also returning the face report ({} when the
-    model takes whole images). `fallback`: a central box stands in where no face is found (evaluation)."""
+    """Like `load_input` for a path or an RGB/grey array, also returning the face report (its whole-image
+    form when the model takes whole images). `fallback`: a central box stands in where no face is found
+    (evaluation)."""
+    from .faces.report import face_report
+
     if pre.detects:
         from .faces import extract_face_array, extract_face_file
 
@@ -44,5 +47,5 @@ def load_input_with_faces(
     if isinstance(image, np.ndarray):
         from .data import image_from_array
 
-        return image_from_array(image, channels=pre.channels, size=pre.size, crop=pre.crop), {}
-    return load_image(image, channels=pre.channels, size=pre.size, crop=pre.crop), {}
+        return image_from_array(image, channels=pre.channels, size=pre.size, crop=pre.crop), dict(face_report(None))
+    return load_image(image, channels=pre.channels, size=pre.size, crop=pre.crop), dict(face_report(None))

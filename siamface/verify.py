@@ -165,11 +165,12 @@ class Verifier:
         return str(self.loaded.path)
 
     def inputs(self, images: list[Image]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-        """Decode (and align, when the model's preprocessing says so) each image to uint8 (N, C, S, S)."""
-        from .preprocess import load_input_with_faces
+        """Decode (and align, when the model's preprocessing says so) each image to uint8 (N, C, S, S), with
+        each one's face report: the road every photo takes (`photo_faces.faces_for`)."""
+        from .photo_faces import faces_for, photo_of
 
-        arrays, faces = zip(*(load_input_with_faces(im, self.preprocess) for im in images))
-        return torch.from_numpy(np.stack(arrays)), list(faces)
+        faces = [faces_for(photo_of(im), self.preprocess)[0] for im in images]
+        return torch.from_numpy(np.stack([f.input for f in faces])), [f.report for f in faces]
 
     def embed(self, images: list[Image]) -> torch.Tensor:
         """Embeddings (N, D) of images; a file named twice is decoded and embedded once."""
@@ -219,5 +220,4 @@ class Verifier:
         p = float(self.probability(emb[:1], emb[1:])[0])
         if not math.isfinite(p):
             raise ModelError(f"{self.name}: the model gave a non-finite probability ({p}); its weights are broken")
-        return Verdict.of(self.decision, p, self.name, round((time.perf_counter() - t0) * 1000, 2),
-                          [f for f in faces if f])
+        return Verdict.of(self.decision, p, self.name, round((time.perf_counter() - t0) * 1000, 2), faces)

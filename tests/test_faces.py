@@ -138,7 +138,7 @@ def test_extract_face_real(lfw_images: list) -> None:
     assert crop.used is not None and crop.used == crop.faces[0]
     assert crop.eyes_source in ("detected", "estimated") and crop.eyes is not None
     report = json.loads(json.dumps(crop.to_dict()))
-    assert report["used"] == crop.used.to_dict() and len(report["faces"]) == len(crop.faces)
+    assert report["box"] == crop.used.to_dict() and len(report["faces"]) == len(crop.faces)
     grey = extract_face(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), 64, AlignConfig(eyes="estimate"))
     assert grey.image.shape == (64, 64) and grey.eyes_source == "estimated"
 
@@ -148,7 +148,7 @@ def test_no_face_raises_naming_source(kind: str) -> None:
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (200, 200, 3), np.uint8)
     img = np.full((200, 200, 3), 128, np.uint8) if kind == "blank" else noise
-    with pytest.raises(NoFaceError, match="no face found in the image some/dir/x.jpg"):
+    with pytest.raises(NoFaceError, match="some/dir/x.jpg: no face found in the image"):
         extract_face(img, 64, source="some/dir/x.jpg")
     with pytest.raises(NoFaceError, match="no face found in the image"):
         extract_face(img, 64)

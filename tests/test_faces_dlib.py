@@ -191,8 +191,8 @@ def test_dlib_chip_recipe_equals_dlibs_own_pipeline(data_root: Path) -> None:
         assert crop.image.shape == (150, 150, 3) and crop.eyes_source == "landmarks"
         assert int(np.abs(crop.image.astype(int) - want.astype(int)).max()) <= 1, f
         report = json.loads(json.dumps(crop.to_dict()))
-        assert report["used"]["landmarks"] == [[p.x, p.y] for p in shape.parts()]
-        assert abs(report["used"]["confidence"] - dets[0].confidence) < 1e-3
+        assert report["box"]["landmarks"] == [[p.x, p.y] for p in shape.parts()]
+        assert abs(report["box"]["confidence"] - dets[0].confidence) < 1e-3
         assert all(len(face["landmarks"]) == 5 for face in report["faces"])
 
 
@@ -207,10 +207,11 @@ def test_preprocess_and_no_detect_with_the_dlib_recipe(data_root: Path) -> None:
     arr, report = load_input_with_faces(path, pre)
     assert arr.shape == (3, 150, 150) and arr.dtype == np.uint8
     assert np.array_equal(arr.transpose(1, 2, 0), extract_face(_rgb(path), 150, DLIB_CHIP).image)
-    assert report["used"]["landmarks"] and report["eyes_source"] == "landmarks"
+    assert report["box"]["landmarks"] and report["eyes_source"] == "landmarks"
     crops = face_preprocess(pre, detect=False)  # --no-detect: the input already is a chip
     arr2, report2 = load_input_with_faces(path, crops)
-    assert arr2.shape == (3, 150, 150) and report2 == {}  # as today: no detector, no face report
+    assert arr2.shape == (3, 150, 150)  # no detector: the whole image is the face, and the report says so
+    assert report2["box"] is None and report2["faces_in_photo"] == 1 and report2["eyes_source"] == "none"
     assert face_preprocess(pre, select="central").align.select == "central"
 
 
@@ -219,7 +220,7 @@ def test_mmod_pipeline_no_face_several_faces_and_landmark_eyes(lfw_faces: list) 
     from siamface.faces import AlignConfig, detect_faces, extract_face
 
     mmod = AlignConfig(detector="mmod")
-    with pytest.raises(NoFaceError, match=r"no face found in the image x\.jpg .*MMOD detector, upsample=0"):
+    with pytest.raises(NoFaceError, match=r"x\.jpg: no face found in the image .*MMOD detector, upsample=0"):
         extract_face(np.full((120, 160, 3), 128, np.uint8), 64, mmod, source="x.jpg")
     fallback = extract_face(np.full((120, 160), 128, np.uint8), 64, AlignConfig(detector="mmod", on_missing="center"))
     assert fallback.faces == [] and fallback.used is not None and fallback.image.shape == (64, 64)
@@ -235,7 +236,7 @@ def test_mmod_pipeline_no_face_several_faces_and_landmark_eyes(lfw_faces: list) 
     (lx, ly), (rx, ry) = crop.eyes
     assert 315 < lx < rx < 485 and abs(ly - ry) < 0.2 * (rx - lx)
     haar = extract_face(big, 64, AlignConfig(eyes="landmarks"))  # Haar boxes get landmarks too
-    assert haar.eyes_source == "landmarks" and len(haar.to_dict()["used"]["landmarks"]) == 5
+    assert haar.eyes_source == "landmarks" and len(haar.to_dict()["box"]["landmarks"]) == 5
 
 
 def test_align_config_new_fields() -> None:

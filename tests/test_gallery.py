@@ -24,8 +24,8 @@ from siamface.errors import (
     PersonNotFoundError,
 )
 from siamface.gallery import Gallery, model_record
-from siamface.gallery_faces import png_to_rgb
 from siamface.gallery_results import Person
+from siamface.photo_faces import png_to_rgb
 from siamface.verify import Verdict, Verifier
 
 _one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
@@ -366,3 +366,23 @@ def test_threads_sharing_one_gallery(gallery: Gallery, photos: dict[str, tuple[P
         seen = list(pool.map(work, names))
     assert all(name in got for name, got in zip(names, seen))  # each saw at least its own enrollment
     assert {p.name: p.photos for p in gallery.people()} == dict.fromkeys(names, 2)
+
+
+def test_verify_and_the_gallery_report_a_face_in_one_shape(tmp_path: Path, verifier: Verifier,
+                                                           photos: dict[str, tuple[Path, ...]]) -> None:
+    """One road from a photo to the model's input: verify, enrollment and identification give the same
+    face report (keys and values) and the same embedding input for the same photo."""
+    from siamface.faces.report import FaceReport
+    from siamface.photo_faces import faces_for, photo_of
+
+    name, (a, b, *_) = next(iter(photos.items()))
+    verdict = verifier.verify(a, b)
+    (face,) = faces_for(photo_of(a), verifier.preprocess)
+    x, reports = verifier.inputs([a])
+    assert np.array_equal(x[0].numpy(), face.input) and reports[0] == face.report == verdict.faces[0]
+    assert set(verdict.faces[0]) == set(FaceReport.__annotations__) and verdict.faces[0]["box"]["w"] > 0
+    with Gallery(tmp_path / "g.db", verifier) as g:
+        enrolled = g.enroll(name, [a])
+        assert enrolled.enrolled[0].face == face.report
+        (found,) = g.identify(a).faces
+        assert found.face == face.report

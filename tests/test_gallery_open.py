@@ -95,10 +95,10 @@ def test_names_are_normalised_and_look_alikes_found() -> None:
 def test_rescale_report_maps_both_report_shapes_back() -> None:
     verify_report = {"faces": [{"x": 10, "y": 20, "w": 30, "h": 30, "confidence": 0.9,
                                 "landmarks": [[12, 22], [20, 22]]}],
-                     "used": {"x": 10, "y": 20, "w": 30, "h": 30, "confidence": 0.9}, "eyes_source": "landmarks",
+                     "box": {"x": 10, "y": 20, "w": 30, "h": 30, "confidence": 0.9}, "eyes_source": "landmarks",
                      "eyes": [[15.5, 25.0], [30.0, 25.0]], "landmarks": [[12, 22], [20, 22]]}
     out = rescale_report(verify_report, 4.0)
-    assert out["used"] == {"x": 40, "y": 80, "w": 120, "h": 120, "confidence": 0.9}
+    assert out["box"] == {"x": 40, "y": 80, "w": 120, "h": 120, "confidence": 0.9}
     assert out["eyes"] == [[62.0, 100.0], [120.0, 100.0]] and out["landmarks"] == [[48, 88], [80, 88]]
     assert out["faces"][0]["landmarks"] == [[48, 88], [80, 88]] and out["eyes_source"] == "landmarks"
     gallery_report = {"box": {"x": 1, "y": 2, "w": 3, "h": 4, "confidence": 1.0}, "eyes": None, "landmarks": [],

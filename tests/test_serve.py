@@ -66,7 +66,7 @@ def test_verify_answers_like_the_library(client: TestClient, face_model: Path, p
     assert body["model"] == face_model.name and body["elapsed_ms"] > 0  # never the absolute path
     assert len(body["faces"]) == 2
     for face in body["faces"]:
-        box = face["used"]
+        box = face["box"]
         assert box in face["faces"] and 0 < box["w"] <= 250 and 0 < box["h"] <= 250
         (lx, ly), (rx, ry) = face["eyes"]
         assert box["x"] <= lx < rx <= box["x"] + box["w"] and box["y"] <= min(ly, ry) <= box["y"] + box["h"]
@@ -96,7 +96,7 @@ def test_grey_16_bit_rgba_and_palette_images_are_converted(client: TestClient, p
     rgb_only = post_verify(client, encode(photos["a"], "PNG"), other)[1]
     assert body["probability"] == pytest.approx(rgb_only["probability"], abs=1e-6)
     status, body = post_verify(client, encode(Image.fromarray(photos["a"]).convert("P"), "PNG"), other)
-    assert status == 200 and body["faces"][0]["used"] is not None
+    assert status == 200 and body["faces"][0]["box"] is not None
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -147,7 +147,7 @@ def test_several_faces_are_all_reported_and_the_largest_is_used(client: TestClie
     assert status == 200
     report = body["faces"][0]
     assert len(report["faces"]) >= 2
-    assert report["used"]["w"] * report["used"]["h"] == max(f["w"] * f["h"] for f in report["faces"])
+    assert report["box"]["w"] * report["box"]["h"] == max(f["w"] * f["h"] for f in report["faces"])
 
 
 def test_missing_field_names_it(client: TestClient, photos: dict) -> None:
@@ -215,9 +215,9 @@ def test_settings_take_the_key_from_the_environment(monkeypatch: pytest.MonkeyPa
 @pytest.fixture
 def slow_stage(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Finding a face (the real function) waits for `release` and counts its calls."""
-    import siamface.preprocess
+    import siamface.photo_faces
 
-    real, state = siamface.preprocess.load_input_with_faces, {"calls": 0}
+    real, state = siamface.photo_faces.faces_for, {"calls": 0}
     state.update(release=threading.Event(), started=threading.Event())
 
     def slow(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -226,7 +226,7 @@ def slow_stage(monkeypatch: pytest.MonkeyPatch) -> dict:
         state["release"].wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", slow)
+    monkeypatch.setattr(siamface.photo_faces, "faces_for", slow)
     return state
 
 
@@ -299,16 +299,16 @@ def test_a_request_that_waits_for_a_worker_past_its_deadline_gets_a_whole_504(fa
 
 def test_an_ordinary_verify_is_not_held_up_by_large_photos(face_model: Path, photos: dict,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import siamface.preprocess
+    import siamface.photo_faces
 
-    real, release = siamface.preprocess.load_input_with_faces, threading.Event()
+    real, release = siamface.photo_faces.faces_for, threading.Event()
 
-    def slow_when_large(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        if image.shape[0] > 600:  # only the large photos' face search waits
+    def slow_when_large(photo, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if photo.rgb.shape[0] > 600:  # only the large photos' face search waits
             release.wait(20)
-        return real(image, *args, **kwargs)
+        return real(photo, *args, **kwargs)
 
-    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", slow_when_large)
+    monkeypatch.setattr(siamface.photo_faces, "faces_for", slow_when_large)
     big = jpeg(np.asarray(Image.fromarray(photos["a"]).resize((1500, 1500), Image.BILINEAR)))  # 2.3 Mpx: heavy
     app = create_app(Settings(model=str(face_model), limits=Limits(workers=1, queue=2, timeout_s=8)))
     with TestClient(app) as c:
@@ -339,7 +339,7 @@ def test_a_large_jpeg_is_analysed_at_reduced_size_and_reported_in_its_own_pixels
         status, body = post_verify(c, big, jpeg(photos["b"]))
         small = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))[1]
     assert status == 200
-    got, ref = body["faces"][0]["used"], small["faces"][0]["used"]
+    got, ref = body["faces"][0]["box"], small["faces"][0]["box"]
     for key in ("x", "y", "w", "h"):  # the face of the 250 px photo, 6 times larger
         assert got[key] == pytest.approx(6 * ref[key], rel=0.15, abs=12), (key, got, ref)
 
@@ -437,12 +437,12 @@ def test_wrong_keys_are_throttled_per_client(face_model: Path, photos: dict) -> 
 
 def test_an_unexpected_error_is_one_line_of_json(face_model: Path, photos: dict,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import siamface.preprocess
+    import siamface.photo_faces
 
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setattr(siamface.preprocess, "load_input_with_faces", broken)
+    monkeypatch.setattr(siamface.photo_faces, "faces_for", broken)
     with TestClient(create_app(Settings(model=str(face_model))), raise_server_exceptions=False) as c:
         status, body = post_verify(c, jpeg(photos["a"]), jpeg(photos["b"]))
     assert status == 500 and body == {"detail": "internal error (RuntimeError: something broke)",

@@ -146,7 +146,7 @@ def test_unknown_person_is_404(client: TestClient, photos: dict) -> None:
 
 @pytest.mark.parametrize("case, status, message", [
     ("several faces", 422, r"^two\.png: \d faces found; say which one to enroll"),
-    ("zero faces", 422, r"^no face found in the image two\.png \(120x120; Haar"),
+    ("zero faces", 422, r"^two\.png: no face found in the image \(120x120; Haar"),
     ("truncated JPEG", 400, r"^image \(two\.png\): corrupt or truncated JPEG image \(image file is truncated"),
     ("text named .jpg", 415, r"^image \(two\.png\): text; expected a JPEG, PNG, WebP, PGM, BMP or TIFF image"),
     ("bad name", 422, r"a person's name must not hold control or invisible characters"),
@@ -256,7 +256,7 @@ def test_gallery_dependency_can_be_overridden(face_model: Path, tmp_path: Path, 
 def test_identify_a_photo_without_a_face_names_the_upload(client: TestClient, photos: dict) -> None:
     r = client.post("/identify", files={"image": ("wall.png", photos["blank"], "image/png")})
     assert r.status_code == 422
-    assert r.json()["detail"].startswith("no face found in the image wall.png (120x120; Haar cascade")
+    assert r.json()["detail"].startswith("wall.png: no face found in the image (120x120; Haar cascade")
 
 
 def test_with_a_key_every_gallery_endpoint_needs_it(client: TestClient, photos: dict) -> None:

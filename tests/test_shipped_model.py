@@ -65,7 +65,7 @@ def test_verify_cli_uses_the_shipped_model_and_reports_faces(data_root) -> None:
     result = json.loads(out.stdout)
     assert result["same"] is True and result["probability"] > result["threshold"]
     assert result["model"].endswith("lfw-view1")
-    assert len(result["faces"]) == 2 and result["faces"][0]["used"]["w"] > 0
+    assert len(result["faces"]) == 2 and result["faces"][0]["box"]["w"] > 0
 
 
 def test_photo_without_a_face_is_a_no_face_error(verifier: Verifier, data_root, tmp_path) -> None:
@@ -121,7 +121,7 @@ def test_no_detect_takes_inputs_as_face_crops(verifier: Verifier, data_root, tmp
     crops = Verifier(LFW_VIEW1, detect=False)
     assert crops.preprocess.align.detector == "none" and verifier.preprocess.align.detector == "haar"
     verdict = crops.verify(blank, face)  # no NoFaceError: nothing is detected
-    assert verdict.faces == [] and 0.0 <= verdict.probability <= 1.0
+    assert [f["box"] for f in verdict.faces] == [None, None] and 0.0 <= verdict.probability <= 1.0
     assert "detect=False" in verdict.threshold_source and "detect=False" not in verifier.threshold_source
     with pytest.raises(SiamfaceError, match="detect=False"):
         Verifier(LFW_VIEW1, detect=False, select="central")
@@ -145,7 +145,7 @@ def test_select_chooses_among_several_faces(data_root, tmp_path) -> None:
         v.preprocess = replace(v.preprocess, align=replace(v.preprocess.align, min_size=0.1))
         faces = v.verify(group, group).faces[0]
         assert len(faces["faces"]) >= 2
-        used[select] = faces["used"]
+        used[select] = faces["box"]
     assert used["largest"]["x"] < 250 and abs(used["central"]["x"] + used["central"]["w"] / 2 - 400) < 40
     with pytest.raises(ValueError, match="select"):
         Verifier(LFW_VIEW1, select="leftmost")

@@ -61,7 +61,7 @@ def test_att_pairs_it_never_saw_are_decided_right(verifier: Verifier, data_root:
     assert verdict.operating_point == far_name(1e-3) and verdict.far == 1e-3 and len(verdict.faces) == 2
     lo, hi = verdict.far_interval
     assert lo <= 1e-3 <= hi
-    assert all(len(f["used"]["landmarks"]) == 5 for f in verdict.faces)
+    assert all(len(f["box"]["landmarks"]) == 5 for f in verdict.faces)
 
 
 def test_lfw_pairs_are_decided_as_the_stated_rates_say(verifier: Verifier, data_root: Path) -> None:

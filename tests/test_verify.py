@@ -41,7 +41,8 @@ def test_verdict_types_and_range(verifier: Verifier, images: list[Path], tiny: T
     assert isinstance(v.same, bool) and isinstance(v.probability, float) and isinstance(v.threshold, float)
     assert 0.0 <= v.probability <= 1.0
     assert v.model == str(tiny.path)
-    assert v.elapsed_ms >= 0 and v.faces == []  # the AT&T model takes whole images: no face report
+    assert v.elapsed_ms >= 0 and len(v.faces) == 2  # the AT&T model takes whole images: each is the face
+    assert all(f["box"] is None and f["faces_in_photo"] == 1 for f in v.faces)
     d = v.to_dict()
     assert json.loads(json.dumps(d)) == d
     assert {"same", "probability", "threshold", "threshold_source", "model", "elapsed_ms"} <= set(d)

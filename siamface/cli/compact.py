@@ -25,7 +25,7 @@ def verify_answer(verdict: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """A verify verdict: the decision, and per photo its file, the face used and how many were found."""
     out = _without_faces(verdict)
     faces = verdict.get("faces") or []
-    out["faces"] = [{"file": Path(f).name, "used": _box(r.get("used")), "faces_found": len(r.get("faces") or [])}
+    out["faces"] = [{"file": Path(f).name, "box": _box(r.get("box")), "faces_found": len(r.get("faces") or [])}
                     for f, r in zip(files, faces)] if len(faces) == len(files) else []
     return out
 

@@ -116,15 +116,10 @@ class FaceCrop:
     eyes: tuple[Point, Point] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable report (without the image)."""
-        return {
-            "faces": [f.to_dict() for f in self.faces],
-            "used": None if self.used is None else self.used.to_dict(),
-            "eyes_source": self.eyes_source,
-            "eyes": None if self.eyes is None else [list(map(float, p)) for p in self.eyes],
-            "landmarks": None if self.used is None or self.used.landmarks is None
-            else [list(p) for p in self.used.landmarks],
-        }
+        """The face report (siamface.faces.report: one shape everywhere), without the image."""
+        from .report import face_report
+
+        return dict(face_report(self))
 
 
 def central_box(image: np.ndarray, fraction: float = 0.5) -> FaceBox:
@@ -182,9 +177,9 @@ def extract_face(image: np.ndarray, size: int, cfg: AlignConfig = DEFAULT_CONFIG
         out, eyes, eyes_source = align_box(image, box, size, cfg, fallback=True)
         return FaceCrop(image=out, faces=[], used=box, eyes_source=eyes_source, eyes=eyes)
     if not faces:
-        where = f" {source}" if source else ""
+        where = f"{source}: " if source else ""
         raise NoFaceError(
-            f"no face found in the image{where} ({image.shape[1]}x{image.shape[0]}; {_detector_words(cfg)}): "
+            f"{where}no face found in the image ({image.shape[1]}x{image.shape[0]}; {_detector_words(cfg)}): "
             "expected an upright frontal face (images that already are face crops need no detection)")
     faces = with_landmarks(image, faces)
     out, eyes, eyes_source = align_box(image, faces[0], size, cfg)

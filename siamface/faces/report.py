@@ -1,13 +1,44 @@
-"""Face reports of a photo analysed at reduced size, mapped back to the photo's own pixels.
+"""The face report: how the face of a photo was found, in one shape for every answer (verify, enroll,
+identify, the service, watch) and every stored enrollment.
+
+    {"box": the face used {x, y, w, h, confidence[, landmarks]} or None (the whole image was the input),
+     "faces": every face found (boxes), "faces_in_photo": how many (1 for a whole image),
+     "eyes": [[x, y], [x, y]] or None, "eyes_source": "detected" | "estimated" | "landmarks" | "fallback" |
+     "none", "landmarks": the used face's points (may be empty)}
 
 A very large photo is decoded smaller (a JPEG at 1/2, 1/4 or 1/8 scale by its decoder, anything else
 resized) before detection; its boxes, eyes and landmarks are then in the reduced image's pixels, and
-`rescale_report` maps them back, whichever report shape holds them (a verify face report or a gallery one).
+`rescale_report` maps them back.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from .align import FaceCrop
+
+
+class FaceReport(TypedDict):
+    box: dict[str, Any] | None
+    faces: list[dict[str, Any]]
+    faces_in_photo: int
+    eyes: list[list[float]] | None
+    eyes_source: str
+    landmarks: list[list[float]]
+
+
+def face_report(crop: FaceCrop | None) -> FaceReport:
+    """The report of an aligned face (None: the whole image is the model's input, nothing was detected)."""
+    if crop is None:
+        return {"box": None, "faces": [], "faces_in_photo": 1, "eyes": None, "eyes_source": "none", "landmarks": []}
+    used = None if crop.used is None else crop.used.to_dict()
+    points = [] if crop.used is None or crop.used.landmarks is None else [list(p) for p in crop.used.landmarks]
+    return {"box": used, "faces": [f.to_dict() for f in crop.faces], "faces_in_photo": max(1, len(crop.faces)),
+            "eyes": None if crop.eyes is None else [list(map(float, p)) for p in crop.eyes],
+            "eyes_source": crop.eyes_source,
+            "landmarks": points}
+
 
 _BOX_KEYS = ("x", "y", "w", "h")
 _POINT_KEYS = ("eyes", "landmarks")

@@ -35,7 +35,7 @@ from siamface.errors import (
     PersonNotFoundError,
     SiamfaceError,
 )
-from siamface.gallery_faces import Photo
+from siamface.photo_faces import Photo
 from siamface.serve import schemas
 from siamface.serve.limits import (
     ImageTooSmallError,

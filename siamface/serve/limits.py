@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from siamface.data.images import decode_image
 from siamface.errors import ImageError
-from siamface.gallery_faces import Photo
+from siamface.photo_faces import Photo
 
 # Magic bytes of the accepted formats -> (Pillow format name, label). Content decides, never the file name.
 SIGNATURES: tuple[tuple[bytes, str, str], ...] = (

@@ -23,14 +23,18 @@ class Box(BaseModel):
 
 
 class FaceReport(BaseModel):
-    """Every face found in one photo, the one used, and its eye landmarks (x, y) in image pixels."""
+    """How the face of one photo was found (siamface.faces.report, one shape in every answer): the face used
+    (`box`; null: the whole image was the input), every face found, the eyes and landmarks (x, y), in the
+    photo's own pixels."""
 
     model_config = ConfigDict(extra="allow")
 
+    box: Box | None = None
     faces: list[Box] = Field(default_factory=list)
-    used: Box | None = None
+    faces_in_photo: int = 1
     eyes_source: str = "none"
     eyes: list[list[float]] | None = None
+    landmarks: list[list[float]] = Field(default_factory=list)
 
 
 class Decision(BaseModel):

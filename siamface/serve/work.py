@@ -21,8 +21,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from siamface.errors import ModelError, NoFaceError, SiamfaceError
-from siamface.gallery_faces import Photo
+from siamface.errors import ModelError, SiamfaceError
+from siamface.photo_faces import Photo
 from siamface.verify import Verdict, Verifier
 
 
@@ -98,22 +98,18 @@ def verify_photos(v: Verifier, photos: list[Photo], deadline: float) -> Verdict:
     NoFaceError names the photo it is about: `Photo.where`), then embed and score both. Face reports are in
     each photo's own pixels (it may have been analysed at reduced size)."""
     from siamface.embed import embed_batches
-    from siamface.faces.report import rescale_report
-    from siamface.preprocess import load_input_with_faces
+    from siamface.photo_faces import faces_for
 
     t0 = time.perf_counter()
     inputs, faces = [], []
     for photo in photos:
         check(deadline, f"finding the face in {photo.where}")
-        try:
-            x, face = load_input_with_faces(photo.rgb, v.preprocess)
-        except NoFaceError as e:
-            raise NoFaceError(f"{photo.where}: {e}") from e
-        inputs.append(x)
-        faces.append(rescale_report(face, 1.0 / photo.scale))
+        face = faces_for(photo, v.preprocess)[0]  # errors name photo.where; reports in its own pixels
+        inputs.append(face.input)
+        faces.append(face.report)
     check(deadline, "embedding")
     emb = embed_batches(v.net, torch.from_numpy(np.stack(inputs)), v.preprocess, device=v.device)
     p = float(v.probability(emb[:1], emb[1:])[0])
     if not math.isfinite(p):
         raise ModelError(f"{v.name}: the model gave a non-finite probability ({p}); its weights are broken")
-    return Verdict.of(v.decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), [f for f in faces if f])
+    return Verdict.of(v.decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), faces)

@@ -70,8 +70,8 @@ function noPreview(canvas, name, type) {
   ctx.fillText(`(${type || "unknown type"}); it is sent as it is`, 240, 155);
 }
 
-// A face box: {x, y, w, h} directly, or under "used" / "box" (a face report).
-const boxOf = (f) => (f && f.w !== undefined ? f : f && (f.used || f.box)) || null;
+// A face box: {x, y, w, h} directly, or a face report's "box" (the face used).
+const boxOf = (f) => (f && f.w !== undefined ? f : f && f.box) || null;
 
 function drawFaces(canvas, faces) {
   if (!canvas.bitmap) return; // no preview: nothing to draw the boxes on
@@ -85,7 +85,7 @@ function drawFaces(canvas, faces) {
     if (!b) continue;
     ctx.strokeStyle = f.color || "#2e5bff";
     ctx.strokeRect(b.x, b.y, b.w, b.h);
-    const eyes = f.face.eyes || (f.face.used && f.face.eyes);
+    const eyes = f.face.eyes;
     ctx.fillStyle = "#ffd400";
     for (const [x, y] of eyes || []) { ctx.beginPath(); ctx.arc(x, y, lw * 1.5, 0, 2 * Math.PI); ctx.fill(); }
     if (f.label) {
@@ -98,7 +98,7 @@ function drawFaces(canvas, faces) {
 // Every detected face in a face report: the used one in blue with its eyes, the others grey.
 function reportFaces(report) {
   if (!report) return [];
-  const used = report.used;
+  const used = report.box;
   const others = (report.faces || []).filter((b) => !used || b.x !== used.x || b.y !== used.y)
     .map((b) => ({ face: b, color: "#98a2b3" }));
   return used ? [...others, { face: report }] : others;

@@ -1,9 +1,11 @@
-"""Photos -> the faces a gallery stores or looks up: model input, aligned crop PNG, face report, provenance.
+"""Photos -> their faces: the one road from a photo to the model's input, for verify, the gallery, the
+service and watch.
 
-The model input of each face is computed exactly as `Verifier.inputs` computes it (same detector, same
-alignment, same resizing), so a gallery score equals the verify probability of the same two photos. The
-stored crop is that aligned face in colour, at the model's input size (a small PNG): re-embedding it with the
-same model gives the same embedding, and another model takes it as a face crop (resized to its input).
+`photo_of` decodes a path, file bytes or an array once (a `Photo`: pixels, name, SHA-256); `faces_for`
+finds, chooses and aligns its faces under a model's preprocessing: each `Face` holds the model's input, the
+aligned crop and the face report (siamface.faces.report, one shape everywhere). A gallery stores the crop in
+colour at the model's input size (a small PNG): re-embedding it with the same model gives the same
+embedding, and another model takes it as a face crop (resized to its input).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from .files import sha256_file
 
 if TYPE_CHECKING:
     from .faces import FaceCrop
-    from .verify import Verifier
 
 @dataclass
 class Photo:
@@ -42,10 +43,15 @@ class Face:
     """One face of a photo, ready to embed and to store."""
 
     input: np.ndarray  # the model's uint8 (C, S, S) input
-    crop_png: bytes
-    report: dict[str, Any]  # box, eyes, eyes_source, landmarks, faces_in_photo
+    aligned: np.ndarray  # the aligned face, RGB (S, S, 3) (or grey), what a gallery keeps as its crop
+    report: dict[str, Any]  # the face report (siamface.faces.report), in the original photo's pixels
     source: str
     sha256: str
+
+    @property
+    def crop_png(self) -> bytes:
+        """The aligned face as a PNG (encoded on demand: verify never needs it)."""
+        return _png(self.aligned)
 
 
 def photo_of(image: str | Path | np.ndarray | bytes | Photo, source: str | None = None) -> Photo:
@@ -68,21 +74,20 @@ def photo_of(image: str | Path | np.ndarray | bytes | Photo, source: str | None 
     raise TypeError(f"a photo must be a path, file bytes or a numpy array, got {type(image).__name__}")
 
 
-def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool = False,
-             select: str | None = None) -> list[Face]:
-    """The faces of a photo under the verifier's preprocessing: the one it chooses (`select`, else the
-    model's rule), exactly as `Verifier.inputs` finds it, or `every` face, the chosen one first.
-    enroll=True: MultipleFacesError when the photo holds several faces and `select` does not say which."""
+def faces_for(photo: Photo, pre: PreprocessConfig, select: str | None = None, every: bool = False) -> list[Face]:
+    """The faces of a photo under a model's preprocessing: the one it chooses (`select`: "largest" or
+    "central", else the model's rule), or `every` face found, the chosen one first. A model that takes whole
+    images gets the photo as one face (cropped and resized as its preprocessing says). NoFaceError names
+    the photo when no face is found."""
     if select is not None and select not in ("largest", "central"):
         raise ValueError(f"select must be 'largest' or 'central', got {select!r}")
-    pre = verifier.preprocess
     if not pre.detects:
+        from .faces.report import face_report
         from .preprocess import load_input_with_faces
 
         x, _ = load_input_with_faces(photo.rgb, pre)
-        crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop)
-        report = {"box": None, "eyes": None, "eyes_source": "none", "landmarks": [], "faces_in_photo": 1}
-        return [Face(x, _png(crop.transpose(1, 2, 0)), report, photo.source, photo.sha256)]
+        crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop).transpose(1, 2, 0)
+        return [Face(x, crop, dict(face_report(None)), photo.source, photo.sha256)]
     from .faces import extract_face
     from .faces.multi import extract_all_faces
 
@@ -90,22 +95,26 @@ def faces_of(photo: Photo, verifier: Verifier, every: bool = False, enroll: bool
     where = photo.where or photo.source
     crops = extract_all_faces(photo.rgb, pre.size, cfg, where) if every else \
         [extract_face(photo.rgb, pre.size, cfg, source=where)]
-    if enroll and len(crops[0].faces) > 1 and select is None:
-        raise MultipleFacesError(f"{where}: {len(crops[0].faces)} faces found; say which one to enroll "
-                                 "(the largest or the central one) or crop the photo")
     return [_face(c, photo, pre) for c in crops]
+
+
+def one_face_to_enroll(faces: list[Face], where: str, select: str | None) -> Face:
+    """The face an enrollment keeps: MultipleFacesError when the photo holds several and `select` does not
+    say which (a gallery must not learn the wrong person)."""
+    if select is None and faces[0].report["faces_in_photo"] > 1:
+        raise MultipleFacesError(f"{where}: {faces[0].report['faces_in_photo']} faces found; say which one to "
+                                 "enroll (the largest or the central one) or crop the photo")
+    return faces[0]
 
 
 def _face(c: FaceCrop, photo: Photo, pre: PreprocessConfig) -> Face:
     x = image_from_array(c.image, channels=pre.channels)  # as faces.extract_face_array makes the model input
-    d = c.to_dict()
-    report = {"box": d["used"], "eyes": d["eyes"], "eyes_source": d["eyes_source"],
-              "landmarks": d.get("landmarks") or [], "faces_in_photo": max(1, len(c.faces))}
+    report = c.to_dict()
     if photo.scale != 1.0:  # analysed at reduced size: report in the original photo's pixels
         from .faces.report import rescale_report
 
         report = rescale_report(report, 1.0 / photo.scale)
-    return Face(x, _png(c.image), report, photo.source, photo.sha256)
+    return Face(x, c.image, report, photo.source, photo.sha256)
 
 
 def _png(rgb: np.ndarray) -> bytes:
