@@ -36,7 +36,7 @@ gallery = pytest.fixture(open_gallery)
 
 
 def test_file_settings(gallery: Gallery) -> None:
-    c = gallery._conn
+    c = gallery._store.conn
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA secure_delete").fetchone()[0] == 1
@@ -76,7 +76,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, verifier: Verifier,
                      (emb.tobytes(), _png_bytes(0)))
     conn.close()
     with Gallery(db, verifier) as g:
-        assert gallery_db.schema_version(g._conn) == gallery_db.SCHEMA_VERSION
+        assert gallery_db.schema_version(g._store.conn) == gallery_db.SCHEMA_VERSION
         if version >= 1:
             (e,) = g.person("Old_Timer").enrollments
             assert e["box"] == {"x": 1, "y": 2, "w": 3, "h": 4}

@@ -46,7 +46,7 @@ def test_open_refuses_a_damaged_file(tmp_path: Path, verifier: Verifier, photos:
     with Gallery(db, verifier) as g:
         for name, ps in photos.items():
             g.enroll(name, list(ps))
-        g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        g._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     data[page + 8 :] = bytes(len(data) - page - 8)  # every page after the header page zeroed

@@ -321,7 +321,7 @@ def enrolled_gallery(db: Path, face_model: Path, photos: dict, n: int = 6) -> No
     with Gallery(db, Verifier(face_model)) as g:
         for i in range(n):
             g.enroll(f"p{i}", [photos["bush1" if i % 2 else "blair"]])
-        g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        g._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def test_a_damaged_gallery_is_refused_at_start_in_one_line(face_model: Path, photos: dict, tmp_path: Path,
