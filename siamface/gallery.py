@@ -108,9 +108,10 @@ class Gallery:
             if check_model:
                 with self._transaction() as tx:
                     self._check_model(tx)
-            folder = self._crop_folder(self._store.meta())
-            if folder is not None:
-                folder.sweep(self._store.crop_files())
+                    meta = tx.meta()
+                folder = self._crop_folder(meta)
+                if folder is not None and folder.folder.is_dir():  # crash leftovers (gallery_crops.sweep)
+                    folder.sweep(self._store.crop_files())
         except BaseException:
             self._store.close()
             raise

@@ -85,6 +85,10 @@ class Transaction:
         self.wrote = True
         return self._store._execute(sql, params)
 
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        """Any statement in this transaction (`?` placeholders): for checks and repairs."""
+        return self._write(sql, params)
+
     def meta(self) -> dict[str, str]:
         return dict(self._read("SELECT key, value FROM meta").fetchall())
 

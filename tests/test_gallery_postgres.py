@@ -342,3 +342,28 @@ def test_matrix_reads_in_chunks_into_one_array(url: str, verifier: Verifier,
         plain = g._store.fetchall("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
                                   'ORDER BY p.name COLLATE "C", e.id')
         assert np.array_equal(emb, np.stack([np.frombuffer(bytes(r[0]), "<f4") for r in plain]))
+
+
+def test_the_service_answers_503_once_when_the_database_connection_broke(url: str,
+                                                                        photos: dict[str, tuple[Path, ...]]) -> None:
+    """A write that finds its connection closed by the server answers 503 in one line (never a traceback);
+    the next request works on a new connection."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from siamface.serve import Settings, create_app
+
+    photo = photos["Tony_Blair"][0]
+    with TestClient(create_app(Settings(gallery=url, model="lfw-view1", api_key=KEY)), headers=AUTH,
+                    raise_server_exceptions=False) as c:
+        assert _enroll(c, "", "Ann", photo).status_code == 200
+        assert c.get("/health").json()["gallery"] == url.rsplit("/", 1)[1]  # the database's name, no host
+        pid = c.app.state.resources.gallery._store.conn.info.backend_pid
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        r = _enroll(c, "", "Bob", photos["Colin_Powell"][0])
+        assert r.status_code == 503 and r.json()["detail"].startswith("the gallery database cannot be used now")
+        assert "\n" not in r.json()["detail"] and "127.0.0.1" not in r.json()["detail"]
+        assert _enroll(c, "", "Bob", photos["Colin_Powell"][0]).status_code == 200
+        assert [p["name"] for p in c.get("/people").json()] == ["Ann", "Bob"]

@@ -280,8 +280,8 @@ def test_a_name_with_a_slash_is_refused_and_an_old_one_is_reachable(client: Test
         assert r.status_code == 422 and "cannot contain '/' or be '.' or '..'" in r.json()["detail"], r.json()
     assert enroll(client, "ACDC", photos["bush1"]).status_code == 200
     gallery = client.app.state.resources.gallery
-    with gallery._transaction() as conn:  # a name enrolled before the check existed
-        conn.execute("UPDATE people SET name = 'AC/DC'")
+    with gallery._transaction() as tx:  # a name enrolled before the check existed
+        tx.execute("UPDATE people SET name = 'AC/DC'")
     files = {"image": ("p.jpg", photos["bush2"], "image/jpeg")}
     assert client.get("/people/AC%2FDC").json()["name"] == "AC/DC"
     assert client.post("/people/AC%2FDC/verify", files=files).json()["name"] == "AC/DC"
