@@ -147,3 +147,21 @@ def test_cli_keep_crops_none_then_reembed_fails_in_one_line(tmp_path: Path, phot
     assert err.count("\n") == 1 and "crops were not kept for 1 of 1 enrollments" in err and str(db) in err
     assert main(["people", "show", "Ann", "--gallery", str(db)]) == 0
     assert json.loads(capsys.readouterr().out)["photos"] == 1
+
+
+def test_the_service_option_is_recorded_and_followed(tmp_path: Path, photos: dict[str, tuple[Path, ...]]) -> None:
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from siamface.serve import Settings, create_app
+
+    key, db = "k-" + "3" * 30, tmp_path / "people.db"
+    settings = Settings(gallery=db, model="lfw-view1", api_key=key, keep_crops="dir", crops_dir=tmp_path / "faces")
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as c:
+        p = photos["Tony_Blair"][0]
+        r = c.post("/enroll", data={"name": "Ann"}, files={"image": (p.name, p.read_bytes(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+    assert len(list((tmp_path / "faces").iterdir())) == 1 and not Path(f"{db}.crops").exists()
+    with Gallery(db, check_model=False) as g:
+        assert g.model_info()["keep_crops"] == "dir"
+        assert g.model_info()["crops_dir"] == str((tmp_path / "faces").resolve())

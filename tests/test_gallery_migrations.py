@@ -83,6 +83,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, verifier: Verifier,
             (e,) = g.person("Old_Timer").enrollments
             assert e["box"] == {"x": 1, "y": 2, "w": 3, "h": 4}
             assert e["face"] == {"box": {"x": 1, "y": 2, "w": 3, "h": 4}, "landmarks": []}
+            assert g.face_crop(e["id"]) == _png_bytes(0)  # the crop survived migration 3's table rebuild
             p = g.verify_against("Old_Timer", photos["Tony_Blair"][0]).probability
             assert p == pytest.approx(float(verifier.probability(torch.from_numpy(emb[None]),
                                                                  torch.from_numpy(emb[None]))[0]), abs=1e-5)
