@@ -357,7 +357,9 @@ def test_the_service_answers_503_once_when_the_database_connection_broke(url: st
     with TestClient(create_app(Settings(gallery=url, model="lfw-view1", api_key=KEY)), headers=AUTH,
                     raise_server_exceptions=False) as c:
         assert _enroll(c, "", "Ann", photo).status_code == 200
-        assert c.get("/health").json()["gallery"] == url.rsplit("/", 1)[1]  # the database's name, no host
+        database = url.rsplit("/", 1)[1]
+        assert c.get("/health").json()["gallery"] == database  # the database's name: no host, no user
+        assert c.get("/people/Nobody").json()["detail"] == f"no person named 'Nobody' in {database}"
         pid = c.app.state.resources.gallery._store.conn.info.backend_pid
         with psycopg.connect(url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
