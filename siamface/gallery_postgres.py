@@ -190,7 +190,8 @@ class PostgresStore(SqlStore):
             yield
 
     def _stream(self, sql: str) -> Any:
-        cur = self.conn.cursor(name="siamface_embeddings")  # server side: rows arrive as they are fetched
+        # server side: rows arrive as they are fetched; binary: bytea as bytes, not hex text to decode
+        cur = self.conn.cursor(name="siamface_embeddings", binary=True)
         cur.execute(sql)
         return cur
 

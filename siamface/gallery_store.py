@@ -49,6 +49,15 @@ def gallery_label(location: str | Path) -> str:
     return Path(location).name
 
 
+def gallery_where(location: str | Path) -> str:
+    """How logs and messages name a gallery: its path, or its URL without the password."""
+    if is_url(location):
+        from .gallery_postgres import redact
+
+        return redact(str(location))
+    return str(location)
+
+
 def open_store(location: str | Path) -> SqlStore:
     """The store of a location, connected and migrated to the current schema."""
     if is_url(location):

@@ -17,7 +17,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ..errors import SiamfaceError
-    from ..gallery_store import gallery_label, location_of
+    from ..gallery_store import gallery_where, location_of
     from ..serve import Limits, Settings, create_app, open_resources
     from ..serve.security import default_hosts
 
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
-          f"gallery {gallery_label(gallery)}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
+          f"gallery {gallery_where(gallery)}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
     from ..serve.server import server_config
 
     config = server_config(create_app(settings, resources), args.host, args.port, args.header_timeout,
