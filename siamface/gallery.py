@@ -1,16 +1,17 @@
-"""One-shot enrollment and open-set identification against a gallery of people (SQLite, one file).
+"""One-shot enrollment and open-set identification against a gallery of people (a SQLite file or PostgreSQL).
 
 Enroll a person from one photo (or several); identify a photo's faces by scoring every stored embedding with
 the model's Siamese head in one vectorised pass. A person scores as the best (or the mean) of their photos;
 no one passing the verifier's threshold means "unknown". The file records which model (name, weights
 SHA-256, preprocessing) made its embeddings and refuses another: `reembed` recomputes them from the stored
-aligned face crops.
+aligned face crops. Every SQL statement is in the store (gallery_store: SQLite; gallery_postgres: a
+database several service replicas share); the crops are kept in the database, in files, or not at all
+(gallery_crops).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -23,13 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import gallery_db
 from .decision import DEFAULT_FPIR, Decision
 from .embed import embed_batches
-from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError
+from .errors import DuplicatePersonError, GalleryModelError, PersonNotFoundError, SiamfaceError
 from .gallery_calibration import SelfCalibration
+from .gallery_crops import CropFolder, check_keep_crops
 from .gallery_results import Candidate, EnrolledPhoto, Enrollment, Identification, IdentifiedFace, Person, PersonRecord
 from .gallery_search import SearchIndex
+from .gallery_store import SqlStore, Transaction, is_url, location_of, open_store
 from .names import MAX_NAME, check_name, look_alike  # noqa: F401 (MAX_NAME, check_name: this module's API too)
 from .photo_faces import Face, faces_for, one_face_to_enroll, photo_of, png_to_rgb, to_input
 from .verify import Verdict, Verifier, model_label
@@ -65,9 +67,9 @@ def same_preprocess(stored: str, mine: str) -> bool:
         return stored == mine
 
 
-def _refuse_look_alike(conn: sqlite3.Connection, name: str, renaming: str | None = None) -> None:
+def _refuse_look_alike(tx: Transaction, name: str, renaming: str | None = None) -> None:
     """ValueError when an enrolled person (other than the one being renamed) has a look-alike name."""
-    other = look_alike(name, (n for (n,) in conn.execute("SELECT name FROM people") if n != renaming))
+    other = look_alike(name, (n for n in tx.names() if n != renaming))
     if other is not None:
         raise ValueError(f"{name!r} looks like the enrolled {other!r}; choose a name that cannot be mistaken for it")
 
@@ -81,7 +83,7 @@ class _Matrix:
     """Every stored embedding in a search index, and the file state it reflects. `generation` counts
     rebuilds from the file (appending this process's own enrollments keeps it)."""
 
-    key: tuple[int, int]
+    key: Any  # the store's version() it reflects
     index: SearchIndex
     generation: int
 
@@ -104,28 +106,39 @@ class Gallery:
     verifier: the model and threshold (None: `Verifier()`, the shipped face model, loaded on first use).
     aggregate: a person's score is the "max" (default) or "mean" probability over their photos.
     check_model: refuse at once a file made by another model (False: the check waits for the first
-    enrollment or search, so `people` bookkeeping and `reembed` work on any gallery)."""
+    enrollment or search, so `people` bookkeeping and `reembed` work on any gallery).
+    path: a file (SQLite) or a `postgresql://` URL (a database several service replicas share).
+    keep_crops: where later enrollments keep their aligned face crop, recorded in the gallery: "db" (the
+    default), "dir" (PNG files in `crops_dir`, default `<file>.crops` beside a gallery file) or "none" (no
+    crop: the gallery cannot be re-embedded); None: as the gallery records."""
 
     def __init__(self, path: str | Path, verifier: Verifier | None = None, *, aggregate: str = "max",
-                 check_model: bool = True) -> None:
+                 check_model: bool = True, keep_crops: str | None = None, crops_dir: str | Path | None = None) -> None:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
-        self.path = Path(path)
+        if keep_crops is not None:
+            check_keep_crops(keep_crops)
         self.aggregate = aggregate
         self._verifier = verifier
         self._lock = threading.RLock()
-        self._writes = 0  # our own commits (PRAGMA data_version only counts other connections')
         self._matrix: _Matrix | None = None
         self._selfcal: SelfCalibration | None = None
         self._record: tuple[Verifier, dict[str, str]] | None = None
-        self._conn = gallery_db.connect(self.path)
-        if check_model:
-            try:
-                with self._transaction() as conn:
-                    self._check_model(conn)
-            except BaseException:
-                self._conn.close()
-                raise
+        self._store: SqlStore = open_store(location_of(path))
+        self.path: str | Path = self._store.where if is_url(path) else Path(path)  # how messages name it
+        try:
+            if keep_crops is not None or crops_dir is not None:
+                self._record_crop_policy(keep_crops, crops_dir)
+            if check_model:
+                with self._transaction() as tx:
+                    self._check_model(tx)
+                    meta = tx.meta()
+                folder = self._crop_folder(meta)
+                if folder is not None and folder.folder.is_dir():  # crash leftovers (gallery_crops.sweep)
+                    folder.sweep(self._store.crop_files())
+        except BaseException:
+            self._store.close()
+            raise
 
     # ---- plumbing ------------------------------------------------------------------------------------
 
@@ -136,29 +149,30 @@ class Gallery:
         return self._verifier
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One BEGIN IMMEDIATE ... COMMIT under the gallery's lock, rolled back on any error. IMMEDIATE takes
-        the write lock at once, so concurrent writers queue on the busy timeout instead of deadlocking."""
+    def _transaction(self) -> Iterator[Transaction]:
+        """One write transaction of the store under the gallery's lock, rolled back on any error; the crop
+        files it wrote (`tx.files`) are removed with it."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            written: list[tuple[CropFolder, str]] = []
             try:
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:  # SQLite may have rolled back itself (disk full, I/O error)
-                    self._conn.execute("ROLLBACK")
+                with self._store.write() as tx:
+                    tx.files = written
+                    yield tx
+            except BaseException:  # the body failed or the commit did: the files it wrote go too
+                for folder, name in written:
+                    folder.delete([name])
                 raise
-            self._writes += 1
 
-    def _check_model(self, conn: sqlite3.Connection) -> None:
-        """Record the model in a new file; refuse a file made by another model or preprocessing."""
+    def _check_model(self, tx: Transaction | SqlStore) -> None:
+        """Record the model in a new gallery; refuse a gallery made by another model or preprocessing (reads
+        only, unless the gallery has no model record yet: then `tx` is a write transaction)."""
         if self._record is None or self._record[0] is not self.verifier:
             self._record = (self.verifier, model_record(self.verifier))  # hashes the weights file: once
         mine = self._record[1]
-        stored = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        stored = tx.meta()
         if "weights_sha256" not in stored:
-            rows = [*mine.items(), ("created", str(time.time()))]
-            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", rows)
+            assert isinstance(tx, Transaction)
+            tx.set_meta([*mine.items(), ("created", str(time.time()))])
             return
         for key, what in (("weights_sha256", "weights"), ("tower_sha256", "tower"), ("preprocess", "preprocessing")):
             if key == "preprocess" and same_preprocess(stored.get(key, mine[key]), mine[key]):
@@ -173,22 +187,73 @@ class Gallery:
     def _same_model(self) -> None:
         """Before searching: the file's embeddings are (still) this model's (a gallery opened with
         check_model=False, or re-embedded by another process since). Under the lock; reads only."""
-        if self._conn.execute("SELECT 1 FROM meta WHERE key = 'weights_sha256'").fetchone():
-            self._check_model(self._conn)
+        if self._store.has_model():
+            self._check_model(self._store)
+
+    # ---- crops ---------------------------------------------------------------------------------------
+
+    def _record_crop_policy(self, keep: str | None, crops_dir: str | Path | None) -> None:
+        """Record keep_crops (and the crops folder, made absolute) for later enrollments, if it changed."""
+        wanted = {"keep_crops": keep} if keep is not None else {}
+        if crops_dir is not None:
+            wanted["crops_dir"] = str(Path(crops_dir).resolve())
+        with self._transaction() as tx:
+            stored = tx.meta()
+            changed = [(k, v) for k, v in wanted.items() if stored.get(k) != v]
+            if changed:
+                tx.set_meta(changed)
+            if wanted.get("keep_crops", stored.get("keep_crops")) == "dir":
+                self._crop_folder({**stored, **wanted}, need=True)
+
+    def _crop_folder(self, meta: dict[str, str], need: bool = False) -> CropFolder | None:
+        """The folder of `keep_crops dir` (recorded, else beside a gallery file); None if there is none and
+        `need` is false."""
+        folder = meta.get("crops_dir") or self._store.crops_dir
+        if folder is None:
+            if need:
+                raise SiamfaceError(f"{self.path}: keeping crops as files needs a crops folder for a database "
+                                    "gallery (one every replica mounts)", option="crops_dir")
+            return None
+        return CropFolder(folder)
+
+    def _keep_crop(self, tx: Transaction, face: Face) -> tuple[bytes | None, str | None]:
+        """Where this enrollment's crop goes, by the gallery's keep_crops: (crop in the row, crop file)."""
+        meta = tx.meta()
+        keep = meta.get("keep_crops", "db")
+        if keep == "db":
+            return face.crop_png, None
+        if keep == "none":
+            return None, None
+        folder = self._crop_folder(meta, need=True)
+        assert folder is not None
+        name = folder.write(face.crop_png)
+        tx.files.append((folder, name))
+        return None, name
+
+    def _crop_of(self, enrollment_id: int, crop: bytes | None, crop_file: str | None,
+                 meta: dict[str, str]) -> bytes:
+        if crop is not None:
+            return crop
+        if crop_file is not None:
+            return self._crop_folder(meta, need=True).read(crop_file)  # type: ignore[union-attr]
+        raise SiamfaceError(f"{self.path}: enrollment {enrollment_id} has no face crop: crops were not kept "
+                            "(keep_crops none)")
 
     @classmethod
     def open(cls, path: str | Path, model: str | Path | None = None, *, aggregate: str = "max",
-             **verifier_options: Any) -> Gallery:
-        """Open a gallery with the model that built it (found from its record: a shipped name or a run
-        folder), or `model` (refused if it is not that one); a new file gets `model` or the shipped one.
-        The file's integrity is checked first. `verifier_options` go to `Verifier` (far, threshold, ...)."""
+             keep_crops: str | None = None, crops_dir: str | Path | None = None, **verifier_options: Any) -> Gallery:
+        """Open a gallery (a file or a `postgresql://` URL) with the model that built it (found from its
+        record: a shipped name or a run folder), or `model` (refused if it is not that one); a new gallery
+        gets `model` or the shipped one. A file's integrity is checked first. `verifier_options` go to
+        `Verifier` (far, threshold, ...)."""
         from .gallery_model import open_gallery
 
-        return open_gallery(cls, path, model, aggregate=aggregate, **verifier_options)
+        return open_gallery(cls, path, model, aggregate=aggregate, keep_crops=keep_crops, crops_dir=crops_dir,
+                            **verifier_options)
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._store.close()
 
     def __enter__(self) -> Gallery:
         return self
@@ -199,7 +264,7 @@ class Gallery:
     def model_info(self) -> dict[str, str]:
         """The stored record of the model that made the embeddings ({} in a new file)."""
         with self._lock:
-            return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            return self._store.meta()
 
     # ---- enrollment ----------------------------------------------------------------------------------
 
@@ -219,39 +284,35 @@ class Gallery:
                  for ph in photos]
         emb = self._embed(faces)
         now = time.time()
-        with self._transaction() as conn:
-            before = self._key()  # under the write lock: nobody else can commit until we do
-            self._check_model(conn)
-            row = conn.execute("SELECT id FROM people WHERE name = ?", (name,)).fetchone()
-            if row and new:
+        with self._transaction() as tx:
+            before = self._store.version()  # under the write lock: nobody else can commit until we do
+            self._check_model(tx)
+            pid = tx.person_id(name)
+            if pid is not None and new:
                 raise DuplicatePersonError(f"{name!r} is already enrolled in {self.path}")
-            if not row:
-                _refuse_look_alike(conn, name)
-            pid = row[0] if row else conn.execute("INSERT INTO people (name, created) VALUES (?, ?)",
-                                                  (name, now)).lastrowid
-            ids = [self._insert_enrollment(conn, pid, f, e, now) for f, e in zip(faces, emb)]
-            total = conn.execute("SELECT count(*) FROM enrollments WHERE person_id = ?", (pid,)).fetchone()[0]
+            if pid is None:
+                _refuse_look_alike(tx, name)
+                pid = tx.add_person(name, now)
+            ids = [self._insert_enrollment(tx, pid, f, e, now) for f, e in zip(faces, emb)]
+            total = tx.photos(pid)
         self._append(before, name, emb)
         return Enrollment(name, tuple(EnrolledPhoto(i, f.source, f.sha256, f.report) for i, f in zip(ids, faces)),
                           int(total))
 
-    def _insert_enrollment(self, conn: sqlite3.Connection, person_id: int, face: Face, emb: torch.Tensor,
+    def _insert_enrollment(self, tx: Transaction, person_id: int, face: Face, emb: torch.Tensor,
                            now: float) -> int:
-        blob = emb.numpy().astype("<f4").tobytes()
-        cur = conn.execute(
-            "INSERT INTO enrollments (person_id, embedding, crop, source, sha256, box, landmarks, created, face) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (person_id, blob, face.crop_png, face.source, face.sha256, json.dumps(face.report["box"]),
-             json.dumps(face.report["landmarks"]), now, json.dumps(face.report)))
-        return int(cur.lastrowid or 0)
+        crop, crop_file = self._keep_crop(tx, face)
+        return tx.add_enrollment(person_id, face, emb.numpy(), now, crop, crop_file)
 
-    def _append(self, before: tuple[int, int], name: str, emb: torch.Tensor) -> None:
-        """Our own enrollment goes straight into a current index (no re-read of every stored embedding)."""
+    def _append(self, before: Any, name: str, emb: torch.Tensor) -> None:
+        """Our own enrollment goes straight into a current index (no re-read of every stored embedding),
+        when nobody else wrote since the index was read."""
         with self._lock:
             m = self._matrix
-            if m is not None and m.key == before and self._key() == (before[0], before[1] + 1):
+            now = self._store.version()
+            if m is not None and m.key == before and now == self._store.bumped(before):
                 m.index.add(name, emb.numpy())
-                m.key = self._key()
+                m.key = now
 
     def _embed(self, faces: list[Face]) -> torch.Tensor:
         v = self.verifier
@@ -313,41 +374,28 @@ class Gallery:
         with self._lock:
             cal = self._selfcal
             if cal is None or cal.key[0] != m.generation or not 0 <= len(m.emb) - cal.key[1] <= 0.01 * cal.key[1]:
-                self._selfcal = SelfCalibration.of(m, self.verifier, self.aggregate, str(self.path.name))
+                self._selfcal = SelfCalibration.of(m, self.verifier, self.aggregate, self._store.label)
             return self._selfcal
-
-    def _key(self) -> tuple[int, int]:
-        """The file's state: other connections' commits (PRAGMA data_version) and our own."""
-        return int(self._conn.execute("PRAGMA data_version").fetchone()[0]), self._writes
 
     def _current_matrix(self) -> _Matrix:
         """The search index over every stored embedding, re-read only when the file changed since it was
         built (this process's own enrollments are appended instead). Read in chunks into one preallocated
         array: peak memory stays near the matrix itself."""
         with self._lock:
-            key = self._key()
+            key = self._store.version()
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
             self._same_model()
-            dim = self.verifier.loaded.model.embed_dim
-            n = int(self._conn.execute("SELECT count(*) FROM enrollments").fetchone()[0])
-            emb = np.empty((n, dim), np.float32)
-            person = np.empty(n, np.int64)
+            row_names, emb = self._store.embeddings(self.verifier.loaded.model.embed_dim)
+            person = np.empty(len(row_names), np.int64)
             names: list[str] = []
-            cur = self._conn.execute("SELECT p.id, p.name, e.embedding FROM enrollments e JOIN people p "
-                                     "ON p.id = e.person_id ORDER BY e.person_id, e.id")
-            i, last = 0, -1
-            while rows := cur.fetchmany(8192):  # a person's rows are consecutive
-                pids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                new = np.diff(pids, prepend=last) != 0
-                person[i:i + len(rows)] = len(names) - 1 + np.cumsum(new)
-                names.extend(rows[j][1] for j in np.flatnonzero(new))
-                last = int(pids[-1])
-                emb[i:i + len(rows)] = np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(len(rows), dim)
-                i += len(rows)
+            for i, n in enumerate(row_names):  # a person's rows are consecutive
+                if not names or n != names[-1]:
+                    names.append(n)
+                person[i] = len(names) - 1
+            del row_names
             generation = self._matrix.generation + 1 if self._matrix is not None else 0
-            self._matrix = _Matrix(key, SearchIndex.build(self.verifier.loaded.model, names, person[:i], emb[:i]),
-                                   generation)
+            self._matrix = _Matrix(key, SearchIndex.build(self.verifier.loaded.model, names, person, emb), generation)
             return self._matrix
 
     def verify_against(self, name: str, image: Image, far: float | None = None) -> Verdict:
@@ -359,81 +407,88 @@ class Gallery:
         face = faces_for(photo_of(image), v.preprocess)[0]
         with self._lock:
             self._same_model()
-            rows = self._conn.execute("SELECT e.embedding FROM enrollments e JOIN people p ON p.id = e.person_id "
-                                      "WHERE p.name = ?", (name,)).fetchall()
-        if not rows:
+            stored = torch.from_numpy(self._store.person_embeddings(name, v.loaded.model.embed_dim))
+        if not len(stored):
             raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
-        stored = torch.from_numpy(np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4")
-                                  .reshape(len(rows), -1).astype(np.float32))
         probe = self._embed([face])
         probs = v.probability(probe.expand(len(stored), -1), stored)
         p = float(probs.max() if self.aggregate == "max" else probs.mean())
         decision = v.decision if v.explicit and far is None else v.noted(self.self_calibration().far_decision(far, v))
         return Verdict.of(decision, p, v.name, round((time.perf_counter() - t0) * 1000, 2), [face.report],
-                          name=name, photos=len(rows), aggregate=self.aggregate)
+                          name=name, photos=len(stored), aggregate=self.aggregate)
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
 
     def people(self) -> list[Person]:
         """Everyone enrolled, by name, with their number of photos and enrollment time."""
         with self._lock:
-            rows = self._conn.execute("SELECT p.name, count(e.id), p.created FROM people p LEFT JOIN enrollments e "
-                                      "ON e.person_id = p.id GROUP BY p.id ORDER BY p.name").fetchall()
+            rows = self._store.people()
         return [Person(n, c, _iso(t)) for n, c, t in rows]
 
     def person(self, name: str) -> PersonRecord:
         """One person and their enrollments (no embeddings, no crops: see face_crop)."""
         with self._lock:
-            row = self._conn.execute("SELECT id, created FROM people WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
-            rows = self._conn.execute("SELECT id, source, sha256, box, landmarks, face, created FROM enrollments "
-                                      "WHERE person_id = ? ORDER BY id", (row[0],)).fetchall()
+            found = self._store.person(name)
+        if found is None:
+            raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
+        created, rows = found
         enrollments = [{"id": i, "source": s, "sha256": h, "box": json.loads(b or "null"),
                         "landmarks": json.loads(lm or "[]"), "face": json.loads(f or "null"), "time": _iso(t)}
                        for i, s, h, b, lm, f, t in rows]
-        return PersonRecord(name, _iso(row[1]), len(enrollments), tuple(enrollments))
+        return PersonRecord(name, _iso(created), len(enrollments), tuple(enrollments))
 
     def face_crop(self, enrollment_id: int) -> bytes:
-        """The stored PNG of an enrollment's aligned face."""
+        """The stored PNG of an enrollment's aligned face (from the database or the crops folder);
+        SiamfaceError where crops were not kept."""
         with self._lock:
-            row = self._conn.execute("SELECT crop FROM enrollments WHERE id = ?", (int(enrollment_id),)).fetchone()
-        if row is None:
-            raise PersonNotFoundError(f"no enrollment {enrollment_id} in {self.path}")
-        return bytes(row[0])
+            found = self._store.crop(enrollment_id)
+            if found is None:
+                raise PersonNotFoundError(f"no enrollment {enrollment_id} in {self.path}")
+            return self._crop_of(enrollment_id, *found, self._store.meta())
 
     def rename(self, old: str, new: str) -> None:
         new = check_name(new)
-        with self._transaction() as conn:
-            if conn.execute("SELECT 1 FROM people WHERE name = ?", (new,)).fetchone() and new != old:
+        with self._transaction() as tx:
+            if new != old and tx.person_id(new) is not None:
                 raise DuplicatePersonError(f"cannot rename {old!r}: {new!r} is already enrolled in {self.path}")
-            _refuse_look_alike(conn, new, old)
-            if conn.execute("UPDATE people SET name = ? WHERE name = ?", (new, old)).rowcount == 0:
+            _refuse_look_alike(tx, new, old)
+            if not tx.rename(old, new):
                 raise PersonNotFoundError(f"no person named {old!r} in {self.path}")
 
     def delete(self, name: str) -> None:
-        """Remove the person with every photo, crop and embedding, and overwrite them in the file
-        (secure_delete, then a WAL checkpoint so no copy stays in the write-ahead log)."""
-        with self._transaction() as conn:
-            if conn.execute("DELETE FROM people WHERE name = ?", (name,)).rowcount == 0:
+        """Remove the person with every photo, crop and embedding in one transaction, then their crop files,
+        then what the backend keeps of deleted rows (SQLite: secure_delete zeroed them, and a WAL checkpoint
+        leaves no copy in the write-ahead log; PostgreSQL: VACUUM, see gallery_postgres)."""
+        with self._transaction() as tx:
+            files = tx.delete_person(name)
+            if files is None:
                 raise PersonNotFoundError(f"no person named {name!r} in {self.path}")
+            meta = tx.meta()
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if files:
+                self._crop_folder(meta, need=True).delete(files)  # type: ignore[union-attr]
+            self._store.after_delete()
 
     def reembed(self, verifier: Verifier) -> int:
         """Recompute every embedding with another model from the stored aligned face crops (taken as face
         crops, as `--no-detect` takes them) and record that model; returns the number of embeddings.
-        One transaction: enrollments made meanwhile by other processes wait, then see the new model."""
+        One transaction: enrollments made meanwhile by other processes wait, then see the new model.
+        Refused (SiamfaceError) when some enrollment's crop was not kept."""
         pre = verifier.loaded.preprocess
-        with self._transaction() as conn:
-            rows = conn.execute("SELECT id, crop FROM enrollments ORDER BY id").fetchall()
+        with self._transaction() as tx:
+            rows, meta = tx.crops(), tx.meta()
+            missing = sum(c is None and f is None for _, c, f in rows)
+            if missing:
+                raise SiamfaceError(f"{self.path}: cannot re-embed: crops were not kept for {missing} of "
+                                    f"{len(rows)} enrollments (keep_crops none); enroll their photos again")
             updates = []
             if rows:
-                x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for _, crop in rows]))
+                crops = [self._crop_of(i, c, f, meta) for i, c, f in rows]
+                x = torch.from_numpy(np.stack([to_input(png_to_rgb(crop), pre) for crop in crops]))
                 emb = embed_batches(verifier.net, x, pre, device=verifier.device)
-                updates = [(e.numpy().astype("<f4").tobytes(), i) for (i, _), e in zip(rows, emb)]
+                updates = [(i, e.numpy()) for (i, _, _), e in zip(rows, emb)]
             self._verifier, self._matrix, self._selfcal = verifier, None, None
-            conn.execute("DELETE FROM meta")
-            self._check_model(conn)
-            conn.executemany("UPDATE enrollments SET embedding = ? WHERE id = ?", updates)
+            tx.clear_model(keep=("keep_crops", "crops_dir"))
+            self._check_model(tx)
+            tx.set_embeddings(updates)
         return len(rows)

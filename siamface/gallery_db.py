@@ -49,7 +49,32 @@ def m002_face_report(conn: sqlite3.Connection) -> None:
                                                          'landmarks', json(coalesce(landmarks, '[]')))""")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_create_tables, m002_face_report]
+def m003_crops_optional(conn: sqlite3.Connection) -> None:
+    """Crops are optional (`--keep-crops none`) or kept as files (`dir`: crop_file names the PNG): `crop`
+    becomes nullable. SQLite cannot drop a NOT NULL, so the table is rebuilt (ids kept)."""
+    conn.execute("""
+        CREATE TABLE enrollments_new (
+            id INTEGER PRIMARY KEY,
+            person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+            embedding BLOB NOT NULL,
+            crop BLOB,                    -- PNG of the aligned face, or NULL: in crop_file, or not kept
+            source TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            box TEXT,
+            landmarks TEXT,
+            created REAL NOT NULL,
+            face TEXT,
+            crop_file TEXT                -- the PNG's name in the crops folder (--keep-crops dir)
+        )""")
+    conn.execute("INSERT INTO enrollments_new (id, person_id, embedding, crop, source, sha256, box, landmarks, "
+                 "created, face) SELECT id, person_id, embedding, crop, source, sha256, box, landmarks, created, "
+                 "face FROM enrollments")
+    conn.execute("DROP TABLE enrollments")
+    conn.execute("ALTER TABLE enrollments_new RENAME TO enrollments")
+    conn.execute("CREATE INDEX enrollments_person ON enrollments(person_id)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_create_tables, m002_face_report, m003_crops_optional]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import gallery_db
+from . import gallery_store
 from .errors import ModelError
 
 if TYPE_CHECKING:
@@ -30,28 +30,30 @@ def tower_sha256(model: SiameseNet) -> str:
 
 
 def stored_model(path: str | Path) -> str | None:
-    """The model a gallery file records (a shipped model's name or a run folder), None for a new file."""
-    conn = gallery_db.connect(path)
+    """The model a gallery records (a shipped model's name or a run folder), None for a new one."""
+    store = gallery_store.open_store(path)
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()
+        return store.meta().get("model")
     finally:
-        conn.close()
-    return None if row is None else str(row[0])
+        store.close()
 
 
 def open_gallery(cls: type[Gallery], path: str | Path, model: str | Path | None = None, *, aggregate: str = "max",
+                 keep_crops: str | None = None, crops_dir: str | Path | None = None,
                  **verifier_options: Any) -> Gallery:
     """`Gallery.open`: check the file, find its model (unless given), build the verifier, open."""
     from .checkpoint import resolve_run
     from .verify import Verifier
 
-    path = Path(path)
-    if path.exists():
-        gallery_db.check_integrity(path)
-    if model is None and path.is_file():
+    path = gallery_store.location_of(path)
+    exists = gallery_store.is_url(path) or Path(path).is_file()
+    if isinstance(path, Path) and path.exists():
+        gallery_store.check_integrity(path)
+    if model is None and exists:
         stored = stored_model(path)
         try:
             model = resolve_run(stored) if stored else None
         except ModelError:
             model = None  # moved or deleted: the shipped model (refused below if it is not the same one)
-    return cls(path, Verifier(model, **verifier_options), aggregate=aggregate)
+    return cls(path, Verifier(model, **verifier_options), aggregate=aggregate, keep_crops=keep_crops,
+               crops_dir=crops_dir)

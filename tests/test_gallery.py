@@ -1,17 +1,19 @@
 """Gallery: enrollment, open-set identification (against a brute-force loop of verify calls), verify-against,
 bookkeeping, byte-level deletion, model mixing and re-embedding, threads (files and migrations:
-test_gallery_migrations.py; processes: test_gallery_durability.py).
+test_gallery_migrations.py; processes: test_gallery_durability.py). Every test that is not about SQLite's file
+runs on both stores: a SQLite file and a database on a real PostgreSQL server (`gallery_location`).
 
 All on real LFW photos with the shipped face model (no training)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _gallery_data import lfw_view1_verifier, open_gallery, other_model, single_face_photos
+from _gallery_data import lfw_view1_verifier, other_model, single_face_photos
 from _helpers import one_thread
 
 from siamface.data import load_image
@@ -39,7 +41,16 @@ def photos(data_root: Path) -> dict[str, tuple[Path, ...]]:
     return single_face_photos(data_root / "lfw", 8, 3)
 
 
-gallery = pytest.fixture(open_gallery)
+@pytest.fixture
+def where(gallery_location: str | Path) -> str | Path:
+    return gallery_location
+
+
+@pytest.fixture
+def gallery(gallery_location: str | Path, verifier: Verifier) -> Iterator[Gallery]:
+    """A new gallery (a SQLite file or a PostgreSQL database: every test here runs on both)."""
+    with Gallery(gallery_location, verifier) as g:
+        yield g
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -48,12 +59,12 @@ def _rgb(path: Path) -> np.ndarray:
 
 # ---- identification ----------------------------------------------------------------------------------
 
-def test_identify_matches_a_brute_force_loop_of_verify_calls(tmp_path: Path, verifier: Verifier,
+def test_identify_matches_a_brute_force_loop_of_verify_calls(where: str | Path, tmp_path: Path, verifier: Verifier,
                                                              photos: dict[str, tuple[Path, ...]]) -> None:
     """Every person's score equals the max (mean) of the verify probability of (probe, photo) over their photos
     (Verifier.verify_pairs: its own decoding and detection of every file, pair by pair), and the ranking is
     the same: the vectorised pass computes what a loop over people would."""
-    with Gallery(tmp_path / "g.db", verifier) as g:
+    with Gallery(where, verifier) as g:
         for name, ps in photos.items():
             g.enroll(name, list(ps[:2]))
     for probe_owner in list(photos)[:2]:
@@ -62,7 +73,7 @@ def test_identify_matches_a_brute_force_loop_of_verify_calls(tmp_path: Path, ver
         for aggregate, reduce in (("max", np.max), ("mean", np.mean)):
             brute = {name: float(reduce([r["probability"] for r in rows[2 * i:2 * i + 2]]))
                      for i, name in enumerate(photos)}
-            with Gallery(tmp_path / "g.db", verifier, aggregate=aggregate) as g:
+            with Gallery(where, verifier, aggregate=aggregate) as g:
                 (face,) = g.identify(probe, k=len(photos)).faces
             got = {c.name: c.probability for c in face.candidates}
             assert got.keys() == brute.keys()
@@ -87,19 +98,19 @@ def test_identify_answer_names_threshold_provenance_and_model(gallery: Gallery, 
     assert len(face["candidates"]) == 1  # k larger than the gallery
 
 
-def test_open_set_unknown_when_no_one_reaches_the_threshold(tmp_path: Path, verifier: Verifier,
+def test_open_set_unknown_when_no_one_reaches_the_threshold(where: str | Path, tmp_path: Path, verifier: Verifier,
                                                             photos: dict[str, tuple[Path, ...]]) -> None:
     names = list(photos)
     strict = Verifier(verifier.loaded, threshold=1.0)
     lenient = Verifier(verifier.loaded, threshold=0.0)
-    with Gallery(tmp_path / "g.db", strict) as g:
+    with Gallery(where, strict) as g:
         for name in names[:4]:
             g.enroll(name, [photos[name][0]])
         probe = photos[names[5]][0]  # not enrolled
         (face,) = g.identify(probe).faces
         assert face.match is None and len(face.candidates) == 4
         assert all(c.probability < 1.0 for c in face.candidates)
-    with Gallery(tmp_path / "g.db", lenient) as g:
+    with Gallery(where, lenient) as g:
         (face,) = g.identify(probe).faces
         assert face.match == face.candidates[0].name
 
@@ -109,7 +120,7 @@ def test_empty_gallery_identifies_no_one(gallery: Gallery, photos: dict[str, tup
     assert face.match is None and face.candidates == ()
 
 
-def test_the_index_is_cached_and_own_enrollments_are_appended(gallery: Gallery, verifier: Verifier,
+def test_the_index_is_cached_and_own_enrollments_are_appended(where: str | Path, gallery: Gallery, verifier: Verifier,
                                                                photos: dict[str, tuple[Path, ...]]) -> None:
     names = list(photos)
     for name in names[:-1]:
@@ -123,7 +134,7 @@ def test_the_index_is_cached_and_own_enrollments_are_appended(gallery: Gallery, 
     assert gallery._matrix is matrix and matrix.generation == 0  # appended, not re-read
     (face,) = gallery.identify(photos[names[-1]][1]).faces
     assert face.match == names[-1] and len(matrix.emb) == 2 * len(names) - 1
-    with Gallery(gallery.path, verifier) as fresh:  # the appended index equals one read from the file
+    with Gallery(where, verifier) as fresh:  # the appended index equals one read from the store
         (again,) = fresh.identify(photos[names[-1]][1]).faces
     assert again.candidates == face.candidates
     gallery.delete(names[0])
@@ -131,9 +142,9 @@ def test_the_index_is_cached_and_own_enrollments_are_appended(gallery: Gallery, 
     assert gallery._matrix is not matrix and gallery._matrix.generation == 1  # a deletion rebuilds
 
 
-def test_matrix_follows_writes_of_another_connection(tmp_path: Path, verifier: Verifier,
+def test_matrix_follows_writes_of_another_connection(where: str | Path, tmp_path: Path, verifier: Verifier,
                                                      photos: dict[str, tuple[Path, ...]]) -> None:
-    a, b = Gallery(tmp_path / "g.db", verifier), Gallery(tmp_path / "g.db", verifier)
+    a, b = Gallery(where, verifier), Gallery(where, verifier)
     names = list(photos)
     a.enroll(names[0], [photos[names[0]][0]])
     assert [c.name for c in b.identify(photos[names[0]][1]).faces[0].candidates] == [names[0]]
@@ -235,8 +246,7 @@ def test_enrollment_is_whole_or_nothing(gallery: Gallery, tmp_path: Path, photos
     with pytest.raises(NoFaceError, match="blank.png"):
         gallery.enroll("Tony_Blair", [good, blank], sources=["good.jpg", "blank.png"])
     assert gallery.people() == []
-    with gallery._lock:
-        assert gallery._conn.execute("SELECT count(*) FROM enrollments").fetchone()[0] == 0
+    assert gallery._store.fetchall("SELECT count(*) FROM enrollments") == [(0,)]
 
 
 def test_photo_inputs_agree_path_bytes_array(gallery: Gallery, photos: dict[str, tuple[Path, ...]]) -> None:
@@ -277,9 +287,9 @@ def test_delete_removes_name_crops_and_embeddings_from_the_file(tmp_path: Path, 
         g.enroll("Bob", [photos["Colin_Powell"][0]])
         g.enroll(secret, list(photos["Tony_Blair"][:2]))
         with g._lock:
-            rows = g._conn.execute("SELECT e.crop, e.embedding FROM enrollments e JOIN people p ON p.id = "
-                                   "e.person_id WHERE p.name = ?", (secret,)).fetchall()
-            g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            rows = g._store.fetchall("SELECT e.crop, e.embedding FROM enrollments e JOIN people p ON p.id = "
+                                     "e.person_id WHERE p.name = ?", (secret,))
+            g._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         needles = [secret.encode()] + [bytes(r[0][-64:]) for r in rows] + [bytes(r[1][:64]) for r in rows]
         before = _file_bytes(db)
         assert all(n in before for n in needles)  # the test can fail: they were in the file
@@ -293,9 +303,9 @@ def test_delete_removes_name_crops_and_embeddings_from_the_file(tmp_path: Path, 
 
 # ---- model mixing and re-embedding ---------------------------------------------------------------------
 
-def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Verifier,
+def test_another_model_is_refused_until_reembedded(where: str | Path, tmp_path: Path, verifier: Verifier,
                                                    photos: dict[str, tuple[Path, ...]]) -> None:
-    db = tmp_path / "g.db"
+    db = where
     with Gallery(db, verifier) as g:
         for name in list(photos)[:3]:
             g.enroll(name, [photos[name][0]])
@@ -314,7 +324,7 @@ def test_another_model_is_refused_until_reembedded(tmp_path: Path, verifier: Ver
         assert g.reembed(other) == 3
         assert g.model_info()["weights_sha256"] == model_record(other)["weights_sha256"]
         with g._lock:
-            crop, blob = g._conn.execute("SELECT crop, embedding FROM enrollments ORDER BY id").fetchone()
+            crop, blob = g._store.fetchall("SELECT crop, embedding FROM enrollments ORDER BY id")[0]
     crop_input = Verifier(other.loaded, detect=False).embed([png_to_rgb(crop)])[0]
     assert np.allclose(np.frombuffer(blob, "<f4"), crop_input.numpy(), atol=1e-5)
     with Gallery(db, other) as g:  # now accepted, and identifies with the new embeddings
@@ -333,17 +343,17 @@ def test_reembedding_with_the_same_model_reproduces_the_embeddings(gallery: Gall
     for name in list(photos)[:3]:
         gallery.enroll(name, [photos[name][0]])
     with gallery._lock:
-        before = gallery._conn.execute("SELECT id, embedding FROM enrollments ORDER BY id").fetchall()
+        before = gallery._store.fetchall("SELECT id, embedding FROM enrollments ORDER BY id")
     assert gallery.reembed(verifier) == 3
     with gallery._lock:
-        after = gallery._conn.execute("SELECT id, embedding FROM enrollments ORDER BY id").fetchall()
+        after = gallery._store.fetchall("SELECT id, embedding FROM enrollments ORDER BY id")
     for (i, a), (j, b) in zip(before, after):
         assert i == j and np.allclose(np.frombuffer(a, "<f4"), np.frombuffer(b, "<f4"), atol=1e-6)
 
 
-def test_people_bookkeeping_does_not_need_the_model(tmp_path: Path, verifier: Verifier,
+def test_people_bookkeeping_does_not_need_the_model(where: str | Path, tmp_path: Path, verifier: Verifier,
                                                     photos: dict[str, tuple[Path, ...]]) -> None:
-    db = tmp_path / "g.db"
+    db = where
     with Gallery(db, verifier) as g:
         g.enroll("Ann", [photos["Tony_Blair"][0]])
     with Gallery(db, check_model=False) as g:

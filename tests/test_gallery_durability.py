@@ -1,5 +1,5 @@
 """Gallery durability with real processes: SIGKILL in the middle of an enrollment transaction, and several
-processes enrolling into one (new) file at once."""
+processes enrolling into one (new) gallery at once; on a SQLite file and on a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from _gallery_data import single_face_photos
 
+from siamface.gallery_store import open_store
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A child process: enroll each (name, photos) job and acknowledge it on stdout once enroll() returned.
@@ -35,8 +37,8 @@ from siamface.gallery import Gallery
 args = json.loads(sys.argv[1])
 if args["delay"]:
     real = Gallery._insert_enrollment
-    def slow(self, conn, person_id, face, emb, now):
-        row = real(self, conn, person_id, face, emb, now)
+    def slow(self, tx, person_id, face, emb, now):
+        row = real(self, tx, person_id, face, emb, now)
         print("inserted", row, flush=True)
         time.sleep(args["delay"])
         return row
@@ -51,7 +53,7 @@ with Gallery(args["db"]) as g:
 """
 
 
-def _start(tmp_path: Path, db: Path, jobs: list[tuple[str, list[str]]], delay: float = 0.0,
+def _start(tmp_path: Path, db: str | Path, jobs: list[tuple[str, list[str]]], delay: float = 0.0,
            barrier: Path | None = None) -> subprocess.Popen[str]:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
@@ -65,20 +67,27 @@ def _photo_pool(data_root: Path) -> list[str]:
     return [str(p) for ps in single_face_photos(data_root / "lfw", 8, 3).values() for p in ps]
 
 
-def _counts(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(db)
+def _counts(db: str | Path) -> dict[str, int]:
+    """Photos per person; a SQLite file's pages and foreign keys checked first."""
+    if isinstance(db, Path):
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        finally:
+            conn.close()
+    store = open_store(db)
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        return dict(conn.execute("SELECT p.name, count(e.id) FROM people p LEFT JOIN enrollments e "
-                                 "ON e.person_id = p.id GROUP BY p.id").fetchall())
+        return dict(store.fetchall("SELECT p.name, count(e.id) FROM people p LEFT JOIN enrollments e "
+                                   "ON e.person_id = p.id GROUP BY p.id, p.name"))
     finally:
-        conn.close()
+        store.close()
 
 
-def test_sigkill_during_enrollment_leaves_every_acknowledged_enrollment(tmp_path: Path, data_root: Path) -> None:
+def test_sigkill_during_enrollment_leaves_every_acknowledged_enrollment(tmp_path: Path, data_root: Path,
+                                                                        gallery_location: str | Path) -> None:
     pool = _photo_pool(data_root)
-    db = tmp_path / "people.db"
+    db = gallery_location
     rng = random.Random(0)
     acked: list[str] = []
     killed_in_transaction: list[str] = []
@@ -112,9 +121,10 @@ def test_sigkill_during_enrollment_leaves_every_acknowledged_enrollment(tmp_path
     assert len(killed_in_transaction) == 2
 
 
-def test_concurrent_processes_enrolling_lose_nothing(tmp_path: Path, data_root: Path) -> None:
+def test_concurrent_processes_enrolling_lose_nothing(tmp_path: Path, data_root: Path,
+                                                    gallery_location: str | Path) -> None:
     pool = _photo_pool(data_root)
-    db = tmp_path / "new.db"  # does not exist yet: the processes also race to create and migrate it
+    db = gallery_location  # a new file or an empty database: the processes also race to create and migrate it
     barrier = tmp_path / "go"
     n_procs, per_proc = 3, 6
     children = []

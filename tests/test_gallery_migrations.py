@@ -36,7 +36,7 @@ gallery = pytest.fixture(open_gallery)
 
 
 def test_file_settings(gallery: Gallery) -> None:
-    c = gallery._conn
+    c = gallery._store.conn
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert c.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert c.execute("PRAGMA secure_delete").fetchone()[0] == 1
@@ -74,13 +74,16 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, verifier: Verifier,
         conn.execute("INSERT INTO enrollments (person_id, embedding, crop, source, sha256, box, landmarks, created) "
                      "VALUES (1, ?, ?, 'a.jpg', 'abc', '{\"x\": 1, \"y\": 2, \"w\": 3, \"h\": 4}', '[]', 1.7e9)",
                      (emb.tobytes(), _png_bytes(0)))
+    if version >= 2:  # a row written by that version has its face report
+        conn.execute("""UPDATE enrollments SET face = '{"box": {"x": 1, "y": 2, "w": 3, "h": 4}, "landmarks": []}'""")
     conn.close()
     with Gallery(db, verifier) as g:
-        assert gallery_db.schema_version(g._conn) == gallery_db.SCHEMA_VERSION
+        assert gallery_db.schema_version(g._store.conn) == gallery_db.SCHEMA_VERSION
         if version >= 1:
             (e,) = g.person("Old_Timer").enrollments
             assert e["box"] == {"x": 1, "y": 2, "w": 3, "h": 4}
             assert e["face"] == {"box": {"x": 1, "y": 2, "w": 3, "h": 4}, "landmarks": []}
+            assert g.face_crop(e["id"]) == _png_bytes(0)  # the crop survived migration 3's table rebuild
             p = g.verify_against("Old_Timer", photos["Tony_Blair"][0]).probability
             assert p == pytest.approx(float(verifier.probability(torch.from_numpy(emb[None]),
                                                                  torch.from_numpy(emb[None]))[0]), abs=1e-5)

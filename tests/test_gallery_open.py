@@ -1,6 +1,7 @@
 """Gallery.open finds the model that built a gallery (the CLI and the service alike) and checks the file;
-the model identity covers the tower too; names are normalised and look-alikes refused; library errors name
-no command-line flag (the CLI adds it); face reports of photos analysed at reduced size are mapped back."""
+the model identity covers the tower too (both on a SQLite file and a PostgreSQL database); names are
+normalised and look-alikes refused; library errors name no command-line flag (the CLI adds it); face reports
+of photos analysed at reduced size are mapped back."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def photos(data_root: Path) -> dict[str, tuple[Path, ...]]:
     return single_face_photos(data_root / "lfw", 2, 2)
 
 
-def test_open_finds_the_model_that_built_the_gallery(tmp_path: Path, photos: dict) -> None:
-    db, other = tmp_path / "g.db", other_model(tmp_path / "other")
+def test_open_finds_the_model_that_built_the_gallery(tmp_path: Path, photos: dict,
+                                                      gallery_location: str | Path) -> None:
+    db, other = gallery_location, other_model(tmp_path / "other")
     name, ps = next(iter(photos.items()))
     with Gallery(db, Verifier(other)) as g:
         g.enroll(name, [ps[0]])
@@ -46,7 +48,7 @@ def test_open_refuses_a_damaged_file(tmp_path: Path, verifier: Verifier, photos:
     with Gallery(db, verifier) as g:
         for name, ps in photos.items():
             g.enroll(name, list(ps))
-        g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        g._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = bytearray(db.read_bytes())
     page = int.from_bytes(data[16:18], "big")
     data[page + 8 :] = bytes(len(data) - page - 8)  # every page after the header page zeroed
@@ -55,8 +57,8 @@ def test_open_refuses_a_damaged_file(tmp_path: Path, verifier: Verifier, photos:
         Gallery.open(db)
 
 
-def test_the_model_identity_covers_the_tower(tmp_path: Path, verifier: Verifier, photos: dict) -> None:
-    db = tmp_path / "g.db"
+def test_the_model_identity_covers_the_tower(verifier: Verifier, photos: dict, gallery_location: str | Path) -> None:
+    db = gallery_location
     name, ps = next(iter(photos.items()))
     with Gallery(db, verifier) as g:
         g.enroll(name, [ps[0]])

@@ -280,8 +280,8 @@ def test_a_name_with_a_slash_is_refused_and_an_old_one_is_reachable(client: Test
         assert r.status_code == 422 and "cannot contain '/' or be '.' or '..'" in r.json()["detail"], r.json()
     assert enroll(client, "ACDC", photos["bush1"]).status_code == 200
     gallery = client.app.state.resources.gallery
-    with gallery._transaction() as conn:  # a name enrolled before the check existed
-        conn.execute("UPDATE people SET name = 'AC/DC'")
+    with gallery._transaction() as tx:  # a name enrolled before the check existed
+        tx.execute("UPDATE people SET name = 'AC/DC'")
     files = {"image": ("p.jpg", photos["bush2"], "image/jpeg")}
     assert client.get("/people/AC%2FDC").json()["name"] == "AC/DC"
     assert client.post("/people/AC%2FDC/verify", files=files).json()["name"] == "AC/DC"
@@ -321,7 +321,7 @@ def enrolled_gallery(db: Path, face_model: Path, photos: dict, n: int = 6) -> No
     with Gallery(db, Verifier(face_model)) as g:
         for i in range(n):
             g.enroll(f"p{i}", [photos["bush1" if i % 2 else "blair"]])
-        g._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        g._store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def test_a_damaged_gallery_is_refused_at_start_in_one_line(face_model: Path, photos: dict, tmp_path: Path,

@@ -48,6 +48,7 @@ OPTION_FLAGS = {
     "model": "--model",
     "threshold": "--threshold",
     "far": "--far",
+    "crops_dir": "--crops-dir",
     "data": "--data",
     "init": "--init",
     "freeze": "--freeze",

@@ -117,3 +117,15 @@ def add_runtime_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                         help="embed with torch (default) or onnxruntime (needs siamface[onnx]; the tower is exported "
                              "once and cached in $SIAMFACE_CACHE/onnx)")
+
+
+def add_keep_crops_flags(parser: argparse.ArgumentParser) -> None:
+    """`--keep-crops db|dir|none` and `--crops-dir`: where enrollments keep their aligned face crop."""
+    parser.add_argument("--keep-crops", choices=("db", "dir", "none"), default=None,
+                        help="where enrollments keep the aligned face crop that re-embedding needs: in the database "
+                             "(db, the default), as PNG files (dir: --crops-dir, else FILE.crops beside a gallery "
+                             "file) or not at all (none: the gallery cannot be re-embedded); recorded in the gallery "
+                             "for later enrollments (default: as recorded)")
+    parser.add_argument("--crops-dir", default=None,
+                        help="the folder of --keep-crops dir (needed for a postgresql:// gallery: one folder every "
+                             "replica mounts)")

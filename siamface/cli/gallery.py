@@ -7,19 +7,21 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SiamfaceError
-from .flags import add_runtime_flag, check_device, print_json
+from .flags import add_keep_crops_flags, add_runtime_flag, check_device, print_json
 
 
-def _gallery_path(args: argparse.Namespace) -> Path:
-    """--gallery, else $SIAMFACE_GALLERY; only enroll creates the file."""
+def _gallery_path(args: argparse.Namespace) -> str | Path:
+    """--gallery, else $SIAMFACE_GALLERY: a file (only enroll creates it) or a postgresql:// URL."""
     import os
+
+    from ..gallery_store import is_url, location_of
 
     path = args.gallery or os.environ.get("SIAMFACE_GALLERY")
     if not path:
-        raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
-    if args.func is not cmd_enroll and not Path(path).is_file():
+        raise SiamfaceError("no gallery: pass --gallery FILE (or a postgresql:// URL) or set SIAMFACE_GALLERY")
+    if args.func is not cmd_enroll and not is_url(path) and not Path(path).is_file():
         raise SiamfaceError(f"{path}: no such gallery (enroll someone first)")
-    return Path(path)
+    return location_of(path)
 
 
 def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bool = True) -> Any:
@@ -35,7 +37,9 @@ def _gallery(args: argparse.Namespace, model: str | None = None, check_model: bo
         kwargs["threshold"] = args.threshold
     if getattr(args, "far", None) is not None:
         kwargs["far"] = args.far
-    return Gallery.open(path, model, aggregate=getattr(args, "aggregate", "max"), **kwargs)
+    return Gallery.open(path, model, aggregate=getattr(args, "aggregate", "max"),
+                        keep_crops=getattr(args, "keep_crops", None), crops_dir=getattr(args, "crops_dir", None),
+                        **kwargs)
 
 
 def _print(args: argparse.Namespace, answer: dict[str, Any], compact: Any) -> None:
@@ -98,7 +102,8 @@ def cmd_people(args: argparse.Namespace) -> None:
 def add_gallery_commands(sub: Any) -> None:
     """The gallery's subcommands (siamface/gallery.py); JSON out, one-line errors."""
     def common(p: argparse.ArgumentParser, model: bool = True) -> None:
-        p.add_argument("--gallery", help="the gallery file (default: $SIAMFACE_GALLERY); created on first enroll")
+        p.add_argument("--gallery", help="the gallery file (created on first enroll) or a postgresql:// URL "
+                                         "(default: $SIAMFACE_GALLERY)")
         if model:
             p.add_argument("--model", default=None,
                            help="a shipped model's name or a run folder (default: the gallery's own, else dlib-twin)")
@@ -117,6 +122,7 @@ def add_gallery_commands(sub: Any) -> None:
     e.add_argument("--select", choices=("largest", "central"), default=None,
                    help="which face to enroll from a photo with several (default: refuse such photos)")
     e.add_argument("--new", action="store_true", help="refuse if the name is already enrolled")
+    add_keep_crops_flags(e)
     common(e)
     e.set_defaults(func=cmd_enroll)
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from .flags import add_runtime_flag
+from .flags import add_keep_crops_flags, add_runtime_flag
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -18,20 +17,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ..errors import SiamfaceError
+    from ..gallery_store import gallery_where, location_of
     from ..serve import Limits, Settings, create_app, open_resources
     from ..serve.security import default_hosts
 
     gallery = args.gallery or os.environ.get("SIAMFACE_GALLERY")
     if not gallery:
-        raise SiamfaceError("no gallery: pass --gallery FILE or set SIAMFACE_GALLERY")
+        raise SiamfaceError("no gallery: pass --gallery FILE (or a postgresql:// URL) or set SIAMFACE_GALLERY")
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=int(args.max_mpx * 1e6),
                     timeout_s=args.timeout, max_side=args.max_side, workers=args.workers, queue=args.queue,
                     light_workers=args.light_workers,
                     max_full_decode_pixels=int(args.max_mpx_full_decode * 1e6))
     hosts = tuple(h.strip() for h in args.allowed_hosts.split(",") if h.strip()) if args.allowed_hosts else \
         default_hosts(args.host)
-    settings = Settings.from_env(gallery=Path(gallery), model=args.model, far=args.far, limits=limits,
-                                 allowed_hosts=hosts)
+    settings = Settings.from_env(gallery=location_of(gallery), model=args.model, far=args.far, limits=limits,
+                                 allowed_hosts=hosts, keep_crops=args.keep_crops, crops_dir=args.crops_dir)
     if args.threads:
         from .. import threads
 
@@ -43,7 +43,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
-          f"gallery {gallery}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
+          f"gallery {gallery_where(gallery)}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
     from ..serve.server import server_config
 
     config = server_config(create_app(settings, resources), args.host, args.port, args.header_timeout,
@@ -56,7 +56,9 @@ def add_serve_parser(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--gallery", default=None,
-                   help="the gallery database file (SQLite; created if missing; default: $SIAMFACE_GALLERY)")
+                   help="the gallery: a SQLite file (created if missing) or a postgresql://USER@HOST/DB URL, one "
+                        "database that several replicas share (default: $SIAMFACE_GALLERY)")
+    add_keep_crops_flags(s)
     s.add_argument("--model", default=None,
                    help="a shipped model's name or a run folder (default: the model that built the gallery, else "
                         "the shipped face model)")

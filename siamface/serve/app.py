@@ -35,6 +35,7 @@ from siamface.errors import (
     PersonNotFoundError,
     SiamfaceError,
 )
+from siamface.gallery_store import gallery_label
 from siamface.photo_faces import Photo
 from siamface.serve import schemas
 from siamface.serve.limits import (
@@ -74,9 +75,11 @@ class Settings:
     """What `siamface serve` starts with. api_key None = read-only mode (write endpoints refuse); with a key,
     every gallery endpoint needs it. allowed_hosts: the Host header names served ("*": any)."""
 
-    gallery: Path | None = None
+    gallery: str | Path | None = None  # a file or a postgresql:// URL
     model: str | None = None
     far: float | None = None
+    keep_crops: str | None = None  # where enrollments keep their face crop (db, dir, none); None: as recorded
+    crops_dir: str | Path | None = None
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     allowed_hosts: tuple[str, ...] = ("*",)
@@ -109,7 +112,8 @@ def open_resources(settings: Settings) -> Resources:
         return Resources(Verifier(settings.model, far=settings.far))
     from siamface.gallery import Gallery
 
-    gallery = Gallery.open(settings.gallery, settings.model, far=settings.far)
+    gallery = Gallery.open(settings.gallery, settings.model, far=settings.far, keep_crops=settings.keep_crops,
+                           crops_dir=settings.crops_dir)
     return Resources(gallery.verifier, gallery)
 
 
@@ -267,6 +271,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         """Anything else (a damaged gallery page read mid-way, a bug): one line of JSON, never a traceback."""
         if isinstance(exc, sqlite3.DatabaseError):
             return answer(exc, 500, f"the gallery file cannot be read ({exc}); check or restore it")
+        if type(exc).__module__.startswith("psycopg"):  # the database server: down, restarting, refusing
+            return answer(exc, 503, f"the gallery database cannot be used now ({exc})")
         return answer(exc, 500, f"internal error ({type(exc).__name__}: {exc})")
 
 
@@ -301,7 +307,7 @@ def _add_routes(app: FastAPI) -> None:
         v, gallery = res.verifier, app.state.settings.gallery
         return {"version": __version__, "model": model_label(v), "threshold": v.threshold,
                 "threshold_source": app.state.redact(v.threshold_source), "operating_point": v.operating_point,
-                "gallery": None if gallery is None else Path(gallery).name,
+                "gallery": None if gallery is None else gallery_label(gallery),
                 "people": None if res.gallery is None else len(res.gallery.people()),
                 "read_only": not app.state.settings.api_key, "key_required": bool(app.state.settings.api_key),
                 "limits": asdict(limits)}

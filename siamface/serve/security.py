@@ -118,8 +118,14 @@ class Redactor:
 
     def __init__(self, *paths: str | Path | None) -> None:
         found: set[str] = set()
+        from siamface.gallery_store import is_url
+
         for p in paths:
-            if p:
+            if p and is_url(p):  # a database URL, and how messages name it (no password): its name alone
+                from siamface.gallery_postgres import redact
+
+                found |= {str(p), redact(str(p))}
+            elif p:
                 found |= {str(p), str(Path(p).resolve()), str(Path(p).absolute())}
         self._paths = sorted((p for p in found if len(p) > 1), key=len, reverse=True)
 
