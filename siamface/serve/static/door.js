@@ -1,0 +1,54 @@
+// siamface door view: the camera identified continuously over POST /door/identify, which answers each face's
+// box and the gallery's decision only (a name, or null: unknown). The page shows that decision and nothing
+// else; it never asks for candidates, probabilities or the list of people.
+// A kiosk can be set up by URL: /door#key=KEY&start=1 keeps the key in this browser and starts the camera.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("door-key"), banner = $("door-banner"), button = $("door-start"), errorLine = $("door-error");
+const params = new URLSearchParams(location.hash.slice(1));
+if (params.get("key")) localStorage.setItem("siamface-door-key", params.get("key"));
+if (location.hash) history.replaceState(null, "", location.pathname); // the key leaves the address bar
+keyInput.value = localStorage.getItem("siamface-door-key") || "";
+keyInput.addEventListener("input", () => localStorage.setItem("siamface-door-key", keyInput.value));
+
+async function ask(blob, name, signal) {
+  const form = new FormData();
+  form.append("image", blob, name);
+  const headers = keyInput.value ? { "X-API-Key": keyInput.value } : {};
+  const res = await fetch("/door/identify", { method: "POST", body: form, headers, signal });
+  if (!res.ok) throw await httpError(res);
+  return res.json();
+}
+
+// The banner: every face's decision, green when everyone is known, red when someone is not.
+function decide(answer, frame) {
+  errorLine.textContent = "";
+  const faces = answer ? answer.faces : [];
+  banner.dataset.frame = frame;
+  banner.className = "banner " + (!faces.length ? "none" : faces.every((f) => f.match) ? "known" : "unknown");
+  banner.replaceChildren(...(faces.length ? faces.map(decision) : [document.createTextNode("No one at the door")]));
+}
+
+function decision(face) {
+  const span = document.createElement("span");
+  span.className = "decision " + (face.match ? "match" : "unknown");
+  span.textContent = face.match || "unknown";
+  return span;
+}
+
+const live = new LiveCamera({
+  video: $("door-video"),
+  overlay: $("door-overlay"),
+  send: ask,
+  show: decide,
+  onError: (e) => { errorLine.textContent = e.message; },
+  onState: (on) => {
+    button.textContent = on ? "Stop camera" : "Start camera";
+    banner.className = "banner " + (on ? "none" : "off");
+    banner.textContent = on ? "Starting…" : "Camera off";
+    delete banner.dataset.frame;
+  },
+});
+button.addEventListener("click", () => (live.running ? live.stop() : live.start()));
+if (params.get("start")) live.start();
