@@ -86,7 +86,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         check_key_strength(self.api_key)
-        check_key_strength(self.door_key)
+        check_key_strength(self.door_key, f"the door key ({DOOR_KEY_ENV})")
         check_door_key(self.api_key, self.door_key)
 
     @classmethod
