@@ -1,0 +1,295 @@
+"""The page's live mode and the door view end to end in headless Chromium (Debian's /usr/bin/chromium driven
+by Playwright), with Chromium's fake camera playing a clip of LFW photos: two people enrolled through the API
+and two strangers, 2 s each, looping. The shipped face model serves; the server runs in this process.
+
+The test knows which photo each frame showed: the clip paints a colour band under each photo, and an ASGI
+wrapper around the real app keeps every frame the page uploads (its number, its JPEG, the server's answer and
+times). Every answer the page displays is then checked against the photo of the frame it answered: the
+enrolled person's name, or "unknown" for a stranger. Screenshots go to test-artifacts/web/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from _helpers import one_thread
+from _serve_helpers import REPO, chromium_args, lfw_photos, serve_in_thread, wait_js, write_y4m
+from PIL import Image
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = Path("/usr/bin/chromium")
+# Skipped on a developer machine without chromium; never in CI (CI=true), where .ci/run installs it.
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
+                                 reason="needs Debian's chromium: apt-get install chromium (see DEVELOPERS.md)")]
+_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+KEY, DOOR_KEY = "live-test-api-key-0123456789", "live-test-door-key-9876543210"
+# The clip: (LFW folder, the name the gallery knows them by or None for a stranger, the band's colour). The
+# enrolled are enrolled from their first photo and the clip shows their second. The shipped model separates
+# them: p(same) >= 0.9999 for each enrolled person's two photos, <= 0.02 for the strangers against both.
+CLIP = [("Gerhard_Schroeder", "Gerhard Schroeder", (230, 30, 30)), ("Hugo_Chavez", None, (30, 200, 30)),
+        ("Colin_Powell", "Colin Powell", (30, 30, 230)), ("Donald_Rumsfeld", None, (230, 230, 30))]
+SECONDS, FPS, WIDTH, HEIGHT = 2, 5, 640, 480
+MAX_FPS = 3  # live.js's default
+GREEN, RED = (6, 118, 71), (180, 35, 24)  # the overlay's colours for a name and for unknown (live.js)
+
+
+def clip_frame(photo: Path, band: tuple[int, int, int]) -> np.ndarray:
+    """A 640x480 camera frame: the LFW photo at 400x400 on grey, and the band that names the photo."""
+    frame = np.full((HEIGHT, WIDTH, 3), 40, np.uint8)
+    frame[10:410, 120:520] = np.asarray(Image.open(photo).convert("RGB").resize((400, 400)))
+    frame[430:] = band
+    return frame
+
+
+def shown_in(jpeg: bytes) -> int:
+    """Which photo of the clip a frame the page sent shows: the nearest band colour."""
+    img = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    assert img.shape == (HEIGHT, WIDTH, 3), img.shape  # the page sends the camera's frame at its size
+    band = img[440:470, 20:620].reshape(-1, 3).mean(axis=0)
+    return int(np.argmin([np.abs(band - np.array(c)).sum() for *_, c in CLIP]))
+
+
+@dataclass
+class Sent:
+    """One frame the page uploaded, as the server received and answered it."""
+
+    path: str
+    frame: int
+    shows: int
+    status: int
+    answer: dict[str, Any]
+    start: float
+    end: float
+
+
+class LiveRecorder:
+    """An ASGI wrapper that keeps every live frame (POST /identify and /door/identify) with its answer."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+        self.sent: list[Sent] = []
+
+    def wrap(self, app: Any) -> LiveRecorder:
+        self.app = app
+        return self
+
+    def frames(self, path: str) -> list[Sent]:
+        return sorted((s for s in self.sent if s.path == path), key=lambda s: s.start)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in ("/identify", "/door/identify"):
+            await self.app(scope, receive, send)
+            return
+        body, answer, status, start = [], [], [0], time.monotonic()
+
+        async def receive_body() -> dict:
+            message = await receive()
+            body.append(message.get("body", b""))
+            return message
+
+        async def send_answer(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive_body, send_answer)
+        data = b"".join(body)
+        number = re.search(rb'filename="live-(\d+)\.jpg"', data)
+        if number:  # a frame from the live loop (other tests' uploads are not)
+            jpeg = data[data.index(b"\xff\xd8\xff"): data.rindex(b"\xff\xd9") + 2]
+            self.sent.append(Sent(scope["path"], int(number.group(1)), shown_in(jpeg), status[0],
+                                  json.loads(b"".join(answer)), start, time.monotonic()))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[tuple[str, LiveRecorder]]:
+    """The real app (shipped model, an API key and a door key) with the clip's enrolled people, recorded."""
+    import httpx
+
+    from siamface.serve import Settings
+
+    recorder = LiveRecorder()
+    settings = Settings(gallery=tmp_path_factory.mktemp("live") / "people.db", api_key=KEY, door_key=DOOR_KEY)
+    with serve_in_thread(settings, recorder.wrap) as url:
+        for folder, name, _ in CLIP:
+            if name:
+                photo = lfw_photos(data_root, folder, 1)[0]
+                r = httpx.post(f"{url}/enroll", data={"name": name}, files={"image": (photo.name, photo.read_bytes())},
+                               headers={"X-API-Key": KEY}, timeout=60)
+                assert r.status_code == 200, r.text
+        yield url, recorder
+
+
+@pytest.fixture(scope="module")
+def page(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    frames = [clip_frame(lfw_photos(data_root, folder, 2)[1], band) for folder, _, band in CLIP]
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "door.y4m",
+                     [f for f in frames for _ in range(SECONDS * FPS)], fps=FPS)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(clip))
+        pg = browser.new_context(viewport={"width": 900, "height": 1400}).new_page()
+        pg.paths = []  # the path of every request the page makes
+        pg.on("request", lambda r: pg.paths.append(urlsplit(r.url).path))
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    out = Path(os.environ.get("SIAMFACE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "web"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# What the admin page shows: the frame answered, the decisions listed, and the overlay's pixels in the
+# colours of a name and of unknown.
+ADMIN_STATE = """() => {
+  const out = document.getElementById("identify-live-result"), c = document.getElementById("identify-live-overlay");
+  if (!out.dataset.frame) return null;
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data, near = (i, [r, g, b]) =>
+    d[i + 3] === 255 && Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 30;
+  let green = 0, red = 0;
+  for (let i = 0; i < d.length; i += 4) { green += near(i, GREEN); red += near(i, RED); }
+  return { frame: Number(out.dataset.frame), labels: [...out.querySelectorAll(".match, .unknown")].map(
+    (e) => e.textContent), green, red };
+}""".replace("GREEN", str(list(GREEN))).replace("RED", str(list(RED)))
+DOOR_STATE = """() => {
+  const b = document.getElementById("door-banner");
+  if (!b.dataset.frame) return null;
+  return { frame: Number(b.dataset.frame), labels: [...b.querySelectorAll(".decision")].map((e) => e.textContent),
+           banner: b.className };
+}"""
+
+# Headless Chromium never hides a page: the test sets the state a hidden tab reports and sends its event.
+VISIBILITY = """(state) => {
+  Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def expected(shows: int) -> list[str]:
+    return [CLIP[shows][1] or "unknown"]
+
+
+def watch(page: Any, state: str, recorder: LiveRecorder, path: str, seconds: float = 60) -> dict[int, dict]:
+    """Poll what the page displays until it has displayed an answer for every photo of the clip."""
+    shown: dict[int, dict] = {}
+    deadline = time.monotonic() + seconds
+    while True:
+        now = page.evaluate(state)
+        if now:
+            shown.setdefault(now["frame"], now)
+        shows = {s.frame: s.shows for s in recorder.frames(path)}
+        if {shows[f] for f in shown if f in shows} == set(range(len(CLIP))):
+            return shown
+        assert time.monotonic() < deadline, f"the page displayed {len(shown)} answers, of photos " \
+            f"{sorted({shows[f] for f in shown if f in shows})} of {len(CLIP)}, in {seconds} s"
+        time.sleep(0.1)
+
+
+def check_pace(sent: list[Sent]) -> None:
+    """One frame in flight at most, and at most MAX_FPS frames a second (with 25% slack for timing)."""
+    assert len(sent) >= len(CLIP)
+    for a, b in zip(sent, sent[1:]):
+        assert b.frame > a.frame
+        assert b.start >= a.end, f"frame {b.frame} arrived before frame {a.frame} was answered"
+        assert b.start - a.start >= 0.75 / MAX_FPS, f"frames {a.frame} and {b.frame} {b.start - a.start:.3f} s apart"
+
+
+def check_stopped(page: Any, recorder: LiveRecorder, path: str, box: str) -> None:
+    """The camera is released, its box hidden, and no frame is sent any more."""
+    wait_js(page, f"window.liveTracks.every((t) => t.readyState === 'ended') && "
+                  f"document.querySelector('{box}').hidden", 10)
+    time.sleep(0.5)  # a frame in flight when it stopped is still answered
+    n = len(recorder.frames(path))
+    time.sleep(1.5)
+    assert len(recorder.frames(path)) == n
+
+
+def test_live_mode_names_the_enrolled_and_says_unknown_for_strangers(live: tuple[str, LiveRecorder], page: Any,
+                                                                     artifacts: Path) -> None:
+    url, recorder = live
+    page.goto(url)
+    page.wait_for_selector("#status:not(:has-text('connecting'))")
+    page.fill("#api-key", KEY)
+    page.click("#identify-live")
+    shown = watch(page, ADMIN_STATE, recorder, "/identify")
+    page.screenshot(path=str(artifacts / "live-1-admin.png"), full_page=True)
+    video, overlay = (page.evaluate(f"JSON.stringify(document.getElementById('{i}').getBoundingClientRect())")
+                      for i in ("identify-live-video", "identify-live-overlay"))
+    assert video == overlay  # the boxes are drawn over the video at its size
+    page.evaluate("window.liveTracks = document.getElementById('identify-live-video').srcObject.getTracks()")
+    page.click("#identify-live")  # Stop live
+    check_stopped(page, recorder, "/identify", "#identify .live")
+
+    sent = recorder.frames("/identify")
+    check_pace(sent)
+    shows = {s.frame: s.shows for s in sent}
+    for frame, now in shown.items():
+        assert now["labels"] == expected(shows[frame]), (frame, now, CLIP[shows[frame]][0])
+        named = CLIP[shows[frame]][1] is not None
+        assert (now["green"] > 0, now["red"] > 0) == (named, not named), now  # the overlay's box and label
+    for s in sent:  # the server's decisions behind them, with candidates (the admin view's tools)
+        assert s.status == 200 and [f["match"] or "unknown" for f in s.answer["faces"]] == expected(s.shows)
+        assert s.answer["faces"][0]["candidates"]
+
+
+def test_the_door_view_shows_the_decision_only(live: tuple[str, LiveRecorder], page: Any, artifacts: Path) -> None:
+    url, recorder = live
+    page.paths.clear()
+    page.goto(f"{url}/door#key={DOOR_KEY}&start=1")  # a kiosk's address: the door key, and start the camera
+    shown = watch(page, DOOR_STATE, recorder, "/door/identify")
+    page.screenshot(path=str(artifacts / "live-2-door.png"), full_page=True)
+    assert page.url == f"{url}/door"  # the key left the address bar
+    assert page.evaluate("localStorage.getItem('siamface-door-key')") == DOOR_KEY
+
+    sent = recorder.frames("/door/identify")
+    check_pace(sent)
+    shows = {s.frame: s.shows for s in sent}
+    for frame, now in shown.items():
+        named = CLIP[shows[frame]][1] is not None
+        assert now["labels"] == expected(shows[frame]), (frame, now, CLIP[shows[frame]][0])
+        assert now["banner"] == "banner " + ("known" if named else "unknown")
+    for s in sent:  # what reached the door: boxes and decisions, no candidates or scores
+        assert s.status == 200 and set(s.answer) == {"faces"}, s.answer
+        assert [set(f) for f in s.answer["faces"]] == [{"box", "match"}]
+        assert [f["match"] or "unknown" for f in s.answer["faces"]] == expected(s.shows)
+    asked = {p for p in page.paths if not p.startswith("/static/")}
+    assert asked <= {"/door", "/door/identify", "/favicon.ico"}, asked  # never /identify or /people
+
+    # the page hidden (as a browser reports it): the camera stops; shown again: it resumes
+    page.evaluate("window.liveTracks = document.getElementById('door-video').srcObject.getTracks()")
+    page.evaluate(VISIBILITY, "hidden")
+    check_stopped(page, recorder, "/door/identify", ".live")
+    assert page.inner_text("#door-banner") == "Camera off"
+    last = max(s.frame for s in recorder.frames("/door/identify"))
+    page.evaluate(VISIBILITY, "visible")
+    wait_js(page, f"Number(document.getElementById('door-banner').dataset.frame) > {last}", 30)
+
+
+def test_the_door_stops_at_a_refused_key(live: tuple[str, LiveRecorder], page: Any) -> None:
+    url, _ = live
+    page.goto(f"{url}/door")
+    page.fill("#door-key", "not-the-door-key-0123456789")
+    page.paths.clear()
+    page.click("#door-start")
+    page.wait_for_selector("#door-error:has-text('wrong API key')", timeout=30_000)
+    wait_js(page, "document.querySelector('.live').hidden", 10)
+    time.sleep(1.5)
+    assert page.paths.count("/door/identify") == 1  # one refusal, not a stream of them (the key's throttle)
+    assert page.inner_text("#door-banner") == "Camera off"
