@@ -5,6 +5,7 @@ one line. The shipped face model serves a gallery of two LFW people (real decisi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,9 @@ def test_bad_door_uploads_are_refused_in_one_line(client: TestClient, data_root:
 def test_the_door_page_is_served_and_asks_the_door_endpoint_only(client: TestClient) -> None:
     page = client.get("/door")
     assert page.status_code == 200 and "/static/door.js" in page.text and "/static/app.js" not in page.text
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text):
+        assert client.get(asset).status_code == 200, asset
+    assert "/door/identify" in client.get("/openapi.json").json()["paths"]
     script = client.get("/static/door.js").text
     assert '"/door/identify"' in script and '"/identify"' not in script and "/people" not in script
 
