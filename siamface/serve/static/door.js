@@ -21,11 +21,15 @@ async function ask(blob, name, signal) {
   return res.json();
 }
 
-// The banner: every face's decision, green when everyone is known, red when someone is not.
+// The banner: every face's decision, green when everyone is known, red when someone is not. It is rewritten
+// only when the decisions change, so that a screen reader announces each change once.
 function decide(answer, frame) {
   errorLine.textContent = "";
   const faces = answer ? answer.faces : [];
+  const key = JSON.stringify(faces.map((f) => f.match));
   banner.dataset.frame = frame;
+  if (banner.dataset.decisions === key) return;
+  banner.dataset.decisions = key;
   banner.className = "banner " + (!faces.length ? "none" : faces.every((f) => f.match) ? "known" : "unknown");
   banner.replaceChildren(...(faces.length ? faces.map(decision) : [document.createTextNode("No one at the door")]));
 }
@@ -48,6 +52,7 @@ const live = new LiveCamera({
     banner.className = "banner " + (on ? "none" : "off");
     banner.textContent = on ? "Starting…" : "Camera off";
     delete banner.dataset.frame;
+    delete banner.dataset.decisions;
   },
 });
 button.addEventListener("click", () => (live.running ? live.stop() : live.start()));

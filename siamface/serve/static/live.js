@@ -48,7 +48,8 @@ class LiveCamera {
     if (this.run !== run) { stream.getTracks().forEach((t) => t.stop()); return; } // stopped while asking
     this.video.srcObject = stream;
     this.video.parentElement.hidden = false; // the box that holds the video and its overlay
-    await this.video.play();
+    await this.video.play().catch(() => {}); // rejected only when stop() came first
+    if (this.run !== run) return;
     this.onState(true);
     this.loop(run);
   }
