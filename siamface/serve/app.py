@@ -175,16 +175,16 @@ def get_gallery(res: Annotated[Resources, Depends(get_resources)]) -> Any:
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's SIAMFACE_API_KEY")
 
 
-def _check_key(request: Request, key: str | None, *expected: str) -> None:
-    """401 for a missing key or one that is none of `expected`; 429 once a client sent too many wrong ones
-    (constant-time compare)."""
+def _check_key(request: Request, key: str | None, *expected: str, name: str = "API key") -> None:
+    """401 for a missing key or one that is none of `expected` (`name` in the message); 429 once a client sent
+    too many wrong ones (constant-time compare)."""
     throttle, client = request.app.state.throttle, request.client.host if request.client else "unknown"
     throttle.check(client)
     if not key:
-        raise HTTPException(401, "missing X-API-Key header (this server's gallery needs its API key)")
+        raise HTTPException(401, f"missing X-API-Key header (this server's gallery needs its {name})")
     if not any([hmac.compare_digest(key.encode(), e.encode()) for e in expected]):  # a list: compare every key
         throttle.failed(client)
-        raise HTTPException(401, "wrong API key (X-API-Key)")
+        raise HTTPException(401, f"wrong {name} (X-API-Key)")
 
 
 def require_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
@@ -207,7 +207,7 @@ def door_key(request: Request, key: Annotated[str | None, Depends(_key_header)])
     """The door endpoint: the door key or the API key, when either is configured."""
     settings = request.app.state.settings
     if expected := door_keys(settings.api_key, settings.door_key):
-        _check_key(request, key, *expected)
+        _check_key(request, key, *expected, name="door key or API key")
 
 
 @dataclass
