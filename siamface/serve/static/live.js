@@ -19,12 +19,14 @@ async function httpError(res) {
 }
 
 class LiveCamera {
-  // video, overlay: the <video> and the <canvas> over it, in one box (shown while the camera is on). send(blob, filename, signal) -> the server's answer.
-  // show(answer, frame) shows an answer (null: no face in view); onError(error) reports a failed frame.
+  // video, overlay: the <video> and the <canvas> over it, in one box (shown while the camera is on).
+  // send(blob, filename, signal) -> the server's answer; show(answer, frame) shows one (null: no face in view);
+  // onError(error) reports a failed frame; onState(on) follows the camera.
   constructor({ video, overlay, send, show, onError, onState, maxFps = 3, maxSide = 1280 }) {
     Object.assign(this, { video, overlay, send, show, onError, onState, maxSide });
     this.minInterval = 1000 / maxFps;
     this.run = 0; // the current run's number; 0 when stopped (a stopped run's answers are dropped)
+    this.runs = 0;
     this.frame = 0;
     this.resumeOnShow = false;
     document.addEventListener("visibilitychange", () => this.visibility());
@@ -35,7 +37,7 @@ class LiveCamera {
 
   async start() {
     if (this.running) return;
-    const run = this.run = Date.now();
+    const run = this.run = ++this.runs;
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
