@@ -1,11 +1,13 @@
 """The page's live mode and the door view end to end in headless Chromium (Debian's /usr/bin/chromium driven
-by Playwright), with Chromium's fake camera playing a clip of LFW photos: two people enrolled through the API
-and two strangers, 2 s each, looping. The shipped face model serves; the server runs in this process.
+by Playwright), with Chromium's fake camera playing a clip of LFW photos at 640x480: two people enrolled
+through the API, two strangers and an empty doorway, 2 s each, looping. The shipped face model serves; the
+server runs in this process.
 
 The test knows which photo each frame showed: the clip paints a colour band under each photo, and an ASGI
 wrapper around the real app keeps every frame the page uploads (its number, its JPEG, the server's answer and
 times). Every answer the page displays is then checked against the photo of the frame it answered: the
-enrolled person's name, or "unknown" for a stranger. Screenshots go to test-artifacts/web/.
+enrolled person's name, "unknown" for a stranger, nothing for the empty doorway. Screenshots go to
+test-artifacts/web/ (or $SIAMFACE_TEST_ARTIFACTS/web/).
 """
 
 from __future__ import annotations
