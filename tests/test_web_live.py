@@ -77,8 +77,7 @@ class Sent:
     shows: int
     status: int
     answer: dict[str, Any]
-    start: float
-    end: float
+    start: float  # when the server received it (time.monotonic())
 
 
 class LiveRecorder:
@@ -122,7 +121,7 @@ class LiveRecorder:
         if number:  # a frame from the live loop (other tests' uploads are not)
             jpeg = data[data.index(b"\xff\xd8\xff"): data.rindex(b"\xff\xd9") + 2]
             self.sent.append(Sent(scope["path"], int(number.group(1)), shown_in(jpeg), status[0],
-                                  json.loads(b"".join(answer)), start, time.monotonic()))
+                                  json.loads(b"".join(answer)), start))
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +151,9 @@ def page(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(clip))
         pg = browser.new_context(viewport={"width": 900, "height": 1400}).new_page()
-        pg.paths = []  # the path of every request the page makes
+        pg.paths, pg.finished = [], []  # the path of every request the page makes; the requests answered
         pg.on("request", lambda r: pg.paths.append(urlsplit(r.url).path))
+        pg.on("requestfinished", lambda r: pg.finished.append(r))
         yield pg
         browser.close()
 
@@ -221,23 +221,35 @@ def watch(page: Any, state: str, recorder: LiveRecorder, path: str, seconds: flo
         time.sleep(0.1)
 
 
-def check_pace(sent: list[Sent]) -> None:
-    """One frame in flight at most, and at most MAX_FPS frames a second (with 25% slack for timing)."""
-    assert len(sent) >= 4
-    for a, b in zip(sent, sent[1:]):
-        assert b.frame > a.frame
-        assert b.start >= a.end, f"frame {b.frame} arrived before frame {a.frame} was answered"
-        assert b.start - a.start >= 0.75 / MAX_FPS, f"frames {a.frame} and {b.frame} {b.start - a.start:.3f} s apart"
+def sent_times(page: Any, path: str, since: int = 0) -> list[tuple[float, float]]:
+    """When the browser sent each answered request to `path` (from the page's `since`-th answered request on)
+    and when it had the whole answer, in seconds, by the browser's own clock."""
+    times = []
+    for r in page.finished[since:]:
+        if urlsplit(r.url).path == path:
+            t = r.timing
+            times.append((t["startTime"] / 1000, (t["startTime"] + t["responseEnd"]) / 1000))
+    return sorted(times)
 
 
-def check_stopped(page: Any, recorder: LiveRecorder, path: str, box: str) -> None:
+def check_pace(times: list[tuple[float, float]], max_fps: float = MAX_FPS) -> None:
+    """One frame in flight at most, and at most max_fps frames a second: on average (the page schedules each
+    frame 1/max_fps after the previous one at least) and between any two (25% slack for the frames' capture)."""
+    assert len(times) >= 4 and all(answered > sent for sent, answered in times), times  # the timing is recorded
+    for (a_sent, a_answered), (b_sent, _) in zip(times, times[1:]):
+        assert b_sent >= a_answered - 0.005, "a frame was sent before the previous one was answered"
+        assert b_sent - a_sent >= 0.75 / max_fps, f"two frames {b_sent - a_sent:.3f} s apart"
+    mean = (times[-1][0] - times[0][0]) / (len(times) - 1)
+    assert mean >= 0.95 / max_fps, f"{1 / mean:.2f} frames a second"
+
+
+def check_stopped(page: Any, path: str, box: str) -> None:
     """The camera is released, its box hidden, and no frame is sent any more."""
     wait_js(page, f"window.liveTracks.every((t) => t.readyState === 'ended') && "
                   f"document.querySelector('{box}').hidden", 10)
-    time.sleep(0.5)  # a frame in flight when it stopped is still answered
-    n = len(recorder.frames(path))
+    n = page.paths.count(path)
     time.sleep(1.5)
-    assert len(recorder.frames(path)) == n
+    assert page.paths.count(path) == n
 
 
 def test_live_mode_names_the_enrolled_and_says_unknown_for_strangers(live: tuple[str, LiveRecorder], page: Any,
@@ -254,10 +266,10 @@ def test_live_mode_names_the_enrolled_and_says_unknown_for_strangers(live: tuple
     assert video == overlay  # the boxes are drawn over the video at its size
     page.evaluate("window.liveTracks = document.getElementById('identify-live-video').srcObject.getTracks()")
     page.click("#identify-live")  # Stop live
-    check_stopped(page, recorder, "/identify", "#identify .live")
+    check_stopped(page, "/identify", "#identify .live")
+    check_pace(sent_times(page, "/identify"))
 
     sent = recorder.frames("/identify")
-    check_pace(sent)
     shows = {s.frame: s.shows for s in sent}
     for frame, now in shown.items():
         assert now["labels"] == expected(shows[frame]), (frame, now, CLIP[shows[frame]][0])
@@ -274,20 +286,19 @@ def test_live_mode_slows_down_for_a_slow_server(live: tuple[str, LiveRecorder], 
     page.fill("#api-key", KEY)
     recorder.delay_s = 1.0
     try:
-        first = len(recorder.frames("/identify"))
+        first = len(page.finished)
         page.click("#identify-live")
-        wait_js(page, "document.getElementById('identify-live-result').dataset.frame >= 1", 30)
         deadline = time.monotonic() + 30
-        while len(recorder.frames("/identify")) < first + 4:
-            assert time.monotonic() < deadline, "fewer than 4 frames in 30 s"
-            time.sleep(0.1)
+        while len(sent_times(page, "/identify", first)) < 4:
+            assert time.monotonic() < deadline, "fewer than 4 frames answered in 30 s"
+            page.wait_for_timeout(100)  # lets Playwright deliver the page's events
         page.click("#identify-live")
     finally:
         recorder.delay_s = 0.0
-    sent = recorder.frames("/identify")[first:first + 4]
-    check_pace(sent)
-    for a, b in zip(sent, sent[1:]):  # an answer that took t is followed by a pause of t / 4 at least
-        assert b.start - a.start >= 1.25 * (a.end - a.start) - 0.05, (a, b)
+    times = sent_times(page, "/identify", first)
+    check_pace(times)
+    for (a_sent, a_answered), (b_sent, _) in zip(times, times[1:]):  # an answer that took t: a pause of t / 4
+        assert b_sent - a_sent >= 1.25 * (a_answered - a_sent) - 0.05, (a_sent, a_answered, b_sent)
 
 
 def test_the_door_view_shows_the_decision_only(live: tuple[str, LiveRecorder], page: Any, artifacts: Path) -> None:
@@ -299,8 +310,8 @@ def test_the_door_view_shows_the_decision_only(live: tuple[str, LiveRecorder], p
     assert page.url == f"{url}/door"  # the key left the address bar
     assert page.evaluate("localStorage.getItem('siamface-door-key')") == DOOR_KEY
 
+    check_pace(sent_times(page, "/door/identify"))
     sent = recorder.frames("/door/identify")
-    check_pace(sent)
     shows = {s.frame: s.shows for s in sent}
     for frame, now in shown.items():
         labels = expected(shows[frame])
@@ -316,11 +327,24 @@ def test_the_door_view_shows_the_decision_only(live: tuple[str, LiveRecorder], p
     # the page hidden (as a browser reports it): the camera stops; shown again: it resumes
     page.evaluate("window.liveTracks = document.getElementById('door-video').srcObject.getTracks()")
     page.evaluate(VISIBILITY, "hidden")
-    check_stopped(page, recorder, "/door/identify", ".live")
+    check_stopped(page, "/door/identify", ".live")
     assert page.inner_text("#door-banner") == "Camera off"
     last = max(s.frame for s in recorder.frames("/door/identify"))
     page.evaluate(VISIBILITY, "visible")
     wait_js(page, f"Number(document.getElementById('door-banner').dataset.frame) > {last}", 30)
+
+
+def test_the_door_keeps_to_the_frame_rate_of_its_address(live: tuple[str, LiveRecorder], page: Any) -> None:
+    url, _ = live
+    page.goto("about:blank")  # from /door, a new fragment alone would not load the page again
+    page.goto(f"{url}/door#key={DOOR_KEY}&start=1&fps=1.5")  # slower than the server answers (about 0.2 s)
+    first = len(page.finished)
+    deadline = time.monotonic() + 30
+    while len(sent_times(page, "/door/identify", first)) < 5:
+        assert time.monotonic() < deadline, "fewer than 5 frames answered in 30 s"
+        page.wait_for_timeout(100)
+    page.click("#door-start")  # Stop camera
+    check_pace(sent_times(page, "/door/identify", first), max_fps=1.5)
 
 
 def test_the_door_stops_at_a_refused_key(live: tuple[str, LiveRecorder], page: Any) -> None:

@@ -1,7 +1,8 @@
 // siamface door view: the camera identified continuously over POST /door/identify, which answers each face's
 // box and the gallery's decision only (a name, or null: unknown). The page shows that decision and nothing
 // else; it never asks for candidates, probabilities or the list of people.
-// A kiosk can be set up by URL: /door#key=KEY&start=1 keeps the key in this browser and starts the camera.
+// A kiosk can be set up by URL: /door#key=KEY&start=1 keeps the key in this browser and starts the camera;
+// &fps=N sends at most N frames a second (0.2 to 4; default 3), for a slow server or a slow network.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -41,10 +42,12 @@ function decision(face) {
   return span;
 }
 
+const fps = Math.min(4, Math.max(0.2, Number(params.get("fps")) || 3));
 const live = new LiveCamera({
   video: $("door-video"),
   overlay: $("door-overlay"),
   send: ask,
+  maxFps: fps,
   show: decide,
   onError: (e) => { errorLine.textContent = e.message; },
   onState: (on) => {
