@@ -13,8 +13,12 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -63,6 +67,65 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """A YUV4MPEG2 clip (4:2:0, BT.601 limited range) of RGB uint8 frames with even sides."""
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb_frame in frames:
+            r, g, b = (rgb_frame[..., i].astype(np.float64) for i in range(3))
+            y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+            u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+            v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+            sub = [c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) for c in (u, v)]
+            f.write(b"FRAME\n")
+            for plane in (y, *sub):
+                f.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
+    return path
+
+
+def even(img: np.ndarray) -> np.ndarray:
+    """The image cropped to even sides (4:2:0 needs them)."""
+    return img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
+
+
+def chromium_args(clip: Path) -> list[str]:
+    """Debian's chromium, headless in a container, with the fake camera playing `clip` (no permission prompt)."""
+    return ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={clip}"]
+
+
+def wait_js(page, expression: str, seconds: float) -> None:  # noqa: ANN001
+    """Poll an expression with page.evaluate (the page's CSP forbids the eval that wait_for_function uses)."""
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def serve_in_thread(settings: Any, wrap: Any = None) -> Iterator[str]:
+    """The app of `settings` (inside the ASGI wrapper `wrap`, if any) under uvicorn in a thread on a free
+    loopback port; yields its URL."""
+    import uvicorn
+
+    from siamface.serve import create_app
+
+    app = create_app(settings) if wrap is None else wrap(create_app(settings))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{srv.config.port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
 
 def start_server(args: list[str], port: int, env: dict[str, str] | None = None, log: Path | None = None,

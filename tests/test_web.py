@@ -8,14 +8,22 @@ A screenshot of each step is kept under test-artifacts/web/ (or $SIAMFACE_TEST_A
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from _serve_helpers import REPO, encode, free_port, lfw_photos, rgb, side_by_side
+from _serve_helpers import (
+    REPO,
+    chromium_args,
+    encode,
+    even,
+    lfw_photos,
+    rgb,
+    serve_in_thread,
+    side_by_side,
+    wait_js,
+    write_y4m,
+)
 
 pytest.importorskip("fastapi")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -32,27 +40,6 @@ KEY = "web-test-key-0123456789"
 PERSON, ENROLLED = "Gerhard_Schroeder", "Gerhard Schroeder"
 
 
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    """A YUV4MPEG2 clip (4:2:0, BT.601 limited range) of RGB uint8 frames with even sides."""
-    h, w = frames[0].shape[:2]
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for rgb_frame in frames:
-            r, g, b = (rgb_frame[..., i].astype(np.float64) for i in range(3))
-            y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
-            u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
-            v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
-            sub = [c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) for c in (u, v)]
-            f.write(b"FRAME\n")
-            for plane in (y, *sub):
-                f.write(np.clip(np.rint(plane), 0, 255).astype(np.uint8).tobytes())
-    return path
-
-
-def even(img: np.ndarray) -> np.ndarray:
-    return img[: img.shape[0] // 2 * 2, : img.shape[1] // 2 * 2]
-
-
 @pytest.fixture(scope="module")
 def artifacts() -> Path:
     out = Path(os.environ.get("SIAMFACE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "web"
@@ -64,22 +51,10 @@ def artifacts() -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app (shipped model, a new gallery, an API key) under uvicorn in a thread on a free loopback port."""
-    import uvicorn
+    from siamface.serve import Settings
 
-    from siamface.serve import Settings, create_app
-
-    settings = Settings(gallery=tmp_path_factory.mktemp("web") / "people.db", api_key=KEY)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started and time.monotonic() < deadline and thread.is_alive():
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(Settings(gallery=tmp_path_factory.mktemp("web") / "people.db", api_key=KEY)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -87,24 +62,13 @@ def page(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     clip = write_y4m(tmp_path_factory.mktemp("camera") / "camera.y4m",
                      [even(rgb(lfw_photos(data_root, PERSON)[0]))] * 10)
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=chromium_args(clip))
         context = browser.new_context(viewport={"width": 900, "height": 1400})
         pg = context.new_page()
         pg.csp_errors = []  # every Content-Security-Policy violation the page or /docs reports
         pg.on("console", lambda m: "Content Security Policy" in m.text and pg.csp_errors.append(m.text))
         yield pg
         browser.close()
-
-
-def wait_js(page, expression: str, seconds: float) -> None:  # noqa: ANN001
-    """Poll an expression with page.evaluate (the page's CSP forbids the eval that wait_for_function uses)."""
-    deadline = time.monotonic() + seconds
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        time.sleep(0.05)
 
 
 def snapshot_from_camera(page, prefix: str) -> None:  # noqa: ANN001

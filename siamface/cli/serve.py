@@ -42,6 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
         resources.verifier.net = onnx_tower(resources.verifier.loaded, args.runtime)
     mode = "read-write" if settings.api_key else "read-only (set SIAMFACE_API_KEY to allow enroll and delete)"
+    mode += ", a door key (SIAMFACE_DOOR_KEY) for /door" if settings.door_key else ""
     print(f"siamface serve: http://{args.host}:{args.port}/ model {resources.verifier.name} ({args.runtime}), "
           f"gallery {gallery_where(gallery)}, {mode}; hosts {', '.join(hosts)}", file=sys.stderr)
     from ..serve.server import server_config

@@ -38,6 +38,7 @@ from siamface.errors import (
 from siamface.gallery_store import gallery_label
 from siamface.photo_faces import Photo
 from siamface.serve import schemas
+from siamface.serve.door import DOOR_KEY_ENV, check_door_key, door_keys, door_view
 from siamface.serve.limits import (
     ImageTooSmallError,
     Limits,
@@ -73,7 +74,8 @@ STATUS: dict[type[BaseException], int] = {
 @dataclass(frozen=True)
 class Settings:
     """What `siamface serve` starts with. api_key None = read-only mode (write endpoints refuse); with a key,
-    every gallery endpoint needs it. allowed_hosts: the Host header names served ("*": any)."""
+    every gallery endpoint needs it. door_key: a key that opens the door endpoint only (siamface.serve.door).
+    allowed_hosts: the Host header names served ("*": any)."""
 
     gallery: str | Path | None = None  # a file or a postgresql:// URL
     model: str | None = None
@@ -83,14 +85,17 @@ class Settings:
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     allowed_hosts: tuple[str, ...] = ("*",)
+    door_key: str | None = None
 
     def __post_init__(self) -> None:
         check_key_strength(self.api_key)
+        check_key_strength(self.door_key, f"the door key ({DOOR_KEY_ENV})")
+        check_door_key(self.api_key, self.door_key)
 
     @classmethod
     def from_env(cls, **kw: Any) -> Settings:
-        """Settings with the API key from the environment (an empty value counts as unset)."""
-        return cls(api_key=os.environ.get(KEY_ENV) or None, **kw)
+        """Settings with the API key and the door key from the environment (an empty value counts as unset)."""
+        return cls(api_key=os.environ.get(KEY_ENV) or None, door_key=os.environ.get(DOOR_KEY_ENV) or None, **kw)
 
 
 @dataclass
@@ -174,15 +179,16 @@ def get_gallery(res: Annotated[Resources, Depends(get_resources)]) -> Any:
 _key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's SIAMFACE_API_KEY")
 
 
-def _check_key(request: Request, key: str | None, expected: str) -> None:
-    """401 for a missing or wrong key; 429 once a client sent too many wrong ones (constant-time compare)."""
+def _check_key(request: Request, key: str | None, *expected: str, name: str = "API key") -> None:
+    """401 for a missing key or one that is none of `expected` (`name` in the message); 429 once a client sent
+    too many wrong ones (constant-time compare)."""
     throttle, client = request.app.state.throttle, request.client.host if request.client else "unknown"
     throttle.check(client)
     if not key:
-        raise HTTPException(401, "missing X-API-Key header (this server's gallery needs its API key)")
-    if not hmac.compare_digest(key.encode(), expected.encode()):
+        raise HTTPException(401, f"missing X-API-Key header (this server's gallery needs its {name})")
+    if not any([hmac.compare_digest(key.encode(), e.encode()) for e in expected]):  # a list: compare every key
         throttle.failed(client)
-        raise HTTPException(401, "wrong API key (X-API-Key)")
+        raise HTTPException(401, f"wrong {name} (X-API-Key)")
 
 
 def require_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
@@ -199,6 +205,13 @@ def read_key(request: Request, key: Annotated[str | None, Depends(_key_header)])
     expected = request.app.state.settings.api_key
     if expected:
         _check_key(request, key, expected)
+
+
+def door_key(request: Request, key: Annotated[str | None, Depends(_key_header)]) -> None:
+    """The door endpoint: the door key or the API key, when either is configured."""
+    settings = request.app.state.settings
+    if expected := door_keys(settings.api_key, settings.door_key):
+        _check_key(request, key, *expected, name="door key or API key")
 
 
 @dataclass
@@ -284,7 +297,7 @@ def jsonable_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 Image = Annotated[UploadFile, File(description="a JPEG, PNG, WebP, PGM, BMP or TIFF photo")]
 GalleryDep = Annotated[Any, Depends(get_gallery)]
-Key, ReadKey = Depends(require_key), Depends(read_key)
+Key, ReadKey, DoorKey = Depends(require_key), Depends(read_key), Depends(door_key)
 Select = Annotated[Literal["largest", "central"] | None,
                    Form(description="which face of a photo with several (default: refuse such a photo)")]
 
@@ -339,6 +352,20 @@ def _add_routes(app: FastAPI) -> None:
             photo = decode(upload, limits, deadline)
             check(deadline, "identifying")
             return public(gallery.identify(_for_gallery(photo), k=k, fpir=fpir).to_dict(), gallery.verifier)
+
+    @app.get("/door", include_in_schema=False)
+    def door_page() -> FileResponse:
+        return FileResponse(STATIC / "door.html")
+
+    @app.post("/door/identify", response_model=schemas.DoorAnswer, dependencies=[DoorKey])
+    def door_identify(request: Request, image: Image, gallery: GalleryDep) -> dict[str, Any]:
+        """A door's question: each face's box and the gallery's decision (a name, or null: unknown), and
+        nothing else (no candidates or probabilities). Takes the door key (SIAMFACE_DOOR_KEY) or the API key."""
+        deadline, upload = deadline_of(request.scope), read_upload(image, "image", limits)
+        with gate.slot(deadline, is_light([upload], limits)):
+            photo = decode(upload, limits, deadline)
+            check(deadline, "identifying")
+            return door_view(gallery.identify(_for_gallery(photo), k=1))
 
     @app.post("/enroll", response_model=schemas.EnrollAnswer, dependencies=[Key])
     def enroll(request: Request, name: Annotated[str, Form(min_length=1, max_length=200)], image: Image,

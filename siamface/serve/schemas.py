@@ -145,3 +145,16 @@ class ErrorAnswer(BaseModel):
 
     detail: str
     error: str | None = None
+
+
+class DoorFace(BaseModel):
+    """One face at a door: where it is, and the gallery's decision."""
+
+    box: dict[str, int] | None = Field(None, description="x, y, w, h in image pixels (null: the whole photo)")
+    match: str | None = Field(None, description="the enrolled person recognised; null: unknown")
+
+
+class DoorAnswer(BaseModel):
+    """What a door may learn: each face and its decision, no candidates, probabilities or threshold."""
+
+    faces: list[DoorFace]

@@ -37,9 +37,9 @@ class TooManyAttemptsError(SiamfaceError):
         self.retry_after = retry_after
 
 
-def check_key_strength(key: str | None) -> None:
+def check_key_strength(key: str | None, what: str = "the API key") -> None:
     if key is not None and len(key) < MIN_KEY_CHARS:
-        raise KeyTooWeakError(f"the API key has {len(key)} characters; use at least {MIN_KEY_CHARS} (for example "
+        raise KeyTooWeakError(f"{what} has {len(key)} characters; use at least {MIN_KEY_CHARS} (for example "
                               "python3 -c 'import secrets; print(secrets.token_urlsafe(24))')")
 
 

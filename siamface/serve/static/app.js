@@ -7,17 +7,12 @@ keyInput.value = sessionStorage.getItem("siamface-key") || "";
 keyInput.addEventListener("input", () => sessionStorage.setItem("siamface-key", keyInput.value));
 
 // Every call sends the key when one is typed: with a key configured, the server wants it for the gallery.
-async function call(method, path, form) {
+// A failed call throws the server's one-line detail with its status and kind (httpError, live.js).
+async function call(method, path, form, signal) {
   const headers = keyInput.value ? { "X-API-Key": keyInput.value } : {};
-  const res = await fetch(path, { method, body: form, headers });
-  const body = await res.json().catch(() => ({ detail: `${res.status} ${res.statusText}` }));
-  if (!res.ok) {
-    const e = new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
-    e.kind = body.error || "";
-    e.status = res.status;
-    throw e;
-  }
-  return body;
+  const res = await fetch(path, { method, body: form, headers, signal });
+  if (!res.ok) throw await httpError(res);
+  return res.json();
 }
 
 function say(el, html, cls) {
@@ -223,18 +218,52 @@ $("identify-button").addEventListener("click", async () => {
   say(out, "Searching…");
   try {
     const r = await call("POST", "/identify", form);
-    const rows = r.faces.map((f) => {
-      const who = f.match ? `<b class="match">${esc(f.match)}</b>` : `<b class="unknown">unknown</b>`;
-      const cands = f.candidates.map((c) => `${esc(c.name)} ${pct(c.probability)}`).join(", ");
-      return `<li>${who} <span class="detail">${cands || "no one enrolled"}</span></li>`;
-    });
-    say(out, `<ul>${rows.join("")}</ul>` + decisionLine(r));
+    say(out, `<ul>${r.faces.map(faceRow).join("")}</ul>` + decisionLine(r));
     drawFaces($("identify-canvas"), r.faces.map((f) => ({
       face: f.face, label: f.match || "unknown", color: f.match ? "#067647" : "#b42318" })));
   } catch (e) {
     say(out, esc(e.message), "error");
   }
 });
+
+// One identified face: the decision (a name or unknown) and the candidates with their probabilities.
+function faceRow(f) {
+  const who = f.match ? `<b class="match">${esc(f.match)}</b>` : `<b class="unknown">unknown</b>`;
+  const cands = f.candidates.map((c) => `${esc(c.name)} ${pct(c.probability)}`).join(", ");
+  return `<li>${who} <span class="detail">${cands || "no one enrolled"}</span></li>`;
+}
+
+// Live: the camera identified continuously (live.js), names over the faces and the answer's rows below.
+const liveOut = $("identify-live-result"), liveButton = $("identify-live");
+const live = new LiveCamera({
+  video: $("identify-live-video"),
+  overlay: $("identify-live-overlay"),
+  send: (blob, name, signal) => {
+    const form = new FormData();
+    form.append("image", blob, name);
+    return call("POST", "/identify", form, signal);
+  },
+  show: (r, frame) => {
+    liveOut.className = "result live-result";
+    liveOut.dataset.frame = frame;
+    liveOut.innerHTML = r ? r.faces.map(faceRow).join("") : `<li class="none">no face in view</li>`;
+  },
+  onError: (e) => {
+    liveOut.className = "result live-result error";
+    liveOut.innerHTML = `<li>${esc(e.message)}</li>`;
+  },
+  onState: (on) => {
+    liveButton.textContent = on ? "Stop live" : "Live";
+    liveButton.setAttribute("aria-pressed", String(on));
+    if (on) {
+      liveOut.className = "result live-result";
+      liveOut.innerHTML = "<li>Starting…</li>";
+      delete liveOut.dataset.frame;
+    }
+    liveOut.hidden = !on && !liveOut.classList.contains("error");
+  },
+});
+liveButton.addEventListener("click", () => (live.running ? live.stop() : live.start()));
 
 // ---- people and status -----------------------------------------------------------------------------
 
