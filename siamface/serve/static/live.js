@@ -6,7 +6,7 @@
 
 // A face's box in an answer: {x, y, w, h} under "box" (door answers) or in its face report (identify answers).
 function liveBox(face) {
-  const b = face.box !== undefined ? face.box : face.face && (face.face.box || face.face.used);
+  const b = face.box !== undefined ? face.box : face.face && face.face.box;
   return b && b.w !== undefined ? b : null;
 }
 
