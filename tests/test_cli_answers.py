@@ -59,7 +59,8 @@ def test_serve_reads_the_gallery_from_the_environment(tmp_path: Path, capsys: py
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SIAMFACE_GALLERY", raising=False)
     code, _, err = run(capsys, "serve")
-    assert code == 2 and err == "siamface: error: no gallery: pass --gallery FILE or set SIAMFACE_GALLERY\n"
+    assert code == 2 and err == ("siamface: error: no gallery: pass --gallery FILE (or a postgresql:// URL) or set "
+                                 "SIAMFACE_GALLERY\n")
     monkeypatch.setenv("SIAMFACE_GALLERY", str(tmp_path / "people.db"))
     monkeypatch.setenv("SIAMFACE_API_KEY", "short")  # refused before listening: proves the gallery was taken
     code, _, err = run(capsys, "serve")
