@@ -138,8 +138,10 @@ def test_the_index_is_cached_and_own_enrollments_are_appended(where: str | Path,
         (again,) = fresh.identify(photos[names[-1]][1]).faces
     assert again.candidates == face.candidates
     gallery.delete(names[0])
-    gallery.identify(photos[names[1]][2])
+    (after,) = gallery.identify(photos[names[0]][2]).faces
     assert gallery._matrix is not matrix and gallery._matrix.generation == 1  # a deletion rebuilds
+    assert names[0] not in {c.name for c in after.candidates} and after.match != names[0]
+    assert len(after.candidates) == min(5, len(names) - 1)
 
 
 def test_matrix_follows_writes_of_another_connection(where: str | Path, tmp_path: Path, verifier: Verifier,
