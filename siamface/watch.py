@@ -255,7 +255,7 @@ def _frames_of(seconds: float, fps: float) -> int:
 def watch(source: str | int, gallery: Any, *, votes: int = 3, max_missed: int = 5, min_iou: float = 0.3,
           fpir: float | None = None, realtime: bool = False, retries: int = 3, backoff_s: float = 0.5,
           workers: int | None = None, on_frame: Any = None, every_frame: bool | None = None,
-          min_face: int = 80, detect_every: float = 0.17, recheck: float = 1.0) -> Iterator[dict[str, Any]]:
+          min_face: int = 80, detect_every: float = 0.17, recheck: float = 0.5) -> Iterator[dict[str, Any]]:
     """Events of the faces in a video named through `gallery` (a siamface Gallery); see the module doc.
 
     fpir: the gallery's operating point (None: its default); on_frame(frame_rgb, tracks) is called after each
