@@ -1,19 +1,25 @@
 """Watch a video (a camera, a file, an RTSP stream): faces followed across frames and named through a gallery.
 
 `watch(source, gallery)` yields events as dicts: "appear" (a new track), "identified" (once per track, after
-`votes` frames: the name most of its frames agree on, or None for unknown, with the mean probability and the
-gallery's operating point), "leave" (the track was not seen for `max_missed` processed frames, or the video
-ended), and a closing "end" with frames_read, frames_processed and fps (processed frames per wall second).
-Each frame goes through `Gallery.identify` (detection, embedding, the gallery's decision); a greedy tracker
-(IoU matching as in Bochinski et al. 2017, "High-Speed Tracking-by-Detection Without Using Image
-Information", extended to nearby boxes of similar size and to each track's motion) links its faces to
-tracks. A name is decided once per track from several frames, so it never flickers; a decided track whose
-face is answered otherwise on `votes` processed frames in a row is ended and a new track starts there, so a
-stranger stepping into a known person's place never inherits the name.
+`votes` answers: the name most of them agree on, or None for unknown, with the mean probability and the
+gallery's operating point), "leave" (the face left the frame, was not seen for `max_missed` frames, or the
+video ended), and a closing "end" with frames_read, frames_processed and fps (processed frames per wall
+second; a processed frame is one on which every track has its box and, once decided, its name: what
+`on_frame` receives and `--out` draws), frames_detected, frames_named and time_to_name (seconds from a
+track's first detected frame to its name, median and max).
+
+By default (a model that detects faces) faces are tracked (`siamface.watch_flow`): detected every
+`detect_every` seconds on a frame reduced as far as `min_face` allows, followed between detections by
+optical flow, and embedded only until their name is decided, then re-checked every `recheck` seconds.
+`every_frame=True` is the previous way: every frame a whole `Gallery.identify`, its boxes linked by a greedy
+IoU tracker (`siamface.watch_tracker`). Either way a name is decided once per track from several answers, so
+it never flickers; a decided track whose face is answered otherwise `votes` times in a row is ended and a
+new track starts there, so a stranger stepping into a known person's place never inherits the name.
 
 A live source (a camera index, rtsp://, http://) drops frames rather than fall behind: a reader thread keeps
 only the newest frame, and a stream that stops is reopened with bounded backoff before it fails. A file is
-processed frame by frame unless `realtime=True`, which skips the frames the processing could not keep up with.
+processed frame by frame unless `realtime=True`, which keeps to the video's clock as a camera would (never
+ahead of it, and skipping the frames the processing could not keep up with).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Named:
 
 
 class FaceNamer:
-    """`detect(frame)` -> face boxes; `name(frame, boxes)` -> one `Named` per box, through `gallery`
+    """`detect(frame)` -> face boxes; `name([(frame, box), ...])` -> one `Named` per face, through `gallery`
     (a siamface Gallery whose model detects faces) at its FPIR point `fpir` (None: its default)."""
 
     def __init__(self, gallery: Any, fpir: float | None = None, min_face: int = MMOD_SMALLEST) -> None:
@@ -72,18 +72,18 @@ class FaceNamer:
         return [(round(b.x / s), round(b.y / s), round(b.w / s), round(b.h / s)) for b in detect_faces(small, self.cfg)]
 
     @torch.no_grad()
-    def name(self, frame: np.ndarray, boxes: list[Box]) -> list[Named]:
-        """Each box's face aligned as the model's preprocessing says (dlib's landmarks and chip for the
-        shipped model), embedded in one batch and searched in the gallery; decided at its FPIR point."""
+    def name(self, faces: list[tuple[np.ndarray, Box]]) -> list[Named]:
+        """Each (frame, box)'s face aligned as the model's preprocessing says (dlib's landmarks and chip for
+        the shipped model), embedded in one batch and searched in the gallery; decided at its FPIR point."""
         from .data import image_from_array
         from .embed import embed_batches
         from .faces import FaceBox
         from .faces.align import align_box
 
-        if not boxes:
+        if not faces:
             return []
         inputs = [image_from_array(align_box(frame, FaceBox(*b, 1.0), self.pre.size, self.cfg)[0],
-                                   channels=self.pre.channels) for b in boxes]
+                                   channels=self.pre.channels) for frame, b in faces]
         emb = embed_batches(self.verifier.net, torch.from_numpy(np.stack(inputs)), self.pre,
                             device=self.verifier.device)
         scores, names = self.gallery._person_scores(emb)

@@ -8,7 +8,8 @@ and start new ones; a track that detections miss for more than `max_missed` fram
 sent to be named (landmarks, alignment, embedding, the gallery's search and decision: `FaceNamer.name`)
 on a second worker on each frame until `votes` answers name it, then every `recheck` frames, and on every
 frame while its answers disagree with its name (`votes` disagreeing answers in a row end it and a new
-track starts there, so a stranger stepping into a named person's place never inherits the name).
+track starts there, named by those answers, so a stranger stepping into a named person's place never
+inherits the name).
 
 On a file (not `realtime`) the schedule is fixed by frame numbers and every result is applied on the frame
 it was computed for (detections run ahead on frames read in advance; the naming is waited for), so the
@@ -41,7 +42,8 @@ class _Job:
 
     frame: int
     future: Future[Any]
-    tracks: list[Track] = field(default_factory=list)
+    tracks: list[Track] = field(default_factory=list)  # a naming's track of each face
+    rgb: np.ndarray | None = None  # a detection's frame
 
 
 def _shifted(box: Box, then: FBox, now: FBox) -> FBox:
@@ -71,6 +73,7 @@ class FlowWatch:
         self.detected = self.named = 0
         self.to_name: list[float] = []
         self._next = 1
+        self._seeds: dict[int, tuple[np.ndarray, Box]] = {}  # a late-started track's face on its detected frame
 
     # ---- the frame loop ------------------------------------------------------------------------------
 
@@ -93,7 +96,8 @@ class FlowWatch:
                         yield from self._detected(detecting, index, stamp)
                         detecting = None
                     if detecting is None and index - last_detect >= self.every:
-                        detecting, last_detect = _Job(index, detector.submit(self.namer.detect, rgb)), index
+                        detecting = _Job(index, detector.submit(self.namer.detect, rgb), rgb=rgb)
+                        last_detect = index
                     if naming is not None and naming.future.done():
                         yield from self._answered(naming, index, stamp)
                         naming = None
@@ -187,6 +191,8 @@ class FlowWatch:
             self._next += 1
             t.history[k] = start
             t.at(index, now)
+            if k != index and job.rgb is not None:  # its first answer can come from the detected frame too
+                self._seeds[t.id] = (job.rgb, box)
             self.tracks.append(t)
             yield {"event": "appear", "track": t.id, **stamp, "box": list(t.box)}
 
@@ -198,6 +204,7 @@ class FlowWatch:
             yield from self._goodbye(t, stamp)
 
     def _goodbye(self, t: Track, stamp: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        self._seeds.pop(t.id, None)
         if not t.decided and t.votes:  # seen on fewer frames than `votes`: decide on what there is
             yield self._identified(t, stamp)
         yield {"event": "leave", "track": t.id, **stamp, "name": t.name}
@@ -214,10 +221,16 @@ class FlowWatch:
         ask = [t for t in self.tracks if self._wants(t, index)]
         if not ask:
             return None
+        faces, of = [], []
         for t in ask:
             t.asked, t.pending = index, True
-        boxes = [t.box for t in ask]
-        return _Job(index, self._namer.submit(self.namer.name, rgb, boxes), ask)
+            seed = self._seeds.pop(t.id, None)
+            if seed is not None:  # a track started late (live): its detected frame is one more answer
+                faces.append(seed)
+                of.append(t)
+            faces.append((rgb, t.box))
+            of.append(t)
+        return _Job(index, self._namer.submit(self.namer.name, faces), of)
 
     def _answered(self, job: _Job, index: int, stamp: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Each answer is a vote of its track (the tracks that left meanwhile are skipped)."""
@@ -227,20 +240,27 @@ class FlowWatch:
             t.pending = False
             self.point = named.point
             if t not in self.tracks:
+                self._seeds.pop(t.id, None)
                 continue
-            if t.decided:  # a decided track whose face keeps disagreeing is someone else: a new track
-                t.disagree = t.disagree + 1 if named.match != t.name else 0
+            if t.decided:  # a decided track whose face keeps disagreeing is someone else: a new track, whose
+                t.disagree = t.disagree + 1 if named.match != t.name else 0  # votes are those disagreeing answers
+                if t.disagree == 1:
+                    t.first_time = self.seconds.get(job.frame, stamp["time"])  # when the other face was first seen
+                t.recent = [*t.recent, (named.match, named.probability)][-self.votes:]
                 if t.disagree < self.votes:
                     continue
                 yield {"event": "leave", "track": t.id, **stamp, "name": t.name}
-                t = self._replace(t, index, stamp)
+                old, t = t, self._replace(t, index, stamp)
                 yield {"event": "appear", "track": t.id, **stamp, "box": list(t.box)}
+                t.votes = list(old.recent)
+                yield self._identified(t, stamp)
+                continue
             t.votes.append((named.match, named.probability))
             if len(t.votes) >= self.votes:
                 yield self._identified(t, stamp)
 
     def _replace(self, old: Track, index: int, stamp: dict[str, Any]) -> Track:
-        new = Track(self._next, old.box, index, first_time=stamp["time"], confirmed=old.confirmed)
+        new = Track(self._next, old.box, index, first_time=old.first_time, confirmed=old.confirmed)
         self._next += 1
         new.at(index, old.history[index])
         self.tracks = [new if t is old else t for t in self.tracks]

@@ -56,6 +56,7 @@ class Track:
     lost: bool = False  # optical flow could not follow it on the last frame (flow tracking)
     asked: int = -1  # the last frame its face was sent to be named (flow tracking)
     pending: bool = False  # a naming of its face is under way (flow tracking)
+    recent: list[tuple[str | None, float]] = field(default_factory=list)  # its last answers once named (flow)
     history: dict[int, FBox] = field(default_factory=dict)  # frame -> box over the last HISTORY frames
 
     def at(self, frame: int, box: FBox) -> None:
