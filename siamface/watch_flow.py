@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .watch_faces import FaceNamer, Named
+from .watch_faces import FaceNamer, Named, Region, motion_box
 from .watch_tracker import HISTORY, Box, FBox, Track, decide, follow, follow_through, match, rounded
 
 FrameItem = tuple[int, float, np.ndarray]
@@ -44,6 +44,7 @@ class _Job:
     future: Future[Any]
     tracks: list[Track] = field(default_factory=list)  # a naming's track of each face
     rgb: np.ndarray | None = None  # a detection's frame
+    region: Region | None = None  # the part of the frame a detection looked at
 
 
 def _shifted(box: Box, then: FBox, now: FBox) -> FBox:
@@ -52,6 +53,14 @@ def _shifted(box: Box, then: FBox, now: FBox) -> FBox:
     cx = box[0] + box[2] / 2 + (now[0] + now[2] / 2) - (then[0] + then[2] / 2)
     cy = box[1] + box[3] / 2 + (now[1] + now[3] / 2) - (then[1] + then[3] / 2)
     return (cx - box[2] * s / 2, cy - box[3] * s / 2, box[2] * s, box[3] * s)
+
+
+def _within(box: FBox, region: Region | None) -> bool:
+    """Whether a box's centre is in a detection's region (None: the whole frame)."""
+    if region is None:
+        return True
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    return region[0] <= cx < region[2] and region[1] <= cy < region[3]
 
 
 def _inside(box: FBox, shape: tuple[int, ...]) -> bool:
@@ -82,6 +91,8 @@ class FlowWatch:
         namer = detector if self.workers < 2 else ThreadPoolExecutor(1, thread_name_prefix="siamface-name")
         self._detector, self._namer = detector, namer
         self._ahead: dict[int, _Job] = {}
+        self._read: dict[int, np.ndarray] = {}  # frames read ahead (a file)
+        self._ref: np.ndarray | None = None  # the grey frame of the last detection: what changed since
         detecting: _Job | None = None
         naming: _Job | None = None
         last_detect, stamp, prev = -(10**9), {"frame": 0, "time": 0.0}, None
@@ -96,8 +107,7 @@ class FlowWatch:
                         yield from self._detected(detecting, index, stamp)
                         detecting = None
                     if detecting is None and index - last_detect >= self.every:
-                        detecting = _Job(index, detector.submit(self.namer.detect, rgb), rgb=rgb)
-                        last_detect = index
+                        detecting, last_detect = self._detect(index, rgb, grey, index), index
                     if naming is not None and naming.future.done():
                         yield from self._answered(naming, index, stamp)
                         naming = None
@@ -107,6 +117,11 @@ class FlowWatch:
                     job = self._ahead.pop(index, None)
                     if job is not None:
                         yield from self._detected(job, index, stamp)
+                    if index % self.every == 0 and index + self.every in self._read:  # the next one, now
+                        ahead = self._read[index + self.every]
+                        job = self._detect(index + self.every, ahead, self._grey_of(ahead), index)
+                        if job is not None:
+                            self._ahead[job.frame] = job
                     asked = self._ask(index, rgb)
                     if asked is not None:
                         yield from self._answered(asked, index, stamp)
@@ -132,22 +147,50 @@ class FlowWatch:
                                  "max": round(max(tn), 3) if tn else None}}
 
     def _read_ahead(self, frames: Iterable[FrameItem]) -> Iterator[FrameItem]:
-        """A file's frames, read up to 2 detection intervals in advance so that each scheduled detection
-        (frames 0, every, 2 every, ...) runs while the frames before it are followed."""
+        """A file's frames, read a detection interval in advance: the detection of frames 0, every,
+        2 every, ... is started on the frame `every` before (frame 0's at once) and runs while those frames
+        are followed."""
         buffer: deque[FrameItem] = deque()
         for item in frames:
-            if item[0] % self.every == 0:
-                self._ahead[item[0]] = _Job(item[0], self._detector.submit(self.namer.detect, item[2]))
+            if item[0] == 0:
+                self._ahead[0] = self._detect(0, item[2], self._grey_of(item[2]), None)  # type: ignore[assignment]
             buffer.append(item)
-            if len(buffer) > 2 * self.every:
-                yield buffer.popleft()
-        yield from buffer
+            self._read[item[0]] = item[2]
+            if len(buffer) > self.every:
+                out = buffer.popleft()
+                self._read.pop(out[0], None)
+                yield out
+        while buffer:
+            out = buffer.popleft()
+            self._read.pop(out[0], None)
+            yield out
 
-    def _grey(self, index: int, seconds: float, rgb: np.ndarray) -> np.ndarray:
+    def _detect(self, frame: int, rgb: np.ndarray, grey: np.ndarray, now: int | None) -> _Job | None:
+        """Start a detection of `frame` where it changed since the last detection and around the tracks
+        (their boxes on frame `now`, widened by a box side each way); None when nothing changed and no one
+        is followed (an empty, still scene costs no detection)."""
+        moved = None if self._ref is None else motion_box(self._ref, grey)
+        parts = [] if moved is None and self._ref is not None else [(0, 0, grey.shape[1], grey.shape[0])]
+        parts += [] if moved is None else [moved]
+        for t in self.tracks:
+            box = t.history.get(now) if now is not None else None
+            if box is not None:
+                parts.append((int(box[0] - box[2]), int(box[1] - box[3]), int(box[0] + 2 * box[2]),
+                              int(box[1] + 2 * box[3])))
+        if not parts:
+            return None
+        self._ref = grey
+        region = self.namer.region(parts, grey.shape)
+        return _Job(frame, self._detector.submit(self.namer.detect, rgb, region), rgb=rgb, region=region)
+
+    def _grey_of(self, rgb: np.ndarray) -> np.ndarray:
         from .faces.detect import opencv
 
         cv2 = opencv()
-        grey = rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+        return rgb if rgb.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+    def _grey(self, index: int, seconds: float, rgb: np.ndarray) -> np.ndarray:
+        grey = self._grey_of(rgb)
         self.greys[index], self.seconds[index] = grey, seconds
         for old in [f for f in self.greys if f <= index - HISTORY]:
             del self.greys[old], self.seconds[old]
@@ -174,7 +217,8 @@ class FlowWatch:
         self.detected += 1
         of_box = match(self.tracks, boxes, k, self.min_iou)
         seen = {id(t) for t in of_box}
-        missed = [t for t in self.tracks if id(t) not in seen and k in t.history and k - t.confirmed > self.max_missed]
+        missed = [t for t in self.tracks if id(t) not in seen and k in t.history and _within(t.history[k], job.region)
+                  and k - t.confirmed > self.max_missed]
         for t in missed:  # unseen by the detections of more than max_missed frames: gone
             self.tracks.remove(t)
             yield from self._goodbye(t, stamp)

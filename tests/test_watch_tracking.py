@@ -157,3 +157,40 @@ def test_a_live_run_keeps_to_the_clock_and_never_names_wrongly(gallery_db: Path,
     assert any(name == "Aaron_Peirsol" and frame < 60 for frame, name in named), named
     assert all(name is None for frame, name in named if frame >= 70), named  # the stranger: unknown or unseen
     assert all(name in ("Aaron_Peirsol", None) for _, name in named), named
+
+
+def test_detection_looks_where_the_frame_changed_and_around_the_tracks(data_root: Path, tmp_path: Path,
+                                                                       gallery_db: Path) -> None:
+    from siamface.watch_faces import motion_box
+
+    still = np.full((480, 640), 90, np.uint8)
+    moved = still.copy()
+    moved[200:260, 300:380] = 200
+    assert motion_box(still, still) is None
+    box = motion_box(still, moved)
+    assert box is not None and box[0] <= 300 and box[1] <= 200 and box[2] >= 380 and box[3] >= 260
+    assert box[2] - box[0] <= 80 + 8 and box[3] - box[1] <= 60 + 8
+    noisy = still.copy()
+    noisy[::37, ::53] = 255  # isolated pixels, as compression noise: no motion
+    assert motion_box(still, noisy) is None
+
+    class _G:
+        verifier = siamface.Verifier()
+
+    namer = FaceNamer(_G())
+    assert namer.region([(300, 200, 380, 260)], (480, 640)) == (260, 160, 420, 300)
+    assert namer.region([(0, 0, 600, 400)], (480, 640)) is None  # most of the frame: all of it
+    frame = _place(_photo(data_root, PEIRSOL), 300, 150)
+    whole, part = namer.detect(frame), namer.detect(frame, (280, 130, 640, 480))
+    assert len(whole) == len(part) == 1 and iou(whole[0], part[0]) > 0.6  # the pyramid's levels differ a little
+    assert namer.detect(frame, (0, 0, 300, 480)) == []
+
+    photo = _photo(data_root, PEIRSOL)  # 30 empty frames, then a face that stands still for 60
+    frames = [np.full((480, 640, 3), 90, np.uint8)] * 30 + [_place(photo, 200, 100)] * 60
+    clip = tmp_path / "still.mp4"
+    _write(clip, frames, 30.0)
+    with siamface.Gallery(gallery_db) as g:
+        events = list(siamface.watch(str(clip), g))
+    kinds = [(e["event"], e.get("track"), e.get("frame"), e.get("name")) for e in events[:-1]]
+    assert kinds == [("appear", 1, 30, None), ("identified", 1, 32, "Aaron_Peirsol"), ("leave", 1, 89, "Aaron_Peirsol")]
+    assert events[-1]["frames_detected"] == 1 + 12  # the first frame; the empty ones no more; then the face's
