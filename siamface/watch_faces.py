@@ -23,21 +23,43 @@ WHOLE = 0.6  # a region of more than this share of the frame is detected as the 
 Region = tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 excluded)
 
 
-def motion_box(before: np.ndarray, after: np.ndarray) -> Region | None:
-    """The box around the pixels that changed between two grey frames (sampled every MOTION_STEP pixels;
-    isolated changes, as compression noise makes, are ignored); None when nothing changed."""
+def motion_boxes(before: np.ndarray, after: np.ndarray, min_side: int = 8) -> list[Region]:
+    """The boxes around the patches of pixels that changed between two grey frames (sampled every
+    MOTION_STEP pixels), each at least `min_side` pixels both ways: isolated changes (compression noise) and
+    thin ones (a clock's digits, a scan line) are not a face moving."""
     from .faces.detect import opencv
 
     cv2 = opencv()
     s = MOTION_STEP
     changed = (cv2.absdiff(before[::s, ::s], after[::s, ::s]) > MOTION_LEVEL).astype(np.uint8)
     changed = cv2.erode(changed, np.ones((2, 2), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    ys, xs = np.nonzero(changed)
-    if len(xs) == 0:
-        return None
-    # the 2x2 erosion keeps a pixel whose left and upper neighbours changed too: a step back on those sides
-    return (max(0, int(xs.min()) - 1) * s, max(0, int(ys.min()) - 1) * s, (int(xs.max()) + 1) * s,
-            (int(ys.max()) + 1) * s)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+    boxes = []
+    for x, y, w, h, _area in stats[1:n].tolist():
+        # the 2x2 erosion keeps a pixel whose left and upper neighbours changed too: a step back on those sides
+        box = (max(0, x - 1) * s, max(0, y - 1) * s, (x + w) * s, (y + h) * s)
+        if box[2] - box[0] >= min_side and box[3] - box[1] >= min_side:
+            boxes.append(box)
+    return boxes
+
+
+def _merged(boxes: list[Region]) -> list[Region]:
+    """Overlapping boxes joined until none overlap."""
+    out = list(boxes)
+    joined = True
+    while joined:
+        joined = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                a, b = out[i], out[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    out[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del out[j]
+                    joined = True
+                    break
+            if joined:
+                break
+    return out
 
 
 def detect_scale(min_face: int, upsample: int = 0) -> float:
@@ -78,28 +100,35 @@ class FaceNamer:
         align = getattr(getattr(v, "preprocess", None), "align", None) or {}
         return align.get("detector", "none") in ("mmod", "haar")
 
-    def region(self, parts: list[Region], shape: tuple[int, ...]) -> Region | None:
-        """The box around `parts`, widened by half the smallest face (a face at its edge stays whole) and
-        kept inside the frame; None (the whole frame) when that is most of it."""
+    def regions(self, parts: list[Region], shape: tuple[int, ...]) -> list[Region] | None:
+        """Where to detect around `parts`: each widened by half the smallest face (a face at its edge stays
+        whole), kept inside the frame, overlapping ones joined; None (the whole frame) when they cover most
+        of it."""
         margin = max(32, round(self.min_face / 2))
-        x0, y0 = max(0, min(p[0] for p in parts) - margin), max(0, min(p[1] for p in parts) - margin)
-        x1, y1 = min(shape[1], max(p[2] for p in parts) + margin), min(shape[0], max(p[3] for p in parts) + margin)
-        if x1 <= x0 or y1 <= y0 or (x1 - x0) * (y1 - y0) > WHOLE * shape[0] * shape[1]:
+        height, width = shape[:2]
+        boxes = _merged([(max(0, p[0] - margin), max(0, p[1] - margin), min(width, p[2] + margin),
+                          min(height, p[3] + margin)) for p in parts])
+        boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
+        if sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) > WHOLE * height * width:
             return None
-        return (x0, y0, x1, y1)
+        return boxes
 
-    def detect(self, frame: np.ndarray, region: Region | None = None) -> list[Box]:
-        """Face boxes (x, y, w, h) in the frame's pixels, found in `region` (None: all of it) reduced by
-        `scale`."""
+    def detect(self, frame: np.ndarray, regions: list[Region] | None = None) -> list[Box]:
+        """Face boxes (x, y, w, h) in the frame's pixels, found in each of `regions` (None: the whole frame),
+        reduced by `scale`."""
+        if regions is None:
+            return self._detect(frame, 0, 0)
+        return [b for r in regions for b in self._detect(frame[r[1]:r[3], r[0]:r[2]], r[0], r[1])]
+
+    def _detect(self, image: np.ndarray, ox: int, oy: int) -> list[Box]:
         from .faces import detect_faces
         from .faces.detect import opencv
 
-        ox, oy = (0, 0) if region is None else region[:2]
-        small = frame if region is None else frame[region[1]:region[3], region[0]:region[2]]
+        small = image
         if self.scale < 1.0:
             cv2 = opencv()
-            h, w = small.shape[:2]
-            small = cv2.resize(small, (max(1, round(w * self.scale)), max(1, round(h * self.scale))),
+            h, w = image.shape[:2]
+            small = cv2.resize(image, (max(1, round(w * self.scale)), max(1, round(h * self.scale))),
                                interpolation=cv2.INTER_AREA)
         s = self.scale
         return [(ox + round(b.x / s), oy + round(b.y / s), round(b.w / s), round(b.h / s))

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .watch_faces import FaceNamer, Named, Region, motion_box
+from .watch_faces import FaceNamer, Named, Region, motion_boxes
 from .watch_tracker import HISTORY, Box, FBox, Track, decide, follow, follow_through, match, rounded
 
 FrameItem = tuple[int, float, np.ndarray]
@@ -44,7 +44,7 @@ class _Job:
     future: Future[Any]
     tracks: list[Track] = field(default_factory=list)  # a naming's track of each face
     rgb: np.ndarray | None = None  # a detection's frame
-    region: Region | None = None  # the part of the frame a detection looked at
+    regions: list[Region] | None = None  # the parts of the frame a detection looked at (None: all)
 
 
 def _shifted(box: Box, then: FBox, now: FBox) -> FBox:
@@ -55,12 +55,12 @@ def _shifted(box: Box, then: FBox, now: FBox) -> FBox:
     return (cx - box[2] * s / 2, cy - box[3] * s / 2, box[2] * s, box[3] * s)
 
 
-def _within(box: FBox, region: Region | None) -> bool:
-    """Whether a box's centre is in a detection's region (None: the whole frame)."""
-    if region is None:
+def _within(box: FBox, regions: list[Region] | None) -> bool:
+    """Whether a box's centre is in one of a detection's regions (None: the whole frame)."""
+    if regions is None:
         return True
     cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-    return region[0] <= cx < region[2] and region[1] <= cy < region[3]
+    return any(r[0] <= cx < r[2] and r[1] <= cy < r[3] for r in regions)
 
 
 def _inside(box: FBox, shape: tuple[int, ...]) -> bool:
@@ -169,9 +169,10 @@ class FlowWatch:
         """Start a detection of `frame` where it changed since the last detection and around the tracks
         (their boxes on frame `now`, widened by a box side each way); None when nothing changed and no one
         is followed (an empty, still scene costs no detection)."""
-        moved = None if self._ref is None else motion_box(self._ref, grey)
-        parts = [] if moved is None and self._ref is not None else [(0, 0, grey.shape[1], grey.shape[0])]
-        parts += [] if moved is None else [moved]
+        if self._ref is None:  # the first detection: everywhere
+            parts = [(0, 0, grey.shape[1], grey.shape[0])]
+        else:
+            parts = motion_boxes(self._ref, grey, max(8, self.namer.min_face // 4))
         for t in self.tracks:
             box = t.history.get(now) if now is not None else None
             if box is not None:
@@ -180,8 +181,8 @@ class FlowWatch:
         if not parts:
             return None
         self._ref = grey
-        region = self.namer.region(parts, grey.shape)
-        return _Job(frame, self._detector.submit(self.namer.detect, rgb, region), rgb=rgb, region=region)
+        regions = self.namer.regions(parts, grey.shape)
+        return _Job(frame, self._detector.submit(self.namer.detect, rgb, regions), rgb=rgb, regions=regions)
 
     def _grey_of(self, rgb: np.ndarray) -> np.ndarray:
         from .faces.detect import opencv
@@ -217,7 +218,7 @@ class FlowWatch:
         self.detected += 1
         of_box = match(self.tracks, boxes, k, self.min_iou)
         seen = {id(t) for t in of_box}
-        missed = [t for t in self.tracks if id(t) not in seen and k in t.history and _within(t.history[k], job.region)
+        missed = [t for t in self.tracks if id(t) not in seen and k in t.history and _within(t.history[k], job.regions)
                   and k - t.confirmed > self.max_missed]
         for t in missed:  # unseen by the detections of more than max_missed frames: gone
             self.tracks.remove(t)

@@ -161,29 +161,35 @@ def test_a_live_run_keeps_to_the_clock_and_never_names_wrongly(gallery_db: Path,
 
 def test_detection_looks_where_the_frame_changed_and_around_the_tracks(data_root: Path, tmp_path: Path,
                                                                        gallery_db: Path) -> None:
-    from siamface.watch_faces import motion_box
+    from siamface.watch_faces import motion_boxes
 
     still = np.full((480, 640), 90, np.uint8)
     moved = still.copy()
     moved[200:260, 300:380] = 200
-    assert motion_box(still, still) is None
-    box = motion_box(still, moved)
-    assert box is not None and box[0] <= 300 and box[1] <= 200 and box[2] >= 380 and box[3] >= 260
+    moved[0:8, 0:96] = 255  # a thin change (a clock's digits): not a face moving
+    moved[400:440, 20:60] = 30  # a second patch
+    assert motion_boxes(still, still) == []
+    boxes = motion_boxes(still, moved, min_side=20)
+    assert len(boxes) == 2 and sorted(boxes)[0][0] <= 20 and sorted(boxes)[0][2] >= 60
+    box = sorted(boxes)[1]
+    assert box[0] <= 300 and box[1] <= 200 and box[2] >= 380 and box[3] >= 260
     assert box[2] - box[0] <= 80 + 8 and box[3] - box[1] <= 60 + 8
     noisy = still.copy()
     noisy[::37, ::53] = 255  # isolated pixels, as compression noise: no motion
-    assert motion_box(still, noisy) is None
+    assert motion_boxes(still, noisy) == []
 
     class _G:
         verifier = siamface.Verifier()
 
     namer = FaceNamer(_G())
-    assert namer.region([(300, 200, 380, 260)], (480, 640)) == (260, 160, 420, 300)
-    assert namer.region([(0, 0, 600, 400)], (480, 640)) is None  # most of the frame: all of it
+    assert namer.regions([(300, 200, 380, 260)], (480, 640)) == [(260, 160, 420, 300)]
+    assert namer.regions([(300, 200, 380, 260), (400, 200, 420, 220)], (480, 640)) == [(260, 160, 460, 300)]
+    assert len(namer.regions([(0, 0, 50, 50), (500, 400, 560, 460)], (480, 640)) or []) == 2
+    assert namer.regions([(0, 0, 600, 400)], (480, 640)) is None  # most of the frame: all of it
     frame = _place(_photo(data_root, PEIRSOL), 300, 150)
-    whole, part = namer.detect(frame), namer.detect(frame, (280, 130, 640, 480))
+    whole, part = namer.detect(frame), namer.detect(frame, [(0, 0, 100, 100), (280, 130, 640, 480)])
     assert len(whole) == len(part) == 1 and iou(whole[0], part[0]) > 0.6  # the pyramid's levels differ a little
-    assert namer.detect(frame, (0, 0, 300, 480)) == []
+    assert namer.detect(frame, [(0, 0, 300, 480)]) == []
 
     photo = _photo(data_root, PEIRSOL)  # 30 empty frames, then a face that stands still for 60
     frames = [np.full((480, 640, 3), 90, np.uint8)] * 30 + [_place(photo, 200, 100)] * 60
