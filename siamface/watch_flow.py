@@ -3,20 +3,21 @@ embedded only until their track is named (then re-checked at a low rate).
 
 Work per processed frame: the frame in grey, and each track's box moved by optical flow (`follow`, about a
 millisecond a face). Every `every` frames a detection (the gallery's detector, on the frame reduced as far
-as the smallest face asked for allows) runs on one worker thread: its boxes correct the tracks they match
-and start new ones; a track that detections miss for more than `max_missed` frames leaves. A track is
-sent to be named (landmarks, alignment, embedding, the gallery's search and decision: `FaceNamer.name`)
-on a second worker on each frame until `votes` answers name it, then every `recheck` frames, and on every
-frame while its answers disagree with its name (`votes` disagreeing answers in a row end it and a new
-track starts there, named by those answers, so a stranger stepping into a named person's place never
-inherits the name).
+as the smallest face asked for allows) runs on one worker thread, only where the frame changed since the
+last detection (`motion_boxes`) and around the tracks, so a still, empty scene costs none; its boxes correct
+the tracks they match and start new ones, and a track that a detection looked at and missed leaves once
+unseen for more than `max_missed` frames. A track is sent to be named (landmarks, alignment, embedding,
+the gallery's search and decision: `FaceNamer.name`) on a second worker on each frame until `votes`
+answers name it, then every `recheck` frames, and on every frame while its answers disagree with its name
+(`votes` disagreeing answers in a row end it and a new track starts there, named by those answers, so a
+stranger stepping into a named person's place never inherits the name).
 
 On a file (not `realtime`) the schedule is fixed by frame numbers and every result is applied on the frame
-it was computed for (detections run ahead on frames read in advance; the naming is waited for), so the
-events do not depend on the machine's speed. Live (`realtime`), nothing waits: a detection starts on the
-newest frame when the detector is free, and results are applied on the frame being processed when they
-arrive (a detection's boxes are matched to where the tracks were on its frame, and a new face is followed
-from there to the present through the frames kept since).
+it was computed for (each detection starts a detection interval ahead, on a frame read in advance; the
+naming is waited for), so the events do not depend on the machine's speed. Live (`realtime`), nothing
+waits: a detection starts on the newest frame when the detector is free, and results are applied on the
+frame being processed when they arrive (a detection's boxes are matched to where the tracks were on its
+frame, and a new face is followed from there to the present through the frames kept since).
 """
 
 from __future__ import annotations
