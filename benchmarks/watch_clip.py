@@ -8,11 +8,10 @@ and with both cores made busy (one run, one process).
 The clip (written to a temporary folder, never stored): 640x480, 30 fps, `--segments` segments of 2.5 s, each
 one photo holding a single face sliding across a grey frame while it grows from 0.8x to 1.2x, each after
 0.6 s of empty frames (so segments start on every phase of a detection schedule); the photos are LFW's
-(250x250, faces of about 80-115 px) and AT&T's enlarged 2x
-(184x224 grey, faces of about 120-180 px). A seeded sample of people with at least two photos: the first
-`--enrolled` are enrolled from their first photo and appear with their second, the others are strangers; the
-gallery also holds `--gallery-people` people who never appear. Each track is matched to the segment its
-first event falls in.
+(250x250) and AT&T's enlarged 2x (184x224 grey; their faces are under the detector's 80 px at 1x). A seeded
+sample of people with at least two photos: the first `--enrolled` are enrolled from their first photo and
+appear with their second, the others are strangers; the gallery also holds `--gallery-people` people who
+never appear. Each track is matched to the segment its first event falls in.
 
 Modes: `tracking-live` (siamface.watch's default, frames delivered at 30 fps as a camera would: frames the
 processing cannot keep up with are dropped), `tracking-file` (every frame processed as fast as it can be:
