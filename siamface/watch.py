@@ -90,7 +90,11 @@ class Frames:
                 raise SiamfaceError(f"{self.source}: the stream stopped ({self.retries} reconnections failed)")
             return None
         self.read_count += 1
-        return frame[:, :, ::-1].copy() if frame.ndim == 3 else frame  # BGR -> RGB
+        if frame.ndim != 3:
+            return frame
+        from .faces.detect import opencv
+
+        return opencv().cvtColor(frame, opencv().COLOR_BGR2RGB)  # many times faster than a reversed copy
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
         return self._live() if self.live else self._file()
