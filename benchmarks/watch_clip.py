@@ -13,9 +13,9 @@ sample of people with at least two photos: the first `--enrolled` are enrolled f
 appear with their second, the others are strangers; the gallery also holds `--gallery-people` people who
 never appear. Each track is matched to the segment its first event falls in.
 
-Modes: `tracking-live` (siamface.watch's default, frames delivered at 30 fps as a camera would: frames the
-processing cannot keep up with are dropped), `tracking-file` (every frame processed as fast as it can be:
-the throughput), `every-frame-live` (every processed frame a whole Gallery.identify, the previous watch).
+Modes: `tracking-live` (siamface.watch's tracking with realtime=True: frames delivered at 30 fps as a camera
+would, those the processing cannot keep up with dropped), `tracking-file` (every frame processed as fast as it
+can be: the throughput), `every-frame-live` (every processed frame a whole Gallery.identify, the previous watch).
 Loads: `idle` (the machine as it is: other people's jobs run too; `uptime` recorded before and after) and
 `busy` (plus one bounded busy loop per core, `timeout T sh -c 'while :; do :; done'`).
 
