@@ -1,9 +1,10 @@
 """Detection and naming of given face boxes for `siamface watch`, with a gallery's model and decision.
 
 `Gallery.identify` detects, aligns, embeds and searches a whole photo at once. A tracker needs the parts
-apart: detection alone (on a frame reduced as far as the smallest face asked for allows), and naming of face
-boxes it already follows (landmarks, the model's alignment, embedding, the gallery's search and decision),
-exactly as `identify` does them for a detected box.
+apart: detection alone (on a frame reduced as far as the smallest face asked for allows, and only in the
+regions of it that changed, `motion_boxes`), and naming of face boxes it already follows (landmarks, the
+model's alignment, embedding, the gallery's search and decision), exactly as `identify` does them for a
+detected box.
 """
 
 from __future__ import annotations
