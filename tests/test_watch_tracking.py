@@ -201,3 +201,22 @@ def test_detection_looks_where_the_frame_changed_and_around_the_tracks(data_root
     kinds = [(e["event"], e.get("track"), e.get("frame"), e.get("name")) for e in events[:-1]]
     assert kinds == [("appear", 1, 30, None), ("identified", 1, 32, "Aaron_Peirsol"), ("leave", 1, 89, "Aaron_Peirsol")]
     assert events[-1]["frames_detected"] == 1 + 12  # the first frame; the empty ones no more; then the face's
+
+
+def test_the_command_tracks_by_default_and_takes_its_flags(gallery_db: Path, data_root: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from siamface.cli import main
+
+    frames = [_place(_photo(data_root, PEIRSOL), 60 + 3 * i, 100) for i in range(12)]
+    clip = tmp_path / "door.mp4"
+    _write(clip, frames, 30.0)
+    for flags, mode, detected in (([], "tracking", 3), (["--every-frame"], "every frame", 12),
+                                  (["--detect-every", "0.1", "--min-face", "90"], "tracking", 4)):
+        assert main(["watch", "--source", str(clip), "--gallery", str(gallery_db), *flags]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert lines[-1]["mode"] == mode and lines[-1]["frames_detected"] == detected, (flags, lines[-1])
+        assert [e["name"] for e in lines if e["event"] == "identified"] == ["Aaron_Peirsol"], flags
+    assert main(["watch", "--source", str(clip), "--gallery", str(gallery_db), "--min-face", "0"]) == 2
+    assert "min_face must be a whole number of pixels >= 1" in capsys.readouterr().err
