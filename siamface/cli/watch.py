@@ -53,7 +53,9 @@ def cmd_watch(args: argparse.Namespace) -> None:
     try:
         with _gallery(args, args.model) as g:
             for event in watch(_source(args.source), g, votes=args.votes, max_missed=args.max_missed,
-                               fpir=args.fpir, realtime=args.realtime, workers=args.workers, on_frame=annotate):
+                               fpir=args.fpir, realtime=args.realtime, workers=args.workers, on_frame=annotate,
+                               every_frame=True if args.every_frame else None, min_face=args.min_face,
+                               detect_every=args.detect_every, recheck=args.recheck):
                 line = json.dumps(event)
                 print(line, flush=True)
                 if events is not None:
@@ -73,10 +75,20 @@ def add_watch_parser(sub: Any) -> None:
     s.add_argument("--model", default=None, help="run folder or shipped model (default: the one that made the gallery)")
     s.add_argument("--fpir", type=float, default=None, help="the gallery's operating point for identify")
     s.add_argument("--votes", type=int, default=3, help="frames a track is seen on before it is named (default 3)")
-    s.add_argument("--max-missed", type=int, default=5, help="processed frames a track may be unseen before it leaves")
-    s.add_argument("--realtime", action="store_true", help="on a file, drop frames to keep real time, as a live "
-                                                           "source always does")
-    s.add_argument("--workers", type=int, default=None, help="frames identified at once, one thread each "
+    s.add_argument("--max-missed", type=int, default=5, help="frames a track may be unseen by the detector before "
+                                                             "it leaves (default 5)")
+    s.add_argument("--min-face", type=int, default=80, help="the smallest face to find, in pixels (default 80): "
+                                                            "frames are reduced for detection as far as it allows")
+    s.add_argument("--detect-every", type=float, default=0.17, help="seconds of video between detections; faces "
+                                                                    "are followed by optical flow between them "
+                                                                    "(default 0.17: every 5th frame at 30 fps)")
+    s.add_argument("--recheck", type=float, default=0.5, help="seconds between re-checks of a named face (default 0.5)")
+    s.add_argument("--every-frame", action="store_true", help="no tracking: each frame detected and every face "
+                                                              "identified (slow; models without a face detector)")
+    s.add_argument("--realtime", action="store_true", help="on a file, keep to the video's clock and drop frames "
+                                                           "rather than fall behind, as a live source always does")
+    s.add_argument("--workers", type=int, default=None, help="threads: detection and naming on 2 (1: one shared); "
+                                                             "with --every-frame, frames identified at once "
                                                              "(default: one per core, at most 4)")
     s.add_argument("--out", default=None, help="write the processed frames with boxes and names (MP4)")
     s.add_argument("--out-fps", type=float, default=30.0, help="frame rate of --out (default 30)")

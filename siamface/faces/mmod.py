@@ -64,7 +64,8 @@ class MMODNet(nn.Module):
 
     def fused(self) -> nn.Sequential:
         """An inference copy with each batch-norm affine folded into its convolution and in-place ReLUs: the
-        same function (to float rounding) with one pass over each activation instead of four."""
+        same function (to float rounding) with one pass over each activation instead of four; the last
+        convolution (to one score map) as a `RowSumConv`."""
         layers: list[nn.Module] = []
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
@@ -75,10 +76,35 @@ class MMODNet(nn.Module):
                 w, b = w * scale[:, None, None, None], b * scale + shift
             new.weight.data.copy_(w)
             new.bias.data.copy_(b)
-            layers.append(new)
+            layers.append(new if i < last or new.stride != (1, 1) else RowSumConv(new))
             if i < last:
                 layers.append(nn.ReLU(inplace=True))
         return nn.Sequential(*layers).eval()
+
+
+class RowSumConv(nn.Module):
+    """A stride-1 k x k convolution to one channel as one 1 x k convolution to k channels (a channel per kernel
+    row) whose k maps are summed with their rows shifted: the same products summed in another order (equal
+    to float rounding). oneDNN runs a one-channel output slowly; this way dlib's 9x9 last layer takes about a
+    quarter of the time."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.out_channels != 1 or conv.stride != (1, 1) or conv.groups != 1:
+            raise ValueError("RowSumConv rewrites a stride-1 convolution to one channel")
+        (kh, kw), (ph, pw) = conv.kernel_size, conv.padding  # type: ignore[misc]
+        self.kh, self.ph = int(kh), int(ph)
+        self.rows = nn.Conv2d(conv.in_channels, self.kh, (1, int(kw)), padding=(0, int(pw)), bias=False)
+        self.rows.weight.data.copy_(conv.weight.detach()[0].permute(1, 0, 2)[:, :, None, :])
+        self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = nn.functional.pad(self.rows(x), (0, 0, self.ph, self.ph))
+        out_h = z.shape[2] - self.kh + 1
+        out = z[:, 0, :out_h]
+        for i in range(1, self.kh):
+            out = out + z[:, i, i:i + out_h]
+        return (out + self.bias)[:, None]
 
 
 def _overlaps(a: IntRect, b: IntRect, iou: float, covered: float) -> bool:
