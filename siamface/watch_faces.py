@@ -150,17 +150,8 @@ class FaceNamer:
                                    channels=self.pre.channels) for frame, b in faces]
         emb = embed_batches(self.verifier.net, torch.from_numpy(np.stack(inputs)), self.pre,
                             device=self.verifier.device)
-        scores, names = self.gallery._person_scores(emb)
-        decision = self.gallery.decision(fpir=self.fpir)
+        answers, decision, _ = self.gallery._search(emb, 1, self.fpir)  # the gallery's exact top-1 and decision
         fields = decision.fields()
         point = {"operating_point": fields.get("operating_point"), "threshold": fields.get("threshold"),
                  **({"fpir": fields["fpir"]} if fields.get("fpir") is not None else {})}
-        out = []
-        for row in scores:
-            if len(names) == 0:
-                out.append(Named(None, 0.0, point))
-                continue
-            best = min(range(len(names)), key=lambda j: (-row[j], names[j]))
-            p = float(row[best])
-            out.append(Named(names[best] if decision.accepts(p) else None, round(p, 10), point))
-        return out
+        return [Named(match, cands[0].probability if cands else 0.0, point) for match, cands in answers]
