@@ -25,6 +25,7 @@ from .errors import MultipleFacesError
 from .files import sha256_file
 
 if TYPE_CHECKING:
+    from .config import AlignConfig
     from .faces import FaceCrop
 
 @dataclass
@@ -74,9 +75,11 @@ def photo_of(image: str | Path | np.ndarray | bytes | Photo, source: str | None 
     raise TypeError(f"a photo must be a path, file bytes or a numpy array, got {type(image).__name__}")
 
 
-def faces_for(photo: Photo, pre: PreprocessConfig, select: str | None = None, every: bool = False) -> list[Face]:
+def faces_for(photo: Photo, pre: PreprocessConfig, select: str | None = None, every: bool = False,
+              boxes: list[tuple[int, int, int, int]] | None = None) -> list[Face]:
     """The faces of a photo under a model's preprocessing: the one it chooses (`select`: "largest" or
-    "central", else the model's rule), or `every` face found, the chosen one first. A model that takes whole
+    "central", else the model's rule), or `every` face found, the chosen one first, or the faces at given
+    `boxes` (x, y, w, h: a tracker's, found earlier), aligned as detected ones are. A model that takes whole
     images gets the photo as one face (cropped and resized as its preprocessing says). NoFaceError names
     the photo when no face is found."""
     if select is not None and select not in ("largest", "central"):
@@ -92,10 +95,23 @@ def faces_for(photo: Photo, pre: PreprocessConfig, select: str | None = None, ev
     from .faces.multi import extract_all_faces
 
     cfg = replace(pre.align, select=select) if select else pre.align
+    if boxes is not None:
+        return [_face(_at_box(photo.rgb, b, pre.size, cfg), photo, pre) for b in boxes]
     where = photo.where or photo.source
     crops = extract_all_faces(photo.rgb, pre.size, cfg, where) if every else \
         [extract_face(photo.rgb, pre.size, cfg, source=where)]
     return [_face(c, photo, pre) for c in crops]
+
+
+def _at_box(rgb: np.ndarray, b: tuple[int, int, int, int], size: int, cfg: AlignConfig) -> FaceCrop:
+    """The face at a known box, with its landmarks, aligned by the recipe as a detected face is."""
+    from .faces import FaceBox, FaceCrop
+    from .faces.align import align_box
+    from .faces.detect import with_landmarks
+
+    box = with_landmarks(rgb, [FaceBox(*b, 1.0)])[0]
+    image, eyes, source = align_box(rgb, box, size, cfg)
+    return FaceCrop(image, faces=[box], used=box, eyes_source=source, eyes=eyes)
 
 
 def one_face_to_enroll(faces: list[Face], where: str, select: str | None) -> Face:

@@ -85,21 +85,18 @@ class FaceNamer:
     (a siamface Gallery whose model detects faces) at its FPIR point `fpir` (None: its default)."""
 
     def __init__(self, gallery: Any, fpir: float | None = None, min_face: int = MMOD_SMALLEST) -> None:
-        from .faces import AlignConfig
-
         self.gallery, self.fpir, self.min_face = gallery, fpir, min_face
         self.verifier = gallery.verifier
         self.pre = self.verifier.preprocess
-        self.cfg = AlignConfig.from_dict(self.pre.align)
+        self.cfg = self.pre.align
         self.scale = detect_scale(min_face, self.cfg.upsample) if self.cfg.detector == "mmod" else 1.0
 
     @staticmethod
     def tracks(gallery: Any) -> bool:
         """Whether a gallery's model finds faces (a model that takes the whole frame as the face cannot be
         tracked face by face: each frame is identified whole)."""
-        v = getattr(gallery, "verifier", None)
-        align = getattr(getattr(v, "preprocess", None), "align", None) or {}
-        return align.get("detector", "none") in ("mmod", "haar")
+        pre = getattr(getattr(gallery, "verifier", None), "preprocess", None)
+        return bool(pre is not None and pre.detects)
 
     def regions(self, parts: list[Region], shape: tuple[int, ...]) -> list[Region] | None:
         """Where to detect around `parts`: each widened by half the smallest face (a face at its edge stays
@@ -139,15 +136,12 @@ class FaceNamer:
     def name(self, faces: list[tuple[np.ndarray, Box]]) -> list[Named]:
         """Each (frame, box)'s face aligned as the model's preprocessing says (dlib's landmarks and chip for
         the shipped model), embedded in one batch and searched in the gallery; decided at its FPIR point."""
-        from .data import image_from_array
         from .embed import embed_batches
-        from .faces import FaceBox
-        from .faces.align import align_box
+        from .photo_faces import Photo, faces_for
 
         if not faces:
             return []
-        inputs = [image_from_array(align_box(frame, FaceBox(*b, 1.0), self.pre.size, self.cfg)[0],
-                                   channels=self.pre.channels) for frame, b in faces]
+        inputs = [faces_for(Photo(frame, "frame", ""), self.pre, boxes=[b])[0].input for frame, b in faces]
         emb = embed_batches(self.verifier.net, torch.from_numpy(np.stack(inputs)), self.pre,
                             device=self.verifier.device)
         answers, decision, _ = self.gallery._search(emb, 1, self.fpir)  # the gallery's exact top-1 and decision

@@ -393,6 +393,9 @@ def test_verify_and_the_gallery_report_a_face_in_one_shape(tmp_path: Path, verif
     x, reports = verifier.inputs([a])
     assert np.array_equal(x[0].numpy(), face.input) and reports[0] == face.report == verdict.faces[0]
     assert set(verdict.faces[0]) == set(FaceReport.__annotations__) and verdict.faces[0]["box"]["w"] > 0
+    b = face.report["box"]  # a tracker's box (watch) goes the same road: the same input as when detected
+    (at_box,) = faces_for(photo_of(a), verifier.preprocess, boxes=[(b["x"], b["y"], b["w"], b["h"])])
+    assert np.array_equal(at_box.input, face.input) and at_box.report["box"] == {**b, "confidence": 1.0}
     with Gallery(tmp_path / "g.db", verifier) as g:
         enrolled = g.enroll(name, [a])
         assert enrolled.enrolled[0].face == face.report
