@@ -58,8 +58,8 @@ def measure(store: object, sizes: list[int], seed: int) -> list[dict[str, object
         fill(store, n, seed)
         v = timed(store.version, 1000)  # type: ignore[attr-defined]
         load = timed(lambda: store.embeddings(DIM), 3)  # type: ignore[attr-defined]
-        names, emb = store.embeddings(DIM)  # type: ignore[attr-defined]
-        assert emb.shape == (n, DIM) and len(names) == n
+        names, person, emb = store.embeddings(DIM)  # type: ignore[attr-defined]
+        assert emb.shape == (n, DIM) and len(names) == n == len(person)
         rows.append({"people": n, "version_us_median": round(statistics.median(v) * 1e6, 1),
                      "embeddings_s_median": round(statistics.median(load), 3),
                      "embeddings_s_all": [round(x, 3) for x in load]})

@@ -386,14 +386,7 @@ class Gallery:
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
             self._same_model()
-            row_names, emb = self._store.embeddings(self.verifier.loaded.model.embed_dim)
-            person = np.empty(len(row_names), np.int64)
-            names: list[str] = []
-            for i, n in enumerate(row_names):  # a person's rows are consecutive
-                if not names or n != names[-1]:
-                    names.append(n)
-                person[i] = len(names) - 1
-            del row_names
+            names, person, emb = self._store.embeddings(self.verifier.loaded.model.embed_dim)
             generation = self._matrix.generation + 1 if self._matrix is not None else 0
             self._matrix = _Matrix(key, SearchIndex.build(self.verifier.loaded.model, names, person, emb), generation)
             return self._matrix
