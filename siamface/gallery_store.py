@@ -218,10 +218,13 @@ class SqlStore(ABC):
         chunk into one preallocated array, and no join or sort is asked of the database (a million rows
         stream in their stored order)."""
         with self._snapshot():
-            people = self._execute("SELECT id, name FROM people ORDER BY id").fetchall()
-            ids = np.fromiter((r[0] for r in people), np.int64, len(people))
-            names = [r[1] for r in people]
-            del people
+            names: list[str] = []
+            parts = [np.zeros(0, np.int64)]
+            cur = self._execute("SELECT id, name FROM people ORDER BY id")
+            while rows := cur.fetchmany(CHUNK_ROWS):  # no list of a million (id, name) tuples at once
+                parts.append(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+                names += [r[1] for r in rows]
+            ids = np.concatenate(parts)
             n = int(self._execute("SELECT count(*) FROM enrollments").fetchone()[0])
             out = np.empty((n, dim), np.float32)
             person = np.empty(n, np.int64)
