@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - exercised with backend="torch" in the 
 AGGREGATES = ("max", "mean")
 BACKENDS = ("faiss", "torch")
 PROBE_CELLS = 16_000_000  # probes x rows scored at once (64 MB of float32 distances)
-CHUNK_ROWS = 65_536  # rows per pass of the head itself (heads with positive weights)
+CHUNK_ROWS = 65_536  # rows per pass of the head itself (heads with positive weights), at most
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,10 @@ class SearchIndex:
         a32 = torch.from_numpy(a.astype(np.float32))
         out = np.empty((len(probes), self.n), np.float32)
         q = torch.from_numpy(probes)
-        for c in range(0, self.n, CHUNK_ROWS):
-            x = torch.from_numpy(rows[c:c + CHUNK_ROWS])
-            out[:, c:c + CHUNK_ROWS] = ((q[:, None, :] - x[None]).abs() @ a32 + b).numpy()
+        step = max(1, min(CHUNK_ROWS, PROBE_CELLS // max(1, len(probes) * self.dim)))  # (F, rows, D) at most 64 MB
+        for c in range(0, self.n, step):
+            x = torch.from_numpy(rows[c:c + step])
+            out[:, c:c + step] = ((q[:, None, :] - x[None]).abs() @ a32 + b).numpy()
         return out
 
     def _l1(self, q: np.ndarray, x: np.ndarray) -> np.ndarray:
