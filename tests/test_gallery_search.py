@@ -130,3 +130,20 @@ def test_search_budget_shrinks_with_the_gallery() -> None:
     assert search_budget(1_000, 2_000) == 2_000
     assert search_budget(1_000_000, 2_000) == 50
     assert search_budget(10**9, 2_000) == 1
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_small_chunks_give_the_same_answers(real, head: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Probes and rows scored in many small chunks (the bound that keeps a large search's memory flat)."""
+    import siamface.gallery_search as gs
+
+    model = _with_head(real[0], head)
+    emb, person = _gallery(real, 700, seed=7)
+    names = [f"p{i:04d}" for i in range(person.max() + 1)]
+    index = SearchIndex.build(model, names, person, emb)
+    probes = real[1][::41]
+    whole = index.search(probes, 5, "mean")
+    monkeypatch.setattr(gs, "PROBE_CELLS", 3_000)  # 4 probes at a time; the head: 2 rows at a time
+    assert index.search(probes, 5, "mean") == whole
+    for probe, hits in zip(probes, whole):
+        _same([(names[h.person], h.p) for h in hits], _brute(model, emb, person, names, probe, 5, "mean"))
