@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +43,14 @@ def children_of(pid: int) -> dict[int, bytes]:
 def servers_of(pid: int) -> set[int]:
     """The serving processes of `pid`: its spawned children, not multiprocessing's resource tracker."""
     return {k for k, cmd in children_of(pid).items() if b"spawn_main" in cmd}
+
+
+def left_alive(pids: set[int], seconds: float = 5.0) -> list[int]:
+    """Those of `pids` still running after `seconds` at most (the resource tracker ends once its parent has)."""
+    deadline = time.monotonic() + seconds
+    while [p for p in pids if alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if alive(p)]
 
 
 def alive(pid: int) -> bool:
@@ -92,4 +102,34 @@ def test_two_processes_share_the_port_and_the_gallery_and_stop_together(tiny: Ti
             proc.kill()
             raise
     assert code == 0, log.read_text()[-2000:]
-    assert kids <= everyone and not [k for k in everyone if alive(k)], "a child process outlived its parent"
+    assert kids <= everyone and not left_alive(everyone), "a child process outlived its parent"
+
+
+def test_a_serving_process_dying_stops_the_parent_with_its_name(tiny: TinyRun, tmp_path: Path) -> None:
+    model = face_tiny_model(tiny.path, tmp_path / "face-tiny")
+    port, log = free_port(), tmp_path / "serve.log"
+    proc = start_server(["--gallery", str(tmp_path / "people.db"), "--model", str(model), "--processes", "2",
+                         "--log-level", "warning"], port, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while len(servers_of(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        everyone, victim = set(children_of(proc.pid)), min(servers_of(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = log.read_text().strip().splitlines()[-1]
+    assert code == 1 and last.startswith("siamface serve: siamface-serve-") and f"pid {victim}) exited with -9" in last
+    assert not left_alive(everyone), "a child process outlived its parent"
+
+
+def test_a_bad_model_fails_in_the_parent_before_listening(tmp_path: Path) -> None:
+    port = free_port()
+    out = subprocess.run([sys.executable, "-m", "siamface", "serve", "--port", str(port), "--processes", "2",
+                          "--gallery", str(tmp_path / "people.db"), "--model", str(tmp_path / "no-such-model")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and "no-such-model" in out.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))  # never bound: nothing listens
