@@ -133,3 +133,14 @@ def test_a_bad_model_fails_in_the_parent_before_listening(tmp_path: Path) -> Non
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and "no-such-model" in out.stderr
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # never bound: nothing listens
+
+
+def test_the_shared_socket_is_tcp_so_asyncio_sets_nodelay() -> None:
+    """With proto 0, asyncio leaves TCP_NODELAY off on accepted connections: 1 client was 7.5 requests/s
+    against 10.5 with one process (benchmarks/service_processes.py)."""
+    from siamface.cli.serve import _listen
+
+    with _listen("127.0.0.1", 0) as listening, socket.create_connection(listening.getsockname()[:2]):
+        conn, _ = listening.accept()
+        with conn:
+            assert conn.proto == socket.IPPROTO_TCP  # what asyncio's _set_nodelay checks
