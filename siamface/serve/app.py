@@ -323,7 +323,7 @@ def _add_routes(app: FastAPI) -> None:
                 "gallery": None if gallery is None else gallery_label(gallery),
                 "people": None if res.gallery is None else len(res.gallery.people()),
                 "read_only": not app.state.settings.api_key, "key_required": bool(app.state.settings.api_key),
-                "limits": asdict(limits)}
+                "limits": asdict(limits), "pid": os.getpid()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

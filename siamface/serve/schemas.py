@@ -138,6 +138,7 @@ class Health(BaseModel):
     read_only: bool = Field(description="true when SIAMFACE_API_KEY is unset: the write endpoints refuse")
     key_required: bool = Field(False, description="true when the gallery endpoints need the X-API-Key header")
     limits: dict[str, int | float]
+    pid: int = Field(description="the answering process's id (several with `siamface serve --processes N`)")
 
 
 class ErrorAnswer(BaseModel):
