@@ -342,7 +342,7 @@ class Gallery:
         the number of people searched."""
         m = self._current_matrix()
         hits = m.index.search(probes, k, self.aggregate)
-        decision = self.decision(fpir=fpir)
+        decision = self._decision(fpir, None, m)
         answers = []
         for best in hits:
             cands = tuple(Candidate(m.names[h.person], round(h.p, 10)) for h in best)
@@ -356,12 +356,16 @@ class Gallery:
         (verify_against) by a FAR point. A verifier given a threshold or a FAR point decides with it;
         otherwise the gallery's own calibration (its enrolled people) where it resolves the point, else
         the model's."""
+        return self._decision(fpir, far)
+
+    def _decision(self, fpir: float | None, far: float | None, m: _Matrix | None = None) -> Decision:
+        """`decision`, for the index `m` a search has just checked is current (None: check it here)."""
         v = self.verifier
         if fpir is not None and far is not None:
             raise ValueError("give an FPIR or a FAR, not both")
         if v.explicit and fpir is None and far is None:
             return v.decision
-        own = self.self_calibration()
+        own = self._self_calibration(m if m is not None else self._current_matrix())
         if far is not None:
             return v.noted(own.far_decision(far, v))
         return v.noted(own.fpir_decision(DEFAULT_FPIR if fpir is None else fpir, v))
@@ -370,7 +374,9 @@ class Gallery:
         """The gallery's calibration from its own enrolled people: recomputed when the file changed, except
         that this process's own enrollments adding at most 1% more photos keep it (a large gallery enrolling
         one person at a time would otherwise recalibrate before every search)."""
-        m = self._current_matrix()
+        return self._self_calibration(self._current_matrix())
+
+    def _self_calibration(self, m: _Matrix) -> SelfCalibration:
         with self._lock:
             cal = self._selfcal
             if cal is None or cal.key[0] != m.generation or not 0 <= len(m.emb) - cal.key[1] <= 0.01 * cal.key[1]:
@@ -386,8 +392,9 @@ class Gallery:
             if self._matrix is not None and self._matrix.key == key:
                 return self._matrix
             self._same_model()
-            names, person, emb = self._store.embeddings(self.verifier.loaded.model.embed_dim)
             generation = self._matrix.generation + 1 if self._matrix is not None else 0
+            self._matrix = self._selfcal = None  # let the old index go before the new one is read (1M: 0.5 GB)
+            names, person, emb = self._store.embeddings(self.verifier.loaded.model.embed_dim)
             self._matrix = _Matrix(key, SearchIndex.build(self.verifier.loaded.model, names, person, emb), generation)
             return self._matrix
 

@@ -60,6 +60,7 @@ class SearchIndex:
     backend: str = "faiss"
     _scaled: np.ndarray | None = field(default=None, repr=False)  # rows scaled by |a_j| (untied heads only)
     _groups: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # rows sorted by person
+    _counts: np.ndarray | None = field(default=None, repr=False)  # rows of each person
     _index_of: dict[str, int] | None = field(default=None, repr=False)  # name -> person index
     _identity: bool | None = field(default=None, repr=False)  # row i is person i
 
@@ -103,7 +104,7 @@ class SearchIndex:
         self.emb[self.n:need] = emb
         self.person = np.concatenate([self.person, np.full(len(emb), pid, np.int64)])
         self.n = need
-        self._scaled, self._groups, self._identity = None, None, None
+        self._scaled, self._groups, self._counts, self._identity = None, None, None, None
 
     def _name_index(self) -> dict[str, int]:
         if self._index_of is None:
@@ -151,9 +152,14 @@ class SearchIndex:
         """Rows grouped by person: (row order, offsets) with person i's rows order[offsets[i]:offsets[i+1]]."""
         if self._groups is None:
             order = np.argsort(self.person[:self.n], kind="stable")
-            counts = np.bincount(self.person[:self.n], minlength=len(self.names))
-            self._groups = (order, np.concatenate([[0], np.cumsum(counts)]))
+            self._groups = (order, np.concatenate([[0], np.cumsum(self._person_counts())]))
         return self._groups
+
+    def _person_counts(self) -> np.ndarray:
+        """How many rows each person has (0: a person without photos, never answered)."""
+        if self._counts is None:
+            self._counts = np.bincount(self.person[:self.n], minlength=len(self.names))
+        return self._counts
 
     # ---- searching -----------------------------------------------------------------------------------
 
@@ -166,7 +172,7 @@ class SearchIndex:
         if aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
         probes = np.ascontiguousarray(probes.numpy() if isinstance(probes, torch.Tensor) else probes, np.float32)
-        present = np.bincount(self.person[:self.n], minlength=len(self.names)) > 0
+        present = self._person_counts() > 0
         out: list[list[Hit]] = []
         step = max(1, PROBE_CELLS // max(self.n, 1))
         for c in range(0, len(probes), step):
@@ -183,7 +189,7 @@ class SearchIndex:
             per = self._best_row(z)
             margin = 1e-3 + 1e-5 * float(np.max(np.abs(z), initial=0.0))  # float32 sums of D terms
         else:
-            counts = np.bincount(self.person[:self.n], minlength=len(self.names))
+            counts = self._person_counts()
             per = np.bincount(self.person[:self.n], weights=_sigmoid(z), minlength=len(self.names))
             per = np.where(counts > 0, per / np.maximum(counts, 1), -np.inf)
             margin = 1e-3  # a probability moves by at most a quarter of its logit's error

@@ -90,7 +90,7 @@ def faces_for(photo: Photo, pre: PreprocessConfig, select: str | None = None, ev
 
         x, _ = load_input_with_faces(photo.rgb, pre)
         crop = image_from_array(photo.rgb, channels=3, size=pre.size, crop=pre.crop).transpose(1, 2, 0)
-        return [Face(x, crop, dict(face_report(None)), photo.source, photo.sha256)]
+        return [Face(x, crop, face_report(None), photo.source, photo.sha256)]
     from .faces import extract_face
     from .faces.multi import extract_all_faces
 

@@ -47,5 +47,5 @@ def load_input_with_faces(
     if isinstance(image, np.ndarray):
         from .data import image_from_array
 
-        return image_from_array(image, channels=pre.channels, size=pre.size, crop=pre.crop), dict(face_report(None))
-    return load_image(image, channels=pre.channels, size=pre.size, crop=pre.crop), dict(face_report(None))
+        return image_from_array(image, channels=pre.channels, size=pre.size, crop=pre.crop), face_report(None)
+    return load_image(image, channels=pre.channels, size=pre.size, crop=pre.crop), face_report(None)

@@ -119,7 +119,7 @@ class FaceCrop:
         """The face report (siamface.faces.report: one shape everywhere), without the image."""
         from .report import face_report
 
-        return dict(face_report(self))
+        return face_report(self)
 
 
 def central_box(image: np.ndarray, fraction: float = 0.5) -> FaceBox:
