@@ -96,6 +96,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lfw", type=int, default=40, help="LFW photos (seed 0)")
     p.add_argument("--imm", type=int, default=3, help="IMM photos, each at every enlargement")
+    p.add_argument("--name", default="detect_sizes", help="results/<name>.json")
     args = p.parse_args()
     torch.set_num_threads(1)
     load_start = os.getloadavg()[0]
@@ -121,7 +122,7 @@ def main() -> None:
         row["ratio_siamface_to"] = {"versus": hog, "median_of_per_photo_ratios": round(float(np.median(ratios)), 2),
                                     "ratio_of_medians": round(row["siamface"]["median_ms"] / row[hog]["median_ms"], 2)}
         rows[name] = row
-    write_result("detect_sizes", {"benchmark": "detection + 5 landmarks per photo, one thread: siamface (MMOD port) "
+    write_result(args.name, {"benchmark": "detection + 5 landmarks per photo, one thread: siamface (MMOD port) "
                                   "vs dlib HOG + dlib shape_predictor", "command": command(), "seed": 0,
                                   "sets": rows, "load_avg_1min_start_end": [load_start, os.getloadavg()[0]],
                                   "machine": machine()})

@@ -25,6 +25,7 @@ from siamface.faces.detect import _dlib_models
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--name", default="mmod_rowsum", help="results/<name>.json")
     args = p.parse_args()
     threads.apply()
     detector = _dlib_models()[0]
@@ -50,7 +51,7 @@ def main() -> None:
         rows.append({"input": name, "canvas": list(canvas.shape), "plain_ms": med["plain"],
                      "rowsum_ms": med["rowsum"], "ratio": round(med["rowsum"] / med["plain"], 3),
                      "max_abs_score_difference": diff})
-    write_result("mmod_rowsum", {"benchmark": "MMOD network pass, last layer as row sums vs plain",
+    write_result(args.name, {"benchmark": "MMOD network pass, last layer as row sums vs plain",
                                  "command": command(), "repeats": args.repeats, "rows": rows, "machine": machine()})
 
 
